@@ -1,0 +1,26 @@
+# The two commands a newcomer types: `make demo` and `make test`.
+# Both install whatever is missing first (tools/bootstrap).
+PY := .venv/bin/python
+SHELL := /bin/bash
+
+.PHONY: demo test bench lint deps clean
+
+deps:
+	@tools/bootstrap
+
+demo: deps
+	$(PY) -m quhao.cli demo
+
+test: deps
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+bench: deps
+	$(PY) -m quhao.cli bench hall
+
+lint: deps
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+clean:
+	rm -rf .venv build *.egg-info .pytest_cache .ruff_cache .hypothesis

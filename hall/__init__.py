@@ -1,0 +1,1 @@
+"""The hall: the one authority over the queue (engine + SQLite store + MQTT service)."""

@@ -1,0 +1,567 @@
+"""The queue engine: pure and deterministic. No I/O, no clock — `now` is passed in.
+
+Every request is *decided* against the current state into a list of events
+(or a refusal), and state changes only by *applying* events. The store
+persists the events; replaying them rebuilds exactly the same state.
+
+Rules, all from the site configuration:
+- numbers are per service and per local day: prefix + zero-padded counter;
+  the day is derived from `now` in the site's time zone, so numbering starts
+  again at midnight by itself;
+- a window serves several services with weights (一窗受理): the next ticket
+  is the one with the largest weighted wait, (now - rank time + 1) * weight;
+- priority tickets (elderly, appointment, green channel) go first, but after
+  `interleave` priority calls in a row at a terminal an ordinary ticket waiting
+  there is called (anti-starvation);
+- per-person quota as a sliding window over the person key; a staff override
+  issues anyway and records the staff id;
+- several terminals at one window call independently (一窗双岗).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from hall.model import Event, Refused, Status, Terminal, Ticket
+from quhao.config import Service, SiteConfig
+
+QueueEntry = tuple[float, float, str]  # (rank time, tie-break, ticket id)
+
+
+@dataclass
+class Outcome:
+    response: dict[str, Any]  # without "ok"/"rid": the service adds those
+    events: list[Event]
+    error: Refused | None = None
+
+
+class Engine:
+    def __init__(self, config: SiteConfig) -> None:
+        self.config = config
+        self.tickets: dict[str, Ticket] = {}
+        self.last_number: dict[tuple[str, str], int] = defaultdict(int)  # (day, service)
+        self.terminals: dict[str, Terminal] = {
+            name: Terminal(name, c.window) for name, c in config.counters.items()
+        }
+        # waiting tickets per (day, service), priority and ordinary, kept sorted
+        self.queues: dict[tuple[str, str, bool], list[QueueEntry]] = defaultdict(list)
+        self.person_history: dict[tuple[str, str], list[tuple[float, str]]] = defaultdict(list)
+        self.service_time: dict[tuple[str, str], tuple[float, int]] = {}  # (day, svc) -> sum, n
+        self.seq = 0
+        quotas = [s.quota.seconds for s in config.services.values() if s.quota]
+        self.longest_quota_s = max(quotas, default=0)
+
+    # ---- time -------------------------------------------------------------
+
+    def day_of(self, now: float) -> str:
+        return datetime.fromtimestamp(now, self.config.site.timezone).date().isoformat()
+
+    def is_open(self, now: float) -> bool:
+        local = datetime.fromtimestamp(now, self.config.site.timezone)
+        if local.weekday() not in self.config.site.days:
+            return False
+        moment = local.time()
+        return any(start <= moment < end for start, end in self.config.site.hours)
+
+    # ---- deciding ---------------------------------------------------------
+
+    def handle(self, device: str, action: str, payload: dict[str, Any], now: float) -> Outcome:
+        """Decide one request and apply its events. Refusals change nothing."""
+        try:
+            role = self.config.device_role(device)
+            if role is None:
+                raise Refused("forbidden", f"{device!r} is not a device of this site")
+            handler = _ACTIONS.get(action)
+            if handler is None:
+                raise Refused("unknown_action", f"no action {action!r}")
+            allowed_role, method = handler
+            if role != allowed_role:
+                raise Refused("forbidden", f"a {role} may not {action}")
+            response, events = method(self, device, payload, now)
+        except Refused as refusal:
+            events = self._refusal_events(device, action, payload, refusal, now)
+            for event in events:
+                self.apply(event)
+            return Outcome({}, events, refusal)
+        for event in events:
+            self.apply(event)
+        return Outcome(response, events)
+
+    def _refusal_events(
+        self, device: str, action: str, payload: dict[str, Any], refusal: Refused, now: float
+    ) -> list[Event]:
+        # Quota and cap refusals are facts the report counts; nothing else is logged.
+        if action == "issue" and refusal.code in ("quota_exceeded", "daily_cap_reached"):
+            service = payload.get("service")
+            return [Event("ticket.refused", now, {"kiosk": device, "service": service,
+                                                  "reason": refusal.code, "day": self.day_of(now)})]
+        return []
+
+    def _issue(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+        service = self._service(_field(p, "service", str))
+        person = _field(p, "person", dict, None)
+        override = _field(p, "override", dict, None)
+        wanted = _field(p, "priority", str, None)
+        key = age = None
+        if person is not None:
+            key = _field(person, "key", str)
+            if not (16 <= len(key) <= 128) or not all(c in "0123456789abcdef" for c in key):
+                raise Refused("bad_request", "person.key must be a lower-case hex digest")
+            age = _field(person, "age", int, None)
+        elif service.id_required:
+            raise Refused("bad_request", f"service {service.id!r} needs a person (ID card or number)")
+        staff_id = None
+        if override is not None:
+            staff_id = _field(override, "staff", str)
+            staff = self.config.staff.get(staff_id)
+            if staff is None or not staff.can_override:
+                raise Refused("forbidden", f"staff {staff_id!r} may not override the quota")
+        if not self.is_open(now):
+            raise Refused("closed", "the hall does not issue tickets now")
+        day = self.day_of(now)
+        issued = self.last_number[(day, service.id)]
+        if service.daily_cap is not None and issued >= service.daily_cap:
+            raise Refused("daily_cap_reached", f"{service.name}: all {service.daily_cap} numbers "
+                          "for today are issued")
+        if key is not None and service.quota is not None and staff_id is None:
+            held = self._tickets_held(key, service.id, now, service.quota.seconds)
+            if held >= service.quota.tickets:
+                raise Refused("quota_exceeded", f"{held} tickets for {service.name} within "
+                              f"{service.quota.seconds // 60} minutes")
+        priority = self._priority(service, wanted, age)
+        number = f"{service.prefix}{issued + 1:0{self.config.rules.number_width}d}"
+        ticket_id = f"{day}/{number}"
+        data = {"ticket": ticket_id, "day": day, "number": number, "service": service.id,
+                "kiosk": device, "priority": priority, "person_key": key,
+                "override_staff": staff_id, "seq": self.seq + 1}
+        event = Event("ticket.issued", now, data)
+        ahead = self._ahead(day, service.id, priority is not None)
+        return {"ticket": {"id": ticket_id, "number": number, "service": service.id,
+                           "service_name": service.name, "issued_at": now, "ahead": ahead,
+                           "priority": priority, "override": staff_id is not None}}, [event]
+
+    def _priority(self, service: Service, wanted: str | None, age: int | None) -> str | None:
+        if wanted is not None:
+            if wanted not in ("appointment", "green"):
+                raise Refused("bad_request", "priority must be 'appointment' or 'green'")
+            if wanted not in service.priorities:
+                raise Refused("forbidden", f"{service.name} has no {wanted} lane")
+            return wanted
+        if (age is not None and age >= self.config.rules.elderly_age
+                and "elderly" in service.priorities):
+            return "elderly"
+        return None
+
+    def _tickets_held(self, key: str, service: str, now: float, seconds: int) -> int:
+        return sum(
+            1 for at, tid in self.person_history[(key, service)]
+            if now - at < seconds and self.tickets[tid].status != Status.VOIDED
+        )
+
+    def _ahead(self, day: str, service: str, priority: bool) -> int:
+        ahead = len(self.queues[(day, service, True)])
+        if not priority:
+            ahead += len(self.queues[(day, service, False)])
+        return ahead
+
+    def _void(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+        ticket = self._ticket(_field(p, "ticket", str), now)
+        if ticket.kiosk != device:
+            raise Refused("forbidden", "only the kiosk that issued a ticket may void it")
+        if ticket.status == Status.VOIDED:
+            return {"ticket": ticket.public()}, []
+        if ticket.status != Status.WAITING:
+            raise Refused("bad_state", f"ticket {ticket.number} is {ticket.status.value}")
+        return {"ticket": {**ticket.public(), "status": "voided"}}, [
+            Event("ticket.voided", now, {"ticket": ticket.id, "kiosk": device})
+        ]
+
+    def _call(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+        term = self._open_terminal(device, now)
+        events: list[Event] = []
+        if "expect" in p:
+            # The counter says which ticket it believes is current. If that is stale
+            # (a doubled key press already called the next one), call nobody new.
+            expected = _field(p, "expect", str, None)
+            current = self.tickets[term.current].number if term.current else None
+            if expected != current:
+                return {"ticket": self._current_view(term), "changed": False}, []
+        if term.current:
+            events.append(self._finish_event(term, now))
+        if not term.open:
+            events.append(Event("terminal.login", now, {"terminal": device, "staff": None}))
+        chosen = self._next_for(term, now)
+        if chosen is None:
+            return {"ticket": None, "changed": bool(events),
+                    "finished": events[0].data["ticket"] if term.current else None}, events
+        ticket, ordinary_waiting = chosen
+        events.append(Event("ticket.called", now, {
+            "ticket": ticket.id, "terminal": device, "window": term.window, "staff": term.staff,
+            "ordinary_waiting": ordinary_waiting}))
+        view = {**ticket.public(), "status": "called", "window": term.window}
+        return {"ticket": view, "changed": True}, events
+
+    def _next_for(self, term: Terminal, now: float) -> tuple[Ticket, bool] | None:
+        """The ticket this terminal calls next, and whether an ordinary one was waiting."""
+        day = self.day_of(now)
+        weights = self.config.windows[term.window].services
+
+        def best(priority: bool) -> QueueEntry | None:
+            top: tuple[float, float, float, str] | None = None
+            for service, weight in weights.items():
+                queue = self.queues.get((day, service, priority))
+                if queue:
+                    rank, tie, tid = queue[0]
+                    score = (-(now - rank + 1.0) * weight, rank, tie, tid)
+                    if top is None or score < top:
+                        top = score
+            return None if top is None else (top[1], top[2], top[3])
+
+        ordinary, prioritised = best(False), best(True)
+        if prioritised and (ordinary is None or term.priority_streak < self.config.rules.interleave):
+            return self.tickets[prioritised[2]], ordinary is not None
+        if ordinary:
+            return self.tickets[ordinary[2]], True
+        return None
+
+    def _recall(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+        term, ticket = self._serving(device)
+        if ticket.recalls >= self.config.rules.max_recalls:
+            event = Event("ticket.skipped", now, {"ticket": ticket.id, "terminal": device,
+                                                  "reason": "recall_limit"})
+            return {"ticket": {**ticket.public(), "status": "skipped"}, "skipped": True}, [event]
+        event = Event("ticket.recalled", now, {"ticket": ticket.id, "terminal": device,
+                                               "window": term.window})
+        return {"ticket": ticket.public(), "recalls": ticket.recalls + 1, "skipped": False}, [event]
+
+    def _skip(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+        _, ticket = self._serving(device)
+        event = Event("ticket.skipped", now, {"ticket": ticket.id, "terminal": device,
+                                              "reason": "no_show"})
+        return {"ticket": {**ticket.public(), "status": "skipped"}}, [event]
+
+    def _finish(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+        term, ticket = self._serving(device)
+        return {"ticket": {**ticket.public(), "status": "finished"}}, [self._finish_event(term, now)]
+
+    def _finish_event(self, term: Terminal, now: float) -> Event:
+        return Event("ticket.finished", now, {"ticket": term.current, "terminal": term.device,
+                                              "window": term.window, "staff": term.staff})
+
+    def _pause(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+        term = self._open_terminal(device, now, opening=False)
+        if term.current:
+            raise Refused("busy", "finish or skip the current ticket before pausing")
+        if term.paused:
+            return {"status": "paused"}, []
+        return {"status": "paused"}, [Event("terminal.paused", now, {"terminal": device})]
+
+    def _resume(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+        term = self.terminals[device]
+        if not term.paused:
+            return {"status": term.status}, []
+        return {"status": "idle"}, [Event("terminal.resumed", now, {"terminal": device})]
+
+    def _login(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+        staff_id = _field(p, "staff", str)
+        staff = self.config.staff.get(staff_id)
+        if staff is None:
+            raise Refused("unknown_staff", f"no staff {staff_id!r}")
+        term = self.terminals[device]
+        if term.current:
+            raise Refused("busy", "finish or skip the current ticket before changing clerk")
+        return {"staff": {"id": staff.id, "name": staff.name}}, [
+            Event("terminal.login", now, {"terminal": device, "staff": staff.id})
+        ]
+
+    def _logout(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+        term = self.terminals[device]
+        if term.current:
+            raise Refused("busy", "finish or skip the current ticket before logging out")
+        if not term.open:
+            return {"status": "closed"}, []
+        return {"status": "closed"}, [Event("terminal.logout", now, {"terminal": device})]
+
+    def _transfer(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+        term = self.terminals[device]
+        target = self._service(_field(p, "service", str))
+        ref = _field(p, "ticket", str, None)
+        if ref is None:
+            if not term.current:
+                raise Refused("no_ticket", "no ticket to transfer")
+            ticket = self.tickets[term.current]
+        else:
+            ticket = self._ticket(ref, now)
+            if ticket.id != term.current:
+                raise Refused("bad_state", f"ticket {ticket.number} is not at this terminal")
+        if target.id == ticket.service:
+            raise Refused("bad_request", f"ticket {ticket.number} is already for {target.name}")
+        event = Event("ticket.transferred", now, {"ticket": ticket.id, "terminal": device,
+                                                  "from": ticket.service, "to": target.id})
+        ahead = self._ahead(ticket.day, target.id, ticket.priority is not None)
+        view = {**ticket.public(), "service": target.id, "status": "waiting", "window": None}
+        return {"ticket": view, "ahead": ahead}, [event]
+
+    def _reinstate(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+        term = self.terminals[device]
+        ticket = self._ticket(_field(p, "ticket", str), now)
+        if ticket.status != Status.SKIPPED:
+            raise Refused("bad_state", f"ticket {ticket.number} is {ticket.status.value}, not skipped")
+        if ticket.service not in self.config.windows[term.window].services:
+            raise Refused("forbidden", f"window {term.window} does not serve {ticket.service}")
+        queue = self.queues[(ticket.day, ticket.service, ticket.priority is not None)]
+        behind = self.config.rules.reinstate_behind
+        if behind == 0 and queue:
+            order = (queue[0][0], queue[0][1] - 0.5)
+        elif 0 < len(queue) and behind <= len(queue):
+            order = (queue[behind - 1][0], queue[behind - 1][1] + 0.5)
+        elif queue:
+            order = (max(queue[-1][0], now), queue[-1][1] + 0.5)
+        else:
+            order = (now, float(self.seq) + 0.5)
+        position = sum(1 for entry in queue if entry[:2] < order)
+        event = Event("ticket.reinstated", now, {"ticket": ticket.id, "terminal": device,
+                                                 "order": list(order)})
+        return {"ticket": {**ticket.public(), "status": "waiting", "window": None},
+                "ahead": position}, [event]
+
+    def _rate(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+        term = self.terminals[device]
+        ticket = self._ticket(_field(p, "ticket", str), now)
+        level = _field(p, "level", int, None)
+        reason = _field(p, "reason", str, "").strip()
+        if ticket.window != term.window or ticket.status != Status.FINISHED:
+            raise Refused("bad_state", f"ticket {ticket.number} was not finished at window "
+                          f"{term.window}")
+        if ticket.rating_state != "none":
+            return {"ticket": ticket.id, "level": ticket.rating, "changed": False}, []
+        if level is not None and not 1 <= level <= 5:
+            raise Refused("bad_request", "level must be 1 (非常不满意) to 5 (非常满意)")
+        if level is not None and level <= 2 and not reason:
+            raise Refused("reason_required", "不满意 and 非常不满意 need a reason for follow-up")
+        data = {"ticket": ticket.id, "number": ticket.number, "level": level, "reason": reason,
+                "window": ticket.window, "staff": ticket.staff, "service": ticket.service}
+        events = [Event("ticket.rated", now, data)]
+        if level is not None and level <= 2:
+            events.append(Event("alert.bad_rating", now, dict(data)))
+        return {"ticket": ticket.id, "level": level, "changed": True}, events
+
+    # ---- helpers for deciding ---------------------------------------------
+
+    def _service(self, service_id: str) -> Service:
+        service = self.config.services.get(service_id)
+        if service is None:
+            raise Refused("unknown_service", f"no service {service_id!r}")
+        return service
+
+    def _ticket(self, ref: str, now: float) -> Ticket:
+        ticket_id = ref if "/" in ref else f"{self.day_of(now)}/{ref}"
+        ticket = self.tickets.get(ticket_id)
+        if ticket is None:
+            raise Refused("unknown_ticket", f"no ticket {ref!r}")
+        return ticket
+
+    def _open_terminal(self, device: str, now: float, opening: bool = True) -> Terminal:
+        term = self.terminals[device]
+        if term.paused and opening:
+            raise Refused("paused", "resume before calling")
+        if not term.open and self.config.rules.require_login:
+            raise Refused("not_logged_in", "log in with a staff number first")
+        return term
+
+    def _serving(self, device: str) -> tuple[Terminal, Ticket]:
+        term = self.terminals[device]
+        if not term.current:
+            raise Refused("no_ticket", "no ticket is being served here")
+        return term, self.tickets[term.current]
+
+    def _current_view(self, term: Terminal) -> dict[str, Any] | None:
+        return self.tickets[term.current].public() if term.current else None
+
+    # ---- ticking ----------------------------------------------------------
+
+    def tick(self, now: float) -> list[Event]:
+        """Time-driven facts: a waiting ticket passing its service's maximum wait."""
+        day = self.day_of(now)
+        events = []
+        for (queue_day, service_id, _), queue in self.queues.items():
+            if queue_day != day:
+                continue
+            limit = self.config.services[service_id].max_wait_s
+            for _rank, _tie, tid in queue:
+                ticket = self.tickets[tid]
+                if now - ticket.issued_at > limit and not ticket.wait_alerted:
+                    events.append(Event("alert.max_wait", now, {
+                        "ticket": tid, "number": ticket.number, "service": service_id,
+                        "waited_s": round(now - ticket.issued_at)}))
+        for event in events:
+            self.apply(event)
+        return events
+
+    # ---- applying ---------------------------------------------------------
+
+    def apply(self, event: Event) -> None:
+        handler = _APPLY.get(event.type)
+        if handler is not None:
+            handler(self, event)
+
+    def _enqueue(self, ticket: Ticket) -> None:
+        bisect.insort(self.queues[(ticket.day, ticket.service, ticket.priority is not None)],
+                      (*ticket.order, ticket.id))
+
+    def _dequeue(self, ticket: Ticket) -> None:
+        queue = self.queues[(ticket.day, ticket.service, ticket.priority is not None)]
+        entry = (*ticket.order, ticket.id)
+        index = bisect.bisect_left(queue, entry)
+        if index < len(queue) and queue[index] == entry:
+            queue.pop(index)
+
+    def _apply_issued(self, e: Event) -> None:
+        d = e.data
+        self.seq = max(self.seq, d["seq"])
+        ticket = Ticket(
+            id=d["ticket"], day=d["day"], number=d["number"], origin_service=d["service"],
+            service=d["service"], issued_at=e.at, kiosk=d["kiosk"], priority=d["priority"],
+            person_key=d["person_key"], override_staff=d["override_staff"],
+            order=(e.at, float(d["seq"])),
+        )
+        self.tickets[ticket.id] = ticket
+        number = int(ticket.number[1:])
+        key = (ticket.day, ticket.service)
+        self.last_number[key] = max(self.last_number[key], number)
+        if ticket.person_key:
+            history = self.person_history[(ticket.person_key, ticket.service)]
+            history.append((e.at, ticket.id))
+            while history and e.at - history[0][0] >= self.longest_quota_s:
+                history.pop(0)  # forget what no quota window can see any more
+        self._enqueue(ticket)
+
+    def _apply_called(self, e: Event) -> None:
+        ticket = self.tickets[e.data["ticket"]]
+        term = self.terminals[e.data["terminal"]]
+        self._dequeue(ticket)
+        ticket.status = Status.CALLED
+        ticket.terminal, ticket.window, ticket.staff = term.device, term.window, term.staff
+        ticket.first_called_at = ticket.first_called_at or e.at
+        ticket.called_at = e.at
+        term.current, term.since, term.open = ticket.id, e.at, True
+        term.priority_streak = term.priority_streak + 1 if ticket.priority else 0
+
+    def _release(self, e: Event) -> Ticket:
+        ticket = self.tickets[e.data["ticket"]]
+        term = self.terminals.get(e.data.get("terminal", ""))
+        if term and term.current == ticket.id:
+            term.current, term.since = None, e.at
+        return ticket
+
+    def _apply_finished(self, e: Event) -> None:
+        ticket = self._release(e)
+        ticket.status, ticket.finished_at = Status.FINISHED, e.at
+        if ticket.called_at is not None:
+            key = (ticket.day, ticket.service)
+            total, count = self.service_time.get(key, (0.0, 0))
+            self.service_time[key] = (total + e.at - ticket.called_at, count + 1)
+
+    def _apply_skipped(self, e: Event) -> None:
+        self._release(e).status = Status.SKIPPED
+
+    def _apply_recalled(self, e: Event) -> None:
+        ticket = self.tickets[e.data["ticket"]]
+        ticket.recalls += 1
+        ticket.called_at = e.at
+
+    def _apply_transferred(self, e: Event) -> None:
+        ticket = self._release(e)
+        ticket.path.append(ticket.service)
+        ticket.service = e.data["to"]
+        ticket.status, ticket.window, ticket.terminal = Status.WAITING, None, None
+        ticket.order = (ticket.issued_at, ticket.order[1])  # keeps its original issue time
+        self._enqueue(ticket)
+
+    def _apply_reinstated(self, e: Event) -> None:
+        ticket = self.tickets[e.data["ticket"]]
+        ticket.status, ticket.window, ticket.terminal = Status.WAITING, None, None
+        ticket.order = (float(e.data["order"][0]), float(e.data["order"][1]))
+        self._enqueue(ticket)
+
+    def _apply_voided(self, e: Event) -> None:
+        ticket = self.tickets[e.data["ticket"]]
+        self._dequeue(ticket)
+        ticket.status = Status.VOIDED
+
+    def _apply_rated(self, e: Event) -> None:
+        ticket = self.tickets[e.data["ticket"]]
+        ticket.rating = e.data["level"]
+        ticket.rating_state = "unrated" if e.data["level"] is None else "rated"
+        ticket.rating_reason = e.data.get("reason", "")
+
+    def _apply_max_wait(self, e: Event) -> None:
+        self.tickets[e.data["ticket"]].wait_alerted = True
+
+    def _apply_login(self, e: Event) -> None:
+        term = self.terminals[e.data["terminal"]]
+        term.open, term.staff, term.since = True, e.data["staff"], e.at
+
+    def _apply_logout(self, e: Event) -> None:
+        term = self.terminals[e.data["terminal"]]
+        term.open, term.staff, term.paused, term.since = False, None, False, e.at
+        term.priority_streak = 0
+
+    def _apply_paused(self, e: Event) -> None:
+        term = self.terminals[e.data["terminal"]]
+        term.paused, term.open, term.since = True, True, e.at
+
+    def _apply_resumed(self, e: Event) -> None:
+        term = self.terminals[e.data["terminal"]]
+        term.paused, term.since = False, e.at
+
+
+def _field(payload: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
+    """Read one payload field; a missing or mistyped field is a `bad_request`."""
+    if name not in payload or (payload[name] is None and default is not ...):
+        if default is ...:
+            raise Refused("bad_request", f"missing field {name!r}")
+        return default
+    value = payload[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise Refused("bad_request", f"field {name!r} must be {kind.__name__}")
+    return value
+
+
+_ACTIONS = {
+    "issue": ("kiosk", Engine._issue),
+    "void": ("kiosk", Engine._void),
+    "call": ("counter", Engine._call),
+    "recall": ("counter", Engine._recall),
+    "skip": ("counter", Engine._skip),
+    "finish": ("counter", Engine._finish),
+    "pause": ("counter", Engine._pause),
+    "resume": ("counter", Engine._resume),
+    "login": ("counter", Engine._login),
+    "logout": ("counter", Engine._logout),
+    "transfer": ("counter", Engine._transfer),
+    "reinstate": ("counter", Engine._reinstate),
+    "rate": ("counter", Engine._rate),
+}
+ACTIONS = tuple(_ACTIONS)
+
+_APPLY = {
+    "ticket.issued": Engine._apply_issued,
+    "ticket.called": Engine._apply_called,
+    "ticket.recalled": Engine._apply_recalled,
+    "ticket.skipped": Engine._apply_skipped,
+    "ticket.finished": Engine._apply_finished,
+    "ticket.transferred": Engine._apply_transferred,
+    "ticket.reinstated": Engine._apply_reinstated,
+    "ticket.voided": Engine._apply_voided,
+    "ticket.rated": Engine._apply_rated,
+    "alert.max_wait": Engine._apply_max_wait,
+    "terminal.login": Engine._apply_login,
+    "terminal.logout": Engine._apply_logout,
+    "terminal.paused": Engine._apply_paused,
+    "terminal.resumed": Engine._apply_resumed,
+}

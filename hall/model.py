@@ -1,0 +1,115 @@
+"""The queue's nouns: tickets, terminals, events, refusals. Plain data, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    WAITING = "waiting"
+    CALLED = "called"  # at a window, being served
+    FINISHED = "finished"
+    SKIPPED = "skipped"  # no-show
+    VOIDED = "voided"  # never printed: the number is never called
+
+
+@dataclass
+class Ticket:
+    id: str  # "2026-11-23/A023": unique for the site's lifetime
+    day: str
+    number: str  # "A023": unique per day and numbering service
+    origin_service: str  # the service whose numbering gave the number
+    service: str  # the service it waits for now (changes on transfer)
+    issued_at: float
+    kiosk: str
+    priority: str | None  # elderly | appointment | green
+    person_key: str | None  # HMAC pseudonym from the kiosk; never published
+    override_staff: str | None
+    order: tuple[float, float]  # queue position: (rank time, tie-break); issue time unless moved
+    status: Status = Status.WAITING
+    terminal: str | None = None
+    window: int | None = None
+    staff: str | None = None
+    first_called_at: float | None = None
+    called_at: float | None = None
+    finished_at: float | None = None
+    recalls: int = 0
+    path: list[str] = field(default_factory=list)  # services already passed (三证联办)
+    rating: int | None = None
+    rating_state: str = "none"  # none | rated | unrated
+    rating_reason: str = ""
+    wait_alerted: bool = False
+
+    def public(self) -> dict[str, Any]:
+        """What may leave the hall: everything but the person key."""
+        return {
+            "id": self.id,
+            "number": self.number,
+            "service": self.service,
+            "issued_at": self.issued_at,
+            "priority": self.priority,
+            "status": self.status.value,
+            "window": self.window,
+        }
+
+
+@dataclass
+class Terminal:
+    """One caller position. Usually one per window; two for 一窗双岗."""
+
+    device: str
+    window: int
+    open: bool = False
+    staff: str | None = None
+    paused: bool = False
+    current: str | None = None  # ticket id being served
+    since: float = 0.0
+    priority_streak: int = 0
+
+    @property
+    def status(self) -> str:
+        if self.current:
+            return "serving"
+        if self.paused:
+            return "paused"
+        return "idle" if self.open else "closed"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A fact the hall committed. The event log is the source of truth; state is its fold."""
+
+    type: str
+    at: float
+    data: dict[str, Any]
+
+
+class Refused(Exception):  # noqa: N818 — a refusal is an answer, not a failure
+    """A request the rules do not allow; becomes an error response with this code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+ERROR_CODES = {
+    "bad_request": "the payload is not valid JSON or misses or mistypes a field",
+    "unknown_action": "no such action",
+    "forbidden": "this device may not do this",
+    "unknown_service": "no such service",
+    "unknown_ticket": "no such ticket today",
+    "unknown_staff": "no such staff id",
+    "quota_exceeded": "the person already has the maximum tickets for this service",
+    "daily_cap_reached": "the service issued all its numbers for today",
+    "closed": "outside opening hours",
+    "paused": "the terminal is paused",
+    "not_logged_in": "log in first",
+    "busy": "finish or skip the current ticket first",
+    "no_ticket": "the terminal has no ticket",
+    "bad_state": "the ticket is not in a state that allows this",
+    "reason_required": "不满意/非常不满意 need a reason",
+    "unavailable": "the hall could not store the change; retry with the same rid",
+}

@@ -1,0 +1,106 @@
+"""Retained state payloads the hall publishes, derived from the engine. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hall.engine import Engine
+from hall.model import Status, Terminal
+
+
+def terminal_view(engine: Engine, term: Terminal) -> dict[str, Any]:
+    ticket = engine.tickets.get(term.current) if term.current else None
+    staff = engine.config.staff.get(term.staff) if term.staff else None
+    return {
+        "device": term.device,
+        "status": term.status,
+        "ticket": ticket.number if ticket else None,
+        "ticket_id": ticket.id if ticket else None,
+        "service": ticket.service if ticket else None,
+        "called_at": ticket.called_at if ticket else None,
+        "staff": term.staff,
+        "staff_name": staff.name if staff else None,
+        "since": term.since,
+    }
+
+
+_STATUS_RANK = {"serving": 0, "idle": 1, "paused": 2, "closed": 3}
+
+
+def window_state(engine: Engine, number: int) -> dict[str, Any]:
+    """`window/{n}/state`: the window as its display shows it.
+
+    With two terminals at one window (一窗双岗) the top-level fields follow the
+    most recent call; `terminals` has each one.
+    """
+    window = engine.config.windows[number]
+    terms = [terminal_view(engine, t) for t in engine.terminals.values() if t.window == number]
+    status = min((t["status"] for t in terms), key=_STATUS_RANK.__getitem__, default="closed")
+    serving = [t for t in terms if t["status"] == "serving"]
+    lead = max(serving, key=lambda t: t["called_at"] or 0) if serving else (
+        max(terms, key=lambda t: t["since"]) if terms else None)
+    service = engine.config.services.get(lead["service"]) if lead and lead["service"] else None
+    return {
+        "window": number,
+        "name": window.name,
+        "status": status,
+        "ticket": lead["ticket"] if serving else None,
+        "ticket_id": lead["ticket_id"] if serving else None,
+        "service": service.id if service and serving else None,
+        "service_name": service.name if service and serving else None,
+        "called_at": lead["called_at"] if serving else None,
+        "staff": lead["staff"] if lead else None,
+        "staff_name": lead["staff_name"] if lead else None,
+        "since": lead["since"] if lead else None,
+        "services": list(window.services),
+        "terminals": terms,
+    }
+
+
+def estimated_wait_s(engine: Engine, service_id: str, waiting: int, day: str) -> int:
+    """Waiting count times the mean service time, spread over the terminals serving it."""
+    service = engine.config.services[service_id]
+    total, count = engine.service_time.get((day, service_id), (0.0, 0))
+    mean = total / count if count >= 5 else float(service.expected_service_s)
+    serving = sum(
+        1 for t in engine.terminals.values()
+        if t.open and not t.paused and service_id in engine.config.windows[t.window].services
+    )
+    return round(waiting * mean / max(serving, 1))
+
+
+def hall_state(engine: Engine, now: float) -> dict[str, Any]:
+    day = engine.day_of(now)
+    services = []
+    for service in engine.config.services.values():
+        waiting = len(engine.queues.get((day, service.id, True), ())) + len(
+            engine.queues.get((day, service.id, False), ()))
+        services.append({
+            "id": service.id,
+            "name": service.name,
+            "prefix": service.prefix,
+            "waiting": waiting,
+            "estimated_wait_s": estimated_wait_s(engine, service.id, waiting, day),
+            "issued": engine.last_number.get((day, service.id), 0),
+        })
+    windows = []
+    for number in engine.config.windows:
+        state = window_state(engine, number)
+        windows.append({"window": number, "status": state["status"], "ticket": state["ticket"]})
+    return {
+        "site": engine.config.site.id,
+        "name": engine.config.site.name,
+        "day": day,
+        "open": engine.is_open(now),
+        "updated": now,
+        "services": services,
+        "windows": windows,
+    }
+
+
+def day_counts(engine: Engine, day: str) -> dict[str, int]:
+    counts = {status.value: 0 for status in Status}
+    for ticket in engine.tickets.values():
+        if ticket.day == day:
+            counts[ticket.status.value] += 1
+    return counts

@@ -1,0 +1,77 @@
+"""Start a private Mosquitto from a file in broker-config/ (tests, benchmarks, demo)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+BROKER_CONFIG_DIR = Path(__file__).resolve().parent.parent / "broker-config"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:g} s")
+            time.sleep(0.02)
+
+
+class Mosquitto:
+    """A mosquitto process on a free loopback port, stopped on close()."""
+
+    def __init__(self, template: str | Path = "dev.conf", workdir: str | Path | None = None,
+                 port: int | None = None) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists():
+            raise FileNotFoundError("mosquitto is not installed (make deps installs it)")
+        self.port = port or free_port()
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix="quhao-mosquitto-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        source = Path(template)
+        if not source.is_absolute() and not source.exists():
+            source = BROKER_CONFIG_DIR / source
+        text = source.read_text().replace("@PORT@", str(self.port)).replace("@DIR@", str(self.dir))
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text(text)
+        self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        try:
+            wait_for_port(self.port)
+        except TimeoutError:
+            self.close()
+            raise
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+    def __enter__(self) -> Mosquitto:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

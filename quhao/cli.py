@@ -1,0 +1,133 @@
+"""`quhao`: one command for every daemon and tool. See `quhao --help`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from quhao import logs
+from quhao.clock import Clock
+from quhao.config import ConfigError, SiteConfig, load
+
+log = logging.getLogger("quhao")
+
+DEFAULT_BROKER = "mqtt://localhost:1883"
+
+
+def _common(parser: argparse.ArgumentParser, *, state: bool = True) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="site TOML file")
+    parser.add_argument("--broker", default=DEFAULT_BROKER,
+                        help=f"mqtt[s]://[user[:password]@]host[:port] (default {DEFAULT_BROKER})")
+    if state:
+        parser.add_argument("--state-dir", type=Path, default=Path("state"),
+                            help="where this daemon keeps its files (default ./state)")
+    parser.add_argument("--clock", default="system",
+                        help="hall clock: 'system' or HALL_ISO_TIME[@REAL_EPOCH][xSPEED]")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def _load(args: argparse.Namespace) -> SiteConfig:
+    logs.setup(args.log_level)
+    return load(args.config)
+
+
+def stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def cmd_hall(args: argparse.Namespace) -> int:
+    from hall.service import HallService
+
+    config = _load(args)
+    service = HallService(config, args.broker, args.state_dir, Clock.parse(args.clock))
+    stop = stop_on_signals()
+    service.start()
+    log.info("hall of %s (%s) serving %d services, %d windows", config.site.name,
+             config.site.id, len(config.services), len(config.windows))
+    try:
+        service.run(stop)
+    finally:
+        service.close()
+    return 0
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    from hall.ctl import run_ctl
+
+    config = _load(args)
+    return run_ctl(config, args.broker, once=args.once, timeout=args.timeout)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level)
+    from hall.bench import run_hall_bench
+
+    return run_hall_bench(clients=args.clients, requests=args.requests, out=args.json)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    print(f"{args.config}: ok — site {config.site.id} ({config.site.name}), "
+          f"{len(config.services)} services, {len(config.windows)} windows, "
+          f"{len(config.kiosks)} kiosks, {len(config.counters)} counters, "
+          f"{len(config.staff)} staff")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quhao", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("hall", help="run the hall: the queue authority")
+    _common(p)
+    p.set_defaults(func=cmd_hall)
+
+    p = sub.add_parser("ctl", help="show the live queue and windows")
+    _common(p, state=False)
+    p.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    p.add_argument("--timeout", type=float, default=5.0, help="with --once: wait this long")
+    p.set_defaults(func=cmd_ctl)
+
+    p = sub.add_parser("check", help="validate a site configuration")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--log-level", default="WARNING")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("bench", help="benchmarks against a bare MQTT baseline")
+    p.add_argument("target", choices=["hall"])
+    p.add_argument("--clients", type=int, default=14)
+    p.add_argument("--requests", type=int, default=300, help="per client")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--log-level", default="WARNING")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"quhao: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"quhao: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
