@@ -97,8 +97,18 @@ class Engine:
         # Quota and cap refusals are facts the report counts; nothing else is logged.
         if action == "issue" and refusal.code in ("quota_exceeded", "daily_cap_reached"):
             service = payload.get("service")
-            return [Event("ticket.refused", now, {"kiosk": device, "service": service,
-                                                  "reason": refusal.code, "day": self.day_of(now)})]
+            return [
+                Event(
+                    "ticket.refused",
+                    now,
+                    {
+                        "kiosk": device,
+                        "service": service,
+                        "reason": refusal.code,
+                        "day": self.day_of(now),
+                    },
+                )
+            ]
         return []
 
     def _issue(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
@@ -113,7 +123,9 @@ class Engine:
                 raise Refused("bad_request", "person.key must be a lower-case hex digest")
             age = _field(person, "age", int, None)
         elif service.id_required:
-            raise Refused("bad_request", f"service {service.id!r} needs a person (ID card or number)")
+            raise Refused(
+                "bad_request", f"service {service.id!r} needs a person (ID card or number)"
+            )
         staff_id = None
         if override is not None:
             staff_id = _field(override, "staff", str)
@@ -123,26 +135,48 @@ class Engine:
         if not self.is_open(now):
             raise Refused("closed", "the hall does not issue tickets now")
         day = self.day_of(now)
-        issued = self.last_number[(day, service.id)]
+        issued = self.last_number.get((day, service.id), 0)
         if service.daily_cap is not None and issued >= service.daily_cap:
-            raise Refused("daily_cap_reached", f"{service.name}: all {service.daily_cap} numbers "
-                          "for today are issued")
+            raise Refused(
+                "daily_cap_reached",
+                f"{service.name}: all {service.daily_cap} numbers for today are issued",
+            )
         if key is not None and service.quota is not None and staff_id is None:
             held = self._tickets_held(key, service.id, now, service.quota.seconds)
             if held >= service.quota.tickets:
-                raise Refused("quota_exceeded", f"{held} tickets for {service.name} within "
-                              f"{service.quota.seconds // 60} minutes")
+                raise Refused(
+                    "quota_exceeded",
+                    f"{held} tickets for {service.name} within "
+                    f"{service.quota.seconds // 60} minutes",
+                )
         priority = self._priority(service, wanted, age)
         number = f"{service.prefix}{issued + 1:0{self.config.rules.number_width}d}"
         ticket_id = f"{day}/{number}"
-        data = {"ticket": ticket_id, "day": day, "number": number, "service": service.id,
-                "kiosk": device, "priority": priority, "person_key": key,
-                "override_staff": staff_id, "seq": self.seq + 1}
+        data = {
+            "ticket": ticket_id,
+            "day": day,
+            "number": number,
+            "service": service.id,
+            "kiosk": device,
+            "priority": priority,
+            "person_key": key,
+            "override_staff": staff_id,
+            "seq": self.seq + 1,
+        }
         event = Event("ticket.issued", now, data)
         ahead = self._ahead(day, service.id, priority is not None)
-        return {"ticket": {"id": ticket_id, "number": number, "service": service.id,
-                           "service_name": service.name, "issued_at": now, "ahead": ahead,
-                           "priority": priority, "override": staff_id is not None}}, [event]
+        return {
+            "ticket": {
+                "id": ticket_id,
+                "number": number,
+                "service": service.id,
+                "service_name": service.name,
+                "issued_at": now,
+                "ahead": ahead,
+                "priority": priority,
+                "override": staff_id is not None,
+            }
+        }, [event]
 
     def _priority(self, service: Service, wanted: str | None, age: int | None) -> str | None:
         if wanted is not None:
@@ -151,21 +185,25 @@ class Engine:
             if wanted not in service.priorities:
                 raise Refused("forbidden", f"{service.name} has no {wanted} lane")
             return wanted
-        if (age is not None and age >= self.config.rules.elderly_age
-                and "elderly" in service.priorities):
+        if (
+            age is not None
+            and age >= self.config.rules.elderly_age
+            and "elderly" in service.priorities
+        ):
             return "elderly"
         return None
 
     def _tickets_held(self, key: str, service: str, now: float, seconds: int) -> int:
         return sum(
-            1 for at, tid in self.person_history[(key, service)]
+            1
+            for at, tid in self.person_history.get((key, service), ())
             if now - at < seconds and self.tickets[tid].status != Status.VOIDED
         )
 
     def _ahead(self, day: str, service: str, priority: bool) -> int:
-        ahead = len(self.queues[(day, service, True)])
+        ahead = len(self.queues.get((day, service, True), ()))
         if not priority:
-            ahead += len(self.queues[(day, service, False)])
+            ahead += len(self.queues.get((day, service, False), ()))
         return ahead
 
     def _void(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
@@ -196,12 +234,25 @@ class Engine:
             events.append(Event("terminal.login", now, {"terminal": device, "staff": None}))
         chosen = self._next_for(term, now)
         if chosen is None:
-            return {"ticket": None, "changed": bool(events),
-                    "finished": events[0].data["ticket"] if term.current else None}, events
+            return {
+                "ticket": None,
+                "changed": bool(events),
+                "finished": events[0].data["ticket"] if term.current else None,
+            }, events
         ticket, ordinary_waiting = chosen
-        events.append(Event("ticket.called", now, {
-            "ticket": ticket.id, "terminal": device, "window": term.window, "staff": term.staff,
-            "ordinary_waiting": ordinary_waiting}))
+        events.append(
+            Event(
+                "ticket.called",
+                now,
+                {
+                    "ticket": ticket.id,
+                    "terminal": device,
+                    "window": term.window,
+                    "staff": term.staff,
+                    "ordinary_waiting": ordinary_waiting,
+                },
+            )
+        )
         view = {**ticket.public(), "status": "called", "window": term.window}
         return {"ticket": view, "changed": True}, events
 
@@ -222,7 +273,9 @@ class Engine:
             return None if top is None else (top[1], top[2], top[3])
 
         ordinary, prioritised = best(False), best(True)
-        if prioritised and (ordinary is None or term.priority_streak < self.config.rules.interleave):
+        if prioritised and (
+            ordinary is None or term.priority_streak < self.config.rules.interleave
+        ):
             return self.tickets[prioritised[2]], ordinary is not None
         if ordinary:
             return self.tickets[ordinary[2]], True
@@ -231,26 +284,41 @@ class Engine:
     def _recall(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
         term, ticket = self._serving(device)
         if ticket.recalls >= self.config.rules.max_recalls:
-            event = Event("ticket.skipped", now, {"ticket": ticket.id, "terminal": device,
-                                                  "reason": "recall_limit"})
+            event = Event(
+                "ticket.skipped",
+                now,
+                {"ticket": ticket.id, "terminal": device, "reason": "recall_limit"},
+            )
             return {"ticket": {**ticket.public(), "status": "skipped"}, "skipped": True}, [event]
-        event = Event("ticket.recalled", now, {"ticket": ticket.id, "terminal": device,
-                                               "window": term.window})
+        event = Event(
+            "ticket.recalled", now, {"ticket": ticket.id, "terminal": device, "window": term.window}
+        )
         return {"ticket": ticket.public(), "recalls": ticket.recalls + 1, "skipped": False}, [event]
 
     def _skip(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
         _, ticket = self._serving(device)
-        event = Event("ticket.skipped", now, {"ticket": ticket.id, "terminal": device,
-                                              "reason": "no_show"})
+        event = Event(
+            "ticket.skipped", now, {"ticket": ticket.id, "terminal": device, "reason": "no_show"}
+        )
         return {"ticket": {**ticket.public(), "status": "skipped"}}, [event]
 
     def _finish(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
         term, ticket = self._serving(device)
-        return {"ticket": {**ticket.public(), "status": "finished"}}, [self._finish_event(term, now)]
+        return {"ticket": {**ticket.public(), "status": "finished"}}, [
+            self._finish_event(term, now)
+        ]
 
     def _finish_event(self, term: Terminal, now: float) -> Event:
-        return Event("ticket.finished", now, {"ticket": term.current, "terminal": term.device,
-                                              "window": term.window, "staff": term.staff})
+        return Event(
+            "ticket.finished",
+            now,
+            {
+                "ticket": term.current,
+                "terminal": term.device,
+                "window": term.window,
+                "staff": term.staff,
+            },
+        )
 
     def _pause(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
         term = self._open_terminal(device, now, opening=False)
@@ -300,8 +368,11 @@ class Engine:
                 raise Refused("bad_state", f"ticket {ticket.number} is not at this terminal")
         if target.id == ticket.service:
             raise Refused("bad_request", f"ticket {ticket.number} is already for {target.name}")
-        event = Event("ticket.transferred", now, {"ticket": ticket.id, "terminal": device,
-                                                  "from": ticket.service, "to": target.id})
+        event = Event(
+            "ticket.transferred",
+            now,
+            {"ticket": ticket.id, "terminal": device, "from": ticket.service, "to": target.id},
+        )
         ahead = self._ahead(ticket.day, target.id, ticket.priority is not None)
         view = {**ticket.public(), "service": target.id, "status": "waiting", "window": None}
         return {"ticket": view, "ahead": ahead}, [event]
@@ -310,24 +381,31 @@ class Engine:
         term = self.terminals[device]
         ticket = self._ticket(_field(p, "ticket", str), now)
         if ticket.status != Status.SKIPPED:
-            raise Refused("bad_state", f"ticket {ticket.number} is {ticket.status.value}, not skipped")
+            raise Refused(
+                "bad_state", f"ticket {ticket.number} is {ticket.status.value}, not skipped"
+            )
         if ticket.service not in self.config.windows[term.window].services:
             raise Refused("forbidden", f"window {term.window} does not serve {ticket.service}")
-        queue = self.queues[(ticket.day, ticket.service, ticket.priority is not None)]
+        queue = self.queues.get((ticket.day, ticket.service, ticket.priority is not None), [])
         behind = self.config.rules.reinstate_behind
         if behind == 0 and queue:
             order = (queue[0][0], queue[0][1] - 0.5)
-        elif 0 < len(queue) and behind <= len(queue):
+        elif len(queue) > 0 and behind <= len(queue):
             order = (queue[behind - 1][0], queue[behind - 1][1] + 0.5)
         elif queue:
             order = (max(queue[-1][0], now), queue[-1][1] + 0.5)
         else:
             order = (now, float(self.seq) + 0.5)
         position = sum(1 for entry in queue if entry[:2] < order)
-        event = Event("ticket.reinstated", now, {"ticket": ticket.id, "terminal": device,
-                                                 "order": list(order)})
-        return {"ticket": {**ticket.public(), "status": "waiting", "window": None},
-                "ahead": position}, [event]
+        event = Event(
+            "ticket.reinstated",
+            now,
+            {"ticket": ticket.id, "terminal": device, "order": list(order)},
+        )
+        return {
+            "ticket": {**ticket.public(), "status": "waiting", "window": None},
+            "ahead": position,
+        }, [event]
 
     def _rate(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
         term = self.terminals[device]
@@ -335,16 +413,24 @@ class Engine:
         level = _field(p, "level", int, None)
         reason = _field(p, "reason", str, "").strip()
         if ticket.window != term.window or ticket.status != Status.FINISHED:
-            raise Refused("bad_state", f"ticket {ticket.number} was not finished at window "
-                          f"{term.window}")
+            raise Refused(
+                "bad_state", f"ticket {ticket.number} was not finished at window {term.window}"
+            )
         if ticket.rating_state != "none":
             return {"ticket": ticket.id, "level": ticket.rating, "changed": False}, []
         if level is not None and not 1 <= level <= 5:
             raise Refused("bad_request", "level must be 1 (非常不满意) to 5 (非常满意)")
         if level is not None and level <= 2 and not reason:
             raise Refused("reason_required", "不满意 and 非常不满意 need a reason for follow-up")
-        data = {"ticket": ticket.id, "number": ticket.number, "level": level, "reason": reason,
-                "window": ticket.window, "staff": ticket.staff, "service": ticket.service}
+        data = {
+            "ticket": ticket.id,
+            "number": ticket.number,
+            "level": level,
+            "reason": reason,
+            "window": ticket.window,
+            "staff": ticket.staff,
+            "service": ticket.service,
+        }
         events = [Event("ticket.rated", now, data)]
         if level is not None and level <= 2:
             events.append(Event("alert.bad_rating", now, dict(data)))
@@ -395,9 +481,18 @@ class Engine:
             for _rank, _tie, tid in queue:
                 ticket = self.tickets[tid]
                 if now - ticket.issued_at > limit and not ticket.wait_alerted:
-                    events.append(Event("alert.max_wait", now, {
-                        "ticket": tid, "number": ticket.number, "service": service_id,
-                        "waited_s": round(now - ticket.issued_at)}))
+                    events.append(
+                        Event(
+                            "alert.max_wait",
+                            now,
+                            {
+                                "ticket": tid,
+                                "number": ticket.number,
+                                "service": service_id,
+                                "waited_s": round(now - ticket.issued_at),
+                            },
+                        )
+                    )
         for event in events:
             self.apply(event)
         return events
@@ -410,8 +505,10 @@ class Engine:
             handler(self, event)
 
     def _enqueue(self, ticket: Ticket) -> None:
-        bisect.insort(self.queues[(ticket.day, ticket.service, ticket.priority is not None)],
-                      (*ticket.order, ticket.id))
+        bisect.insort(
+            self.queues[(ticket.day, ticket.service, ticket.priority is not None)],
+            (*ticket.order, ticket.id),
+        )
 
     def _dequeue(self, ticket: Ticket) -> None:
         queue = self.queues[(ticket.day, ticket.service, ticket.priority is not None)]
@@ -424,9 +521,16 @@ class Engine:
         d = e.data
         self.seq = max(self.seq, d["seq"])
         ticket = Ticket(
-            id=d["ticket"], day=d["day"], number=d["number"], origin_service=d["service"],
-            service=d["service"], issued_at=e.at, kiosk=d["kiosk"], priority=d["priority"],
-            person_key=d["person_key"], override_staff=d["override_staff"],
+            id=d["ticket"],
+            day=d["day"],
+            number=d["number"],
+            origin_service=d["service"],
+            service=d["service"],
+            issued_at=e.at,
+            kiosk=d["kiosk"],
+            priority=d["priority"],
+            person_key=d["person_key"],
+            override_staff=d["override_staff"],
             order=(e.at, float(d["seq"])),
         )
         self.tickets[ticket.id] = ticket

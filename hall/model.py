@@ -86,7 +86,7 @@ class Event:
     data: dict[str, Any]
 
 
-class Refused(Exception):  # noqa: N818 — a refusal is an answer, not a failure
+class Refused(Exception):
     """A request the rules do not allow; becomes an error response with this code."""
 
     def __init__(self, code: str, message: str) -> None:

@@ -53,19 +53,35 @@ def rebuild(config: SiteConfig, store: Store) -> Engine:
 
 
 class HallService:
-    def __init__(self, config: SiteConfig, broker: str, state_dir: str | Path,
-                 clock: Clock | None = None, *, password: str | None = None,
-                 tls: TlsFiles | None = None) -> None:
+    def __init__(
+        self,
+        config: SiteConfig,
+        broker: str,
+        state_dir: str | Path,
+        clock: Clock | None = None,
+        *,
+        password: str | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock or Clock()
         self.topics = Topics(config.site.id)
         self.store = Store(Path(state_dir) / "hall.sqlite")
         started = time.perf_counter()
         self.engine = rebuild(config, self.store)
-        log.info("state rebuilt from %d tickets in %.0f ms", len(self.engine.tickets),
-                 (time.perf_counter() - started) * 1000)
-        self.bus = Bus(broker, "hall", username="hall", password=password, tls=tls,
-                       availability_topic=self.topics.availability("hall"))
+        log.info(
+            "state rebuilt from %d tickets in %.0f ms",
+            len(self.engine.tickets),
+            (time.perf_counter() - started) * 1000,
+        )
+        self.bus = Bus(
+            broker,
+            "hall",
+            username="hall",
+            password=password,
+            tls=tls,
+            availability_topic=self.topics.availability("hall"),
+        )
         self.inbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._republish = threading.Event()
         self._hall_dirty = True
@@ -132,8 +148,9 @@ class HallService:
         own_reply = self.topics.reply(device)
         # Answer only under the asker's own reply topic, whatever it asked for.
         wanted = message.response_topic or own_reply
-        reply_topic = wanted if wanted == own_reply or wanted.startswith(own_reply + "/") \
-            else own_reply
+        reply_topic = (
+            wanted if wanted == own_reply or wanted.startswith(own_reply + "/") else own_reply
+        )
         request = Request(device, action, reply_topic, message.correlation)
         try:
             payload = decode_object(message.payload)
@@ -154,8 +171,9 @@ class HallService:
         decided: dict[tuple[str, str], dict[str, Any]] = {}
         for request in batch:
             if request.problem:
-                log.info("bad request from %s/%s: %s", request.device, request.action,
-                         request.problem)
+                log.info(
+                    "bad request from %s/%s: %s", request.device, request.action, request.problem
+                )
                 answers.append((request, error(request.rid, "bad_request", request.problem)))
                 continue
             key = (request.device, request.rid)
@@ -164,11 +182,15 @@ class HallService:
                 answers.append((request, previous))  # a retry: same answer, no effect
                 continue
             now = self.clock.now()
-            outcome = self.engine.handle(request.device, request.action, request.payload or {},
-                                         now)
+            outcome = self.engine.handle(request.device, request.action, request.payload or {}, now)
             if outcome.error:
-                log.info("%s %s refused: %s (%s)", request.device, request.action,
-                         outcome.error.code, outcome.error.message)
+                log.info(
+                    "%s %s refused: %s (%s)",
+                    request.device,
+                    request.action,
+                    outcome.error.code,
+                    outcome.error.message,
+                )
                 response = error(request.rid, outcome.error.code, outcome.error.message)
             else:
                 response = ok(request.rid, outcome.response)
@@ -178,8 +200,12 @@ class HallService:
             answers.append((request, response))
         if to_store and not self._commit(events, to_store):
             answers = [
-                (r, error(r.rid, "unavailable", "the hall could not store this; retry")
-                 if not r.problem and (r.device, r.rid) in decided else a)
+                (
+                    r,
+                    error(r.rid, "unavailable", "the hall could not store this; retry")
+                    if not r.problem and (r.device, r.rid) in decided
+                    else a,
+                )
                 for r, a in answers
             ]
             events = []
@@ -210,8 +236,9 @@ class HallService:
                 windows.add(event.data["window"])
         for number in sorted(windows):
             if number in self.config.windows:
-                self.bus.publish(self.topics.window_state(number),
-                                 window_state(self.engine, number), retain=True)
+                self.bus.publish(
+                    self.topics.window_state(number), window_state(self.engine, number), retain=True
+                )
         if events:
             self._hall_dirty = True
 
@@ -227,20 +254,23 @@ class HallService:
 
     def publish_all_state(self) -> None:
         for number in self.config.windows:
-            self.bus.publish(self.topics.window_state(number), window_state(self.engine, number),
-                             retain=True)
+            self.bus.publish(
+                self.topics.window_state(number), window_state(self.engine, number), retain=True
+            )
         self._hall_dirty = True
         self._maybe_publish_hall_state(force=True)
 
     def _maybe_publish_hall_state(self, force: bool = False) -> None:
         now_mono = time.monotonic()
-        if not force and (not self._hall_dirty
-                          or now_mono - self._hall_published_at < HALL_STATE_INTERVAL_S):
+        if not force and (
+            not self._hall_dirty or now_mono - self._hall_published_at < HALL_STATE_INTERVAL_S
+        ):
             return
         self._hall_dirty = False
         self._hall_published_at = now_mono
-        self.bus.publish(self.topics.hall_state, hall_state(self.engine, self.clock.now()),
-                         retain=True)
+        self.bus.publish(
+            self.topics.hall_state, hall_state(self.engine, self.clock.now()), retain=True
+        )
 
     def _tick(self) -> None:
         now = self.clock.now()

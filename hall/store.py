@@ -66,9 +66,26 @@ CREATE INDEX IF NOT EXISTS requests_at ON requests(at);
 """
 
 _TICKET_COLUMNS = (
-    "id", "day", "origin_service", "number", "service", "status", "priority", "kiosk",
-    "override_staff", "issued_at", "first_called_at", "called_at", "finished_at", "window",
-    "staff", "recalls", "path", "rating", "rating_state", "rating_reason",
+    "id",
+    "day",
+    "origin_service",
+    "number",
+    "service",
+    "status",
+    "priority",
+    "kiosk",
+    "override_staff",
+    "issued_at",
+    "first_called_at",
+    "called_at",
+    "finished_at",
+    "window",
+    "staff",
+    "recalls",
+    "path",
+    "rating",
+    "rating_state",
+    "rating_reason",
 )
 _UPSERT = (
     f"INSERT INTO tickets ({', '.join(_TICKET_COLUMNS)}) "
@@ -137,7 +154,24 @@ class Store:
 
 def _ticket_row(t: Ticket) -> tuple[Any, ...]:
     return (
-        t.id, t.day, t.origin_service, t.number, t.service, t.status.value, t.priority, t.kiosk,
-        t.override_staff, t.issued_at, t.first_called_at, t.called_at, t.finished_at, t.window,
-        t.staff, t.recalls, json.dumps(t.path), t.rating, t.rating_state, t.rating_reason,
+        t.id,
+        t.day,
+        t.origin_service,
+        t.number,
+        t.service,
+        t.status.value,
+        t.priority,
+        t.kiosk,
+        t.override_staff,
+        t.issued_at,
+        t.first_called_at,
+        t.called_at,
+        t.finished_at,
+        t.window,
+        t.staff,
+        t.recalls,
+        json.dumps(t.path),
+        t.rating,
+        t.rating_state,
+        t.rating_reason,
     )

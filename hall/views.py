@@ -37,8 +37,11 @@ def window_state(engine: Engine, number: int) -> dict[str, Any]:
     terms = [terminal_view(engine, t) for t in engine.terminals.values() if t.window == number]
     status = min((t["status"] for t in terms), key=_STATUS_RANK.__getitem__, default="closed")
     serving = [t for t in terms if t["status"] == "serving"]
-    lead = max(serving, key=lambda t: t["called_at"] or 0) if serving else (
-        max(terms, key=lambda t: t["since"]) if terms else None)
+    lead = (
+        max(serving, key=lambda t: t["called_at"] or 0)
+        if serving
+        else (max(terms, key=lambda t: t["since"]) if terms else None)
+    )
     service = engine.config.services.get(lead["service"]) if lead and lead["service"] else None
     return {
         "window": number,
@@ -63,7 +66,8 @@ def estimated_wait_s(engine: Engine, service_id: str, waiting: int, day: str) ->
     total, count = engine.service_time.get((day, service_id), (0.0, 0))
     mean = total / count if count >= 5 else float(service.expected_service_s)
     serving = sum(
-        1 for t in engine.terminals.values()
+        1
+        for t in engine.terminals.values()
         if t.open and not t.paused and service_id in engine.config.windows[t.window].services
     )
     return round(waiting * mean / max(serving, 1))
@@ -74,15 +78,18 @@ def hall_state(engine: Engine, now: float) -> dict[str, Any]:
     services = []
     for service in engine.config.services.values():
         waiting = len(engine.queues.get((day, service.id, True), ())) + len(
-            engine.queues.get((day, service.id, False), ()))
-        services.append({
-            "id": service.id,
-            "name": service.name,
-            "prefix": service.prefix,
-            "waiting": waiting,
-            "estimated_wait_s": estimated_wait_s(engine, service.id, waiting, day),
-            "issued": engine.last_number.get((day, service.id), 0),
-        })
+            engine.queues.get((day, service.id, False), ())
+        )
+        services.append(
+            {
+                "id": service.id,
+                "name": service.name,
+                "prefix": service.prefix,
+                "waiting": waiting,
+                "estimated_wait_s": estimated_wait_s(engine, service.id, waiting, day),
+                "issued": engine.last_number.get((day, service.id), 0),
+            }
+        )
     windows = []
     for number in engine.config.windows:
         state = window_state(engine, number)

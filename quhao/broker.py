@@ -24,17 +24,21 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
-        except OSError:
+        except OSError as exc:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:g} s")
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:g} s") from exc
             time.sleep(0.02)
 
 
 class Mosquitto:
     """A mosquitto process on a free loopback port, stopped on close()."""
 
-    def __init__(self, template: str | Path = "dev.conf", workdir: str | Path | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self,
+        template: str | Path = "dev.conf",
+        workdir: str | Path | None = None,
+        port: int | None = None,
+    ) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise FileNotFoundError("mosquitto is not installed (make deps installs it)")
@@ -47,8 +51,9 @@ class Mosquitto:
         text = source.read_text().replace("@PORT@", str(self.port)).replace("@DIR@", str(self.dir))
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text(text)
-        self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         try:
             wait_for_port(self.port)
         except TimeoutError:

@@ -21,13 +21,23 @@ DEFAULT_BROKER = "mqtt://localhost:1883"
 
 def _common(parser: argparse.ArgumentParser, *, state: bool = True) -> None:
     parser.add_argument("--config", required=True, type=Path, help="site TOML file")
-    parser.add_argument("--broker", default=DEFAULT_BROKER,
-                        help=f"mqtt[s]://[user[:password]@]host[:port] (default {DEFAULT_BROKER})")
+    parser.add_argument(
+        "--broker",
+        default=DEFAULT_BROKER,
+        help=f"mqtt[s]://[user[:password]@]host[:port] (default {DEFAULT_BROKER})",
+    )
     if state:
-        parser.add_argument("--state-dir", type=Path, default=Path("state"),
-                            help="where this daemon keeps its files (default ./state)")
-    parser.add_argument("--clock", default="system",
-                        help="hall clock: 'system' or HALL_ISO_TIME[@REAL_EPOCH][xSPEED]")
+        parser.add_argument(
+            "--state-dir",
+            type=Path,
+            default=Path("state"),
+            help="where this daemon keeps its files (default ./state)",
+        )
+    parser.add_argument(
+        "--clock",
+        default="system",
+        help="hall clock: 'system' or HALL_ISO_TIME[@REAL_EPOCH][xSPEED]",
+    )
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -55,8 +65,13 @@ def cmd_hall(args: argparse.Namespace) -> int:
     service = HallService(config, args.broker, args.state_dir, Clock.parse(args.clock))
     stop = stop_on_signals()
     service.start()
-    log.info("hall of %s (%s) serving %d services, %d windows", config.site.name,
-             config.site.id, len(config.services), len(config.windows))
+    log.info(
+        "hall of %s (%s) serving %d services, %d windows",
+        config.site.name,
+        config.site.id,
+        len(config.services),
+        len(config.windows),
+    )
     try:
         service.run(stop)
     finally:
@@ -80,10 +95,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args)
-    print(f"{args.config}: ok — site {config.site.id} ({config.site.name}), "
-          f"{len(config.services)} services, {len(config.windows)} windows, "
-          f"{len(config.kiosks)} kiosks, {len(config.counters)} counters, "
-          f"{len(config.staff)} staff")
+    print(
+        f"{args.config}: ok — site {config.site.id} ({config.site.name}), "
+        f"{len(config.services)} services, {len(config.windows)} windows, "
+        f"{len(config.kiosks)} kiosks, {len(config.counters)} counters, "
+        f"{len(config.staff)} staff"
+    )
     return 0
 
 

@@ -13,8 +13,9 @@ from datetime import datetime
 
 
 class Clock:
-    def __init__(self, origin_hall: float | None = None, origin_real: float | None = None,
-                 speed: float = 1.0) -> None:
+    def __init__(
+        self, origin_hall: float | None = None, origin_real: float | None = None, speed: float = 1.0
+    ) -> None:
         self.origin_real = time.time() if origin_real is None else origin_real
         self.origin_hall = self.origin_real if origin_hall is None else origin_hall
         self.speed = speed

@@ -166,7 +166,9 @@ class _Reader:
             raise self.fail(path, f"must be a table, got {_kind(data)}")
         for key in data:
             if key not in allowed:
-                raise self.fail((*path, key), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+                raise self.fail(
+                    (*path, key), f"unknown key (allowed: {', '.join(sorted(allowed))})"
+                )
         return data
 
     def get(
@@ -184,7 +186,7 @@ class _Reader:
             return default
         value = table[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             names = " or ".join(k.__name__ for k in kinds)
             raise self.fail((*path, key), f"must be {names}, got {_kind(value)} {value!r}")
         if check:
@@ -266,9 +268,20 @@ def loads(text: str, file: str | FsPath = "site.toml") -> SiteConfig:
 
 def _site(r: _Reader, top: dict[str, Any], file: FsPath) -> Site:
     path: Path = ("site",)
-    t = r.table(top.get("site", {}), path, {"id", "name", "timezone", "hours", "days", "secret_file"})
-    site_id = r.get(t, path, "id", str, check=lambda v: None if re.fullmatch(r"[a-z0-9_-]{1,32}", v)
-                    else "lower-case letters, digits, - and _ only (it is part of every topic)")
+    t = r.table(
+        top.get("site", {}), path, {"id", "name", "timezone", "hours", "days", "secret_file"}
+    )
+    site_id = r.get(
+        t,
+        path,
+        "id",
+        str,
+        check=lambda v: (
+            None
+            if re.fullmatch(r"[a-z0-9_-]{1,32}", v)
+            else "lower-case letters, digits, - and _ only (it is part of every topic)"
+        ),
+    )
     name = r.get(t, path, "name", str)
     tz_name = r.get(t, path, "timezone", str, "Asia/Shanghai")
     try:
@@ -285,7 +298,9 @@ def _site(r: _Reader, top: dict[str, Any], file: FsPath) -> Site:
         raise r.fail((*path, "days"), f"unknown day {bad[0]!r} (use {', '.join(WEEKDAYS)})")
     secret = r.get(t, path, "secret_file", str, "")
     secret_path = (file.parent / secret) if secret else None
-    return Site(site_id, name, tz, hours, frozenset(WEEKDAYS.index(d) for d in days_raw), secret_path)
+    return Site(
+        site_id, name, tz, hours, frozenset(WEEKDAYS.index(d) for d in days_raw), secret_path
+    )
 
 
 def _rules(r: _Reader, top: dict[str, Any]) -> QueueRules:
@@ -297,8 +312,14 @@ def _rules(r: _Reader, top: dict[str, Any]) -> QueueRules:
         max_recalls=r.get(t, path, "max_recalls", int, d.max_recalls, _non_negative),
         reinstate_behind=r.get(t, path, "reinstate_behind", int, d.reinstate_behind, _non_negative),
         elderly_age=r.get(t, path, "elderly_age", int, d.elderly_age, _positive),
-        number_width=r.get(t, path, "number_width", int, d.number_width,
-                           lambda v: None if 1 <= v <= 6 else "must be 1 to 6"),
+        number_width=r.get(
+            t,
+            path,
+            "number_width",
+            int,
+            d.number_width,
+            lambda v: None if 1 <= v <= 6 else "must be 1 to 6",
+        ),
         rating_timeout_s=r.get(t, path, "rating_timeout_s", int, d.rating_timeout_s, _positive),
         require_login=r.get(t, path, "require_login", bool, d.require_login),
     )
@@ -324,28 +345,60 @@ def _services(r: _Reader, top: dict[str, Any], rules: QueueRules) -> dict[str, S
         raise r.fail(("services",), "at least one [[services]] table is required")
     services: dict[str, Service] = {}
     prefixes: dict[str, str] = {}
-    allowed = {"id", "name", "prefix", "daily_cap", "quota", "priorities", "id_required",
-               "max_wait_minutes", "expected_minutes", "department"}
+    allowed = {
+        "id",
+        "name",
+        "prefix",
+        "daily_cap",
+        "quota",
+        "priorities",
+        "id_required",
+        "max_wait_minutes",
+        "expected_minutes",
+        "department",
+    }
     for i, item in enumerate(raw):
         path: Path = ("services", i)
         t = r.table(item, path, allowed)
-        sid = r.get(t, path, "id", str, check=lambda v: None if re.fullmatch(r"[a-z0-9_-]{1,32}", v)
-                    else "lower-case letters, digits, - and _ only")
+        sid = r.get(
+            t,
+            path,
+            "id",
+            str,
+            check=lambda v: (
+                None
+                if re.fullmatch(r"[a-z0-9_-]{1,32}", v)
+                else "lower-case letters, digits, - and _ only"
+            ),
+        )
         if sid in services:
             raise r.fail((*path, "id"), f"duplicate service id {sid!r}")
-        prefix = r.get(t, path, "prefix", str, check=lambda v: None if re.fullmatch(r"[A-Z]", v)
-                       else f"must be one capital letter A-Z, got {v!r}")
+        prefix = r.get(
+            t,
+            path,
+            "prefix",
+            str,
+            check=lambda v: (
+                None if re.fullmatch(r"[A-Z]", v) else f"must be one capital letter A-Z, got {v!r}"
+            ),
+        )
         if prefix in prefixes:
-            raise r.fail((*path, "prefix"), f"prefix {prefix!r} already used by {prefixes[prefix]!r}")
+            raise r.fail(
+                (*path, "prefix"), f"prefix {prefix!r} already used by {prefixes[prefix]!r}"
+            )
         prefixes[prefix] = sid
         priorities = r.get(t, path, "priorities", list, list(PRIORITY_KINDS))
         for kind in priorities:
             if kind not in PRIORITY_KINDS:
-                raise r.fail((*path, "priorities"),
-                             f"unknown priority {kind!r} (use {', '.join(PRIORITY_KINDS)})")
+                raise r.fail(
+                    (*path, "priorities"),
+                    f"unknown priority {kind!r} (use {', '.join(PRIORITY_KINDS)})",
+                )
         quota_raw = t.get("quota", {"tickets": 2, "hours": 2})
         if not isinstance(quota_raw, dict | bool) or quota_raw is True:
-            raise r.fail((*path, "quota"), "must be a table like { tickets = 2, hours = 2 } or false")
+            raise r.fail(
+                (*path, "quota"), "must be a table like { tickets = 2, hours = 2 } or false"
+            )
         cap = r.get(t, path, "daily_cap", int, 0, _non_negative)
         services[sid] = Service(
             id=sid,
@@ -356,7 +409,9 @@ def _services(r: _Reader, top: dict[str, Any], rules: QueueRules) -> dict[str, S
             priorities=frozenset(priorities),
             id_required=r.get(t, path, "id_required", bool, True),
             max_wait_s=int(r.get(t, path, "max_wait_minutes", (int, float), 60, _positive) * 60),
-            expected_service_s=int(r.get(t, path, "expected_minutes", (int, float), 8, _positive) * 60),
+            expected_service_s=int(
+                r.get(t, path, "expected_minutes", (int, float), 8, _positive) * 60
+            ),
             department=r.get(t, path, "department", str, ""),
         )
     return services
@@ -381,9 +436,12 @@ def _windows(r: _Reader, top: dict[str, Any], services: dict[str, Service]) -> d
             if sid not in services:
                 raise r.fail((*path, "services"), f"unknown service {sid!r}")
             if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
-                raise r.fail((*path, "services", sid), f"weight must be a positive number, got {weight!r}")
-        windows[number] = Window(number, {s: float(w) for s, w in weights.items()},
-                                 r.get(t, path, "name", str, ""))
+                raise r.fail(
+                    (*path, "services", sid), f"weight must be a positive number, got {weight!r}"
+                )
+        windows[number] = Window(
+            number, {s: float(w) for s, w in weights.items()}, r.get(t, path, "name", str, "")
+        )
     return windows
 
 
@@ -394,8 +452,15 @@ def _staff(r: _Reader, top: dict[str, Any], services: dict[str, Service]) -> dic
     for i, item in enumerate(raw if isinstance(raw, list) else [raw]):
         path: Path = ("staff", i)
         t = r.table(item, path, {"id", "name", "photo", "pledge", "services", "override", "cards"})
-        sid = r.get(t, path, "id", str, check=lambda v: None if re.fullmatch(r"[A-Za-z0-9]{1,16}", v)
-                    else "letters and digits only")
+        sid = r.get(
+            t,
+            path,
+            "id",
+            str,
+            check=lambda v: (
+                None if re.fullmatch(r"[A-Za-z0-9]{1,16}", v) else "letters and digits only"
+            ),
+        )
         if sid in staff:
             raise r.fail((*path, "id"), f"duplicate staff id {sid!r}")
         own = r.get(t, path, "services", list, [])
@@ -409,15 +474,30 @@ def _staff(r: _Reader, top: dict[str, Any], services: dict[str, Service]) -> dic
             if uid in cards:
                 raise r.fail((*path, "cards"), f"card {uid} already belongs to {cards[uid]}")
             cards[uid] = sid
-        staff[sid] = Staff(sid, r.get(t, path, "name", str), r.get(t, path, "photo", str, ""),
-                           r.get(t, path, "pledge", str, ""), tuple(own),
-                           r.get(t, path, "override", bool, False), tuple(uids))
+        staff[sid] = Staff(
+            sid,
+            r.get(t, path, "name", str),
+            r.get(t, path, "photo", str, ""),
+            r.get(t, path, "pledge", str, ""),
+            tuple(own),
+            r.get(t, path, "override", bool, False),
+            tuple(uids),
+        )
     return staff
 
 
 def _device_name(r: _Reader, t: dict[str, Any], path: Path, taken: set[str]) -> str:
-    name = r.get(t, path, "name", str, check=lambda v: None if DEVICE_NAME.fullmatch(v)
-                 else "letters, digits, - and _ only (it is an MQTT user name and topic level)")
+    name = r.get(
+        t,
+        path,
+        "name",
+        str,
+        check=lambda v: (
+            None
+            if DEVICE_NAME.fullmatch(v)
+            else "letters, digits, - and _ only (it is an MQTT user name and topic level)"
+        ),
+    )
     if name in taken or name == "hall":
         raise r.fail((*path, "name"), f"device name {name!r} is already used")
     taken.add(name)
@@ -436,13 +516,19 @@ def _kiosks(r: _Reader, top: dict[str, Any], services: dict[str, Service]) -> di
                 raise r.fail((*path, "services"), f"unknown service {s!r}")
         if len(offered) > 12:
             raise r.fail((*path, "services"), "at most 12 services (keys F1-F12)")
-        kiosks[name] = Kiosk(name, tuple(offered), tuple(r.get(t, path, "readers", list, [])),
-                             r.get(t, path, "keypad", str, ""), r.get(t, path, "printer", str, ""))
+        kiosks[name] = Kiosk(
+            name,
+            tuple(offered),
+            tuple(r.get(t, path, "readers", list, [])),
+            r.get(t, path, "keypad", str, ""),
+            r.get(t, path, "printer", str, ""),
+        )
     return kiosks
 
 
-def _counters(r: _Reader, top: dict[str, Any], windows: dict[int, Window],
-              kiosks: dict[str, Kiosk]) -> dict[str, Counter]:
+def _counters(
+    r: _Reader, top: dict[str, Any], windows: dict[int, Window], kiosks: dict[str, Kiosk]
+) -> dict[str, Counter]:
     counters: dict[str, Counter] = {}
     for i, item in enumerate(top.get("counters", [])):
         path: Path = ("counters", i)
@@ -451,7 +537,12 @@ def _counters(r: _Reader, top: dict[str, Any], windows: dict[int, Window],
         window = r.get(t, path, "window", int)
         if window not in windows:
             raise r.fail((*path, "window"), f"no [[windows]] entry with number {window}")
-        counters[name] = Counter(name, window, r.get(t, path, "keypad", str, ""),
-                                 r.get(t, path, "display", str, ""), r.get(t, path, "rating", str, ""),
-                                 r.get(t, path, "reader", str, ""))
+        counters[name] = Counter(
+            name,
+            window,
+            r.get(t, path, "keypad", str, ""),
+            r.get(t, path, "display", str, ""),
+            r.get(t, path, "rating", str, ""),
+            r.get(t, path, "reader", str, ""),
+        )
     return counters

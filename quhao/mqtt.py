@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -86,16 +87,20 @@ class Bus:
         self._stopping = False
         self._subscriptions: dict[str, int] = {}
         self._on_connect_hooks: list[Callable[[], None]] = []
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=paho.MQTTv5)
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
         user = username or self.broker.username
         if user:
             client.username_pw_set(user, password or self.broker.password)
         if tls or self.broker.tls:
             if tls is None:
                 raise ValueError("an mqtts:// broker needs TLS files (CA certificate)")
-            client.tls_set(ca_certs=tls.ca, certfile=tls.cert, keyfile=tls.key,
-                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            client.tls_set(
+                ca_certs=tls.ca,
+                certfile=tls.cert,
+                keyfile=tls.key,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
         if availability_topic:
             client.will_set(availability_topic, encode({"state": "offline"}), qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=5)
@@ -113,8 +118,8 @@ class Bus:
         if not self.connected.wait(timeout):
             self.client.loop_stop()
             raise ConnectionError(
-                f"no MQTT connection to {self.broker.host}:{self.broker.port} "
-                f"within {timeout:g} s")
+                f"no MQTT connection to {self.broker.host}:{self.broker.port} within {timeout:g} s"
+            )
 
     def stop(self) -> None:
         if self.availability_topic and self.connected.is_set():
@@ -128,8 +133,9 @@ class Bus:
         """Run hook after every (re)connect, after subscriptions are renewed."""
         self._on_connect_hooks.append(hook)
 
-    def _handle_connect(self, client: paho.Client, userdata: Any, flags: Any,
-                        reason: Any, properties: Any) -> None:
+    def _handle_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
         if reason.is_failure:
             log.error("broker refused connection as %s: %s", self.client_id, reason)
             return
@@ -142,26 +148,30 @@ class Bus:
         for hook in self._on_connect_hooks:
             hook()
 
-    def _handle_disconnect(self, client: paho.Client, userdata: Any, flags: Any,
-                           reason: Any, properties: Any) -> None:
+    def _handle_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
         if self.connected.is_set() and not self._stopping:
             log.warning("disconnected from broker (%s); reconnecting", reason)
         self.connected.clear()
 
     # ---- messages ---------------------------------------------------------
 
-    def subscribe(self, topic_filter: str, handler: Callable[[Message], None],
-                  qos: int = 1) -> None:
+    def subscribe(
+        self, topic_filter: str, handler: Callable[[Message], None], qos: int = 1
+    ) -> None:
         def callback(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
             props = getattr(msg, "properties", None)
             try:
-                handler(Message(
-                    topic=msg.topic,
-                    payload=msg.payload,
-                    retain=bool(msg.retain),
-                    response_topic=getattr(props, "ResponseTopic", None),
-                    correlation=getattr(props, "CorrelationData", None),
-                ))
+                handler(
+                    Message(
+                        topic=msg.topic,
+                        payload=msg.payload,
+                        retain=bool(msg.retain),
+                        response_topic=getattr(props, "ResponseTopic", None),
+                        correlation=getattr(props, "CorrelationData", None),
+                    )
+                )
             except Exception:  # a handler bug must not kill the network thread
                 log.exception("handler for %s failed", msg.topic)
 
@@ -195,7 +205,6 @@ class Bus:
 
 
 def _no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:
-    try:
+    # Not a TCP socket (e.g. a websockets wrapper): nothing to tune.
+    with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):
-        pass  # not a TCP socket (e.g. websockets wrapper): nothing to tune

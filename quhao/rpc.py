@@ -33,8 +33,15 @@ class HallClient:
     def new_rid() -> str:
         return uuid.uuid4().hex
 
-    def request(self, action: str, payload: dict[str, Any] | None = None, *,
-                rid: str | None = None, timeout: float = 2.0, attempts: int = 3) -> dict[str, Any]:
+    def request(
+        self,
+        action: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        rid: str | None = None,
+        timeout: float = 2.0,
+        attempts: int = 3,
+    ) -> dict[str, Any]:
         body = dict(payload or {})
         body["rid"] = rid or body.get("rid") or self.new_rid()
         correlation = f"{self.device}:{next(self._counter)}".encode()
@@ -43,13 +50,19 @@ class HallClient:
             self._pending[correlation] = done
         try:
             for _ in range(attempts):
-                self.bus.publish(self.topics.request(self.device, action), body,
-                                 response_topic=self.topics.reply(self.device),
-                                 correlation=correlation, expiry_s=max(1, int(timeout * attempts)))
+                self.bus.publish(
+                    self.topics.request(self.device, action),
+                    body,
+                    response_topic=self.topics.reply(self.device),
+                    correlation=correlation,
+                    expiry_s=max(1, int(timeout * attempts)),
+                )
                 if done[0].wait(timeout):
                     return done[1][0]
-            raise HallUnavailable(f"no answer to {action} (rid {body['rid']}) "
-                                  f"after {attempts} attempts of {timeout:g} s")
+            raise HallUnavailable(
+                f"no answer to {action} (rid {body['rid']}) "
+                f"after {attempts} attempts of {timeout:g} s"
+            )
         finally:
             with self._lock:
                 self._pending.pop(correlation, None)

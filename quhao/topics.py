@@ -18,7 +18,7 @@ class Topics:
         prefix = f"{self.root}/hall/req/"
         if not topic.startswith(prefix):
             return None
-        parts = topic[len(prefix):].split("/")
+        parts = topic[len(prefix) :].split("/")
         return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None
 
     def reply(self, device: str) -> str:

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from quhao.broker import Mosquitto
+from tests.helpers import Device, hall_daemon
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    with Mosquitto(workdir=tmp_path / "broker") as running:
+        yield running
+
+
+@pytest.fixture
+def hall(broker: Mosquitto, tmp_path: Path) -> Iterator:
+    daemon = hall_daemon(broker.url, tmp_path / "hall").start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def device(broker: Mosquitto) -> Iterator:
+    opened: list[Device] = []
+
+    def open_device(name: str) -> Device:
+        opened.append(Device(broker.url, name))
+        return opened[-1]
+
+    yield open_device
+    for dev in opened:
+        dev.close()

@@ -1,0 +1,161 @@
+"""Test harness: real processes and real MQTT clients, nothing of ours replaced."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from quhao.mqtt import Bus, Message
+from quhao.rpc import HallClient
+from quhao.topics import Topics
+from quhao.wire import decode_object
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE = ROOT / "tests" / "sites" / "small.toml"
+SITE_ID = "testhall"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Daemon:
+    """A `quhao …` process with its stderr in a file the test can read."""
+
+    def __init__(self, args: list[str], log_path: Path, ready: str) -> None:
+        self.args, self.log_path, self.ready = args, log_path, ready
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> Daemon:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "quhao.cli", *self.args],
+            stdout=log,
+            stderr=log,
+            cwd=ROOT,
+            env=env,
+        )
+        log.close()
+        wait_until(
+            lambda: self.ready in self.log()[offset:] or self.proc.poll() is not None,
+            timeout,
+            f"{self.args[0]} to be ready",
+        )
+        assert self.proc.poll() is None, f"{self.args[0]} exited:\n{self.log()}"
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, signum: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+        return self.proc.wait(15)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        return self.signal(signal.SIGTERM)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def hall_daemon(
+    broker_url: str, state_dir: Path, config: Path = SITE, clock: str = "system"
+) -> Daemon:
+    return Daemon(
+        [
+            "hall",
+            "--config",
+            str(config),
+            "--broker",
+            broker_url,
+            "--state-dir",
+            str(state_dir),
+            "--clock",
+            clock,
+            "--log-level",
+            "DEBUG",
+        ],
+        state_dir / "hall.log",
+        "serving",
+    )
+
+
+class Device:
+    """An MQTT client acting as one configured device (kiosk or counter)."""
+
+    def __init__(self, broker_url: str, name: str, site: str = SITE_ID) -> None:
+        self.name = name
+        self.topics = Topics(site)
+        self.bus = Bus(broker_url, f"test-{name}")
+        self.hall = HallClient(self.bus, self.topics, name)
+        self.bus.start()
+
+    def request(self, action: str, rid: str | None = None, **payload: Any) -> dict[str, Any]:
+        return self.hall.request(action, payload, rid=rid, timeout=3.0)
+
+    def close(self) -> None:
+        self.bus.stop()
+
+
+class Recorder:
+    """Subscribes to topic filters and keeps every message, decoded when JSON."""
+
+    def __init__(self, broker_url: str, *filters: str, client_id: str = "test-recorder") -> None:
+        self.messages: list[Message] = []
+        self.lock = threading.Lock()
+        self.bus = Bus(broker_url, client_id)
+        for topic_filter in filters:
+            self.bus.subscribe(topic_filter, self._keep)
+        self.bus.start()
+
+    def _keep(self, message: Message) -> None:
+        with self.lock:
+            self.messages.append(message)
+
+    def payloads(self, topic: str) -> list[dict[str, Any]]:
+        with self.lock:
+            found = [m for m in self.messages if m.topic == topic]
+        return [decode_object(m.payload) for m in found]
+
+    def last(self, topic: str) -> dict[str, Any] | None:
+        found = self.payloads(topic)
+        return found[-1] if found else None
+
+    def wait_for(
+        self,
+        topic: str,
+        predicate: Callable[[dict[str, Any]], bool] = lambda p: True,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
+        return wait_until(
+            lambda: next((p for p in reversed(self.payloads(topic)) if predicate(p)), None),
+            timeout,
+            f"a message on {topic}",
+        )
+
+    def close(self) -> None:
+        self.bus.stop()

@@ -1,0 +1,241 @@
+"""Stateful property test of the queue engine over random sequences of every action.
+
+Invariants checked after every step:
+- no duplicate number per day and numbering service;
+- no ticket at two terminals, no terminal with a ticket that is not called;
+- every issued ticket exists in one of the five states, and the waiting ones are
+  exactly the queued ones — none vanishes;
+- no ticket is called twice without first going back to waiting;
+- the quota is never exceeded without a staff override;
+- the anti-starvation interleave holds;
+- replaying the event log rebuilds exactly the same state.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from hypothesis import HealthCheck, settings
+from hypothesis import event as label
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from hall.engine import Engine
+from hall.model import Event, Status
+from quhao.config import load
+
+CONFIG = load(Path(__file__).parent / "sites" / "small.toml")
+TERMINALS = list(CONFIG.counters)
+KIOSKS = list(CONFIG.kiosks)
+SERVICES = [*CONFIG.services, "nope"]
+PERSONS = [f"{i:02x}" * 16 for i in range(6)]
+START = datetime(2026, 11, 23, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
+
+
+class EngineMachine(RuleBasedStateMachine):
+    @initialize()
+    def setup(self) -> None:
+        self.engine = Engine(CONFIG)
+        self.now = START
+        self.log: list[Event] = []
+        self.issued_ids: set[str] = set()
+        self.numbers: set[tuple[str, str, str]] = set()
+        self.streak = dict.fromkeys(TERMINALS, 0)
+
+    def _do(self, device: str, action: str, payload: dict) -> dict | None:
+        before = {tid: t.status for tid, t in self.engine.tickets.items()}
+        outcome = self.engine.handle(device, action, payload, self.now)
+        for event in outcome.events:
+            self.log.append(event)
+            if event.type == "ticket.called":
+                assert before[event.data["ticket"]] == Status.WAITING, "called twice"
+                before[event.data["ticket"]] = Status.CALLED
+            if event.type == "ticket.finished":
+                before[event.data["ticket"]] = Status.FINISHED
+        return None if outcome.error else outcome.response
+
+    # ---- rules ------------------------------------------------------------
+
+    @rule(seconds=st.one_of(st.integers(1, 900), st.just(7200), st.just(40000)))
+    def advance(self, seconds: int) -> None:
+        self.now += seconds
+
+    @rule(
+        kiosk=st.sampled_from(KIOSKS),
+        service=st.sampled_from(SERVICES),
+        person=st.one_of(st.none(), st.sampled_from(PERSONS)),
+        age=st.integers(20, 90),
+        priority=st.sampled_from([None, None, "appointment", "green", "vip"]),
+        override=st.sampled_from([None, None, None, "S001", "S002"]),
+    )
+    def issue(self, kiosk, service, person, age, priority, override) -> None:
+        self._issue(kiosk, service, person, age, priority, override)
+
+    def _issue(self, kiosk, service, person, age, priority, override) -> None:
+        held = 0
+        if person is not None and service in CONFIG.services and CONFIG.services[service].quota:
+            quota = CONFIG.services[service].quota
+            held = sum(
+                1
+                for t in self.engine.tickets.values()
+                if t.person_key == person
+                and t.origin_service == service
+                and self.now - t.issued_at < quota.seconds
+                and t.status != Status.VOIDED
+            )
+        payload = {
+            "service": service,
+            "person": {"key": person, "age": age} if person else None,
+            "priority": priority,
+            "override": {"staff": override} if override else None,
+        }
+        response = self._do(kiosk, "issue", payload)
+        if response is None:
+            return
+        ticket = response["ticket"]
+        assert ticket["id"] not in self.issued_ids, "a ticket id was given twice"
+        self.issued_ids.add(ticket["id"])
+        key = (ticket["id"].split("/")[0], service, ticket["number"])
+        assert key not in self.numbers, "a number was given twice"
+        self.numbers.add(key)
+        quota = CONFIG.services[service].quota
+        if person is not None and quota and override is None:
+            assert held < quota.tickets, "quota exceeded without override"
+
+    @rule(ages=st.lists(st.sampled_from([30, 70]), min_size=2, max_size=5))
+    def crowd(self, ages) -> None:
+        """A burst of ordinary and elderly citizens: makes priority and ordinary meet."""
+        for i, age in enumerate(ages):
+            self._issue(KIOSKS[i % 2], "social", f"{i + 10:02x}" * 16, age, None, None)
+        self.now += 1
+
+    @rule(kiosk=st.sampled_from(KIOSKS), data=st.data())
+    def void(self, kiosk, data) -> None:
+        if self.issued_ids:
+            ticket = data.draw(st.sampled_from(sorted(self.issued_ids)))
+            self._do(kiosk, "void", {"ticket": ticket})
+
+    @rule(terminal=st.sampled_from(TERMINALS), use_expect=st.booleans())
+    def call(self, terminal, use_expect) -> None:
+        term = self.engine.terminals[terminal]
+        day = self.engine.day_of(self.now)
+        served = CONFIG.windows[term.window].services
+        ordinary_waiting = any(
+            t.status == Status.WAITING
+            and t.day == day
+            and t.service in served
+            and t.priority is None
+            for t in self.engine.tickets.values()
+        )
+        payload = {}
+        if use_expect:
+            payload["expect"] = self.engine.tickets[term.current].number if term.current else None
+        response = self._do(terminal, "call", payload)
+        if response is None or not response.get("changed") or response["ticket"] is None:
+            return
+        ticket = self.engine.tickets[response["ticket"]["id"]]
+        assert ticket.day == day and ticket.service in served
+        label("call: priority" if ticket.priority else "call: ordinary")
+        if ticket.priority:
+            if ordinary_waiting:
+                label(f"call: priority over ordinary, streak {self.streak[terminal]}")
+                assert self.streak[terminal] < CONFIG.rules.interleave, "interleave broken"
+            self.streak[terminal] += 1
+        else:
+            self.streak[terminal] = 0
+
+    @rule(
+        terminal=st.sampled_from(TERMINALS),
+        action=st.sampled_from(["recall", "skip", "finish", "pause", "resume", "logout"]),
+    )
+    def simple(self, terminal, action) -> None:
+        if self._do(terminal, action, {}) is not None and action == "logout":
+            self.streak[terminal] = 0
+
+    @rule(terminal=st.sampled_from(TERMINALS), staff=st.sampled_from(["S001", "S002", "S999"]))
+    def login(self, terminal, staff) -> None:
+        self._do(terminal, "login", {"staff": staff})
+
+    @rule(terminal=st.sampled_from(TERMINALS), service=st.sampled_from(SERVICES))
+    def transfer(self, terminal, service) -> None:
+        self._do(terminal, "transfer", {"service": service})
+
+    @precondition(lambda self: bool(self.issued_ids))
+    @rule(terminal=st.sampled_from(TERMINALS), data=st.data())
+    def reinstate(self, terminal, data) -> None:
+        ticket = data.draw(st.sampled_from(sorted(self.issued_ids)))
+        self._do(terminal, "reinstate", {"ticket": ticket})
+
+    @precondition(lambda self: bool(self.issued_ids))
+    @rule(
+        terminal=st.sampled_from(TERMINALS),
+        data=st.data(),
+        level=st.one_of(st.none(), st.integers(0, 6)),
+        reason=st.sampled_from(["", "态度差"]),
+    )
+    def rate(self, terminal, data, level, reason) -> None:
+        ticket = data.draw(st.sampled_from(sorted(self.issued_ids)))
+        response = self._do(terminal, "rate", {"ticket": ticket, "level": level, "reason": reason})
+        if response is not None and response["changed"] and level is not None:
+            assert 1 <= level <= 5 and (level > 2 or reason)
+
+    @rule(terminal=st.sampled_from(TERMINALS), action=st.sampled_from(["issue", "bogus"]))
+    def forbidden(self, terminal, action) -> None:
+        before = len(self.engine.tickets)
+        assert self._do(terminal, action, {"service": "social"}) is None
+        assert len(self.engine.tickets) == before
+
+    @rule()
+    def tick(self) -> None:
+        self.log.extend(self.engine.tick(self.now))
+
+    # ---- invariants -------------------------------------------------------
+
+    @invariant()
+    def nothing_vanishes(self) -> None:
+        engine = self.engine
+        assert set(engine.tickets) == self.issued_ids
+        queued = [entry[2] for queue in engine.queues.values() for entry in queue]
+        assert len(queued) == len(set(queued)), "a ticket is queued twice"
+        waiting = {tid for tid, t in engine.tickets.items() if t.status == Status.WAITING}
+        assert set(queued) == waiting, "queues and waiting tickets disagree"
+
+    @invariant()
+    def one_place_per_ticket(self) -> None:
+        currents = [t.current for t in self.engine.terminals.values() if t.current]
+        assert len(currents) == len(set(currents)), "one ticket at two terminals"
+        called = {tid for tid, t in self.engine.tickets.items() if t.status == Status.CALLED}
+        assert set(currents) == called, "a called ticket is at no terminal, or vice versa"
+
+    @invariant()
+    def replay_rebuilds_the_same_state(self) -> None:
+        if len(self.log) % 7:  # replaying every step is slow; every few is plenty
+            return
+        replayed = Engine(CONFIG)
+        for event in self.log:
+            replayed.apply(event)
+        assert _snapshot(replayed) == _snapshot(self.engine)
+
+
+def _snapshot(engine: Engine) -> tuple:
+    tickets = {
+        tid: (t.status, t.service, t.window, t.order, t.recalls, t.rating_state)
+        for tid, t in engine.tickets.items()
+    }
+    terms = {
+        name: (t.current, t.open, t.paused, t.staff, t.priority_streak)
+        for name, t in engine.terminals.items()
+    }
+    queues = {k: list(v) for k, v in engine.queues.items() if v}
+    return tickets, terms, queues, dict(engine.last_number)
+
+
+EngineMachine.TestCase.settings = settings(
+    max_examples=200,
+    stateful_step_count=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestEngineProperties = EngineMachine.TestCase
