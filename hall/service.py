@@ -9,7 +9,6 @@ batch), decides them in order, commits the batch in ONE SQLite transaction
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -69,6 +68,7 @@ class HallService:
         self.store = Store(Path(state_dir) / "hall.sqlite")
         started = time.perf_counter()
         self.engine = rebuild(config, self.store)
+        self.answered = self.store.remembered_requests()
         log.info(
             "state rebuilt from %d tickets in %.0f ms",
             len(self.engine.tickets),
@@ -82,7 +82,7 @@ class HallService:
             tls=tls,
             availability_topic=self.topics.availability("hall"),
         )
-        self.inbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self.inbox: list[Request] = []
         self._republish = threading.Event()
         self._hall_dirty = True
         self._hall_published_at = 0.0
@@ -94,7 +94,7 @@ class HallService:
     def start(self) -> None:
         self.bus.subscribe(self.topics.request_filter, self._on_request)
         self.bus.on_connect(self._on_connect)
-        self.bus.start()
+        self.bus.connect_inline()
 
     def run(self, stop: threading.Event) -> None:
         """Serve until stop is set. Call start() first."""
@@ -105,18 +105,16 @@ class HallService:
             if self._republish.is_set():
                 self._republish.clear()
                 self.publish_all_state()
-            try:
-                first = self.inbox.get(timeout=0.1)
-            except queue.Empty:
-                first = None
-            batch = [first] if first else []
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self.inbox.get_nowait()
-                except queue.Empty:
+            # Network I/O and the queue share this one thread: whatever arrived while
+            # the last batch was being committed is read now and forms the next batch.
+            self.bus.loop_once(0.0 if self.inbox else 0.1)
+            for _ in range(MAX_BATCH):  # paho reads a packet or few per round: drain the socket
+                waiting = len(self.inbox)
+                self.bus.loop_once(0.0)
+                if len(self.inbox) == waiting:
                     break
-                if item:
-                    batch.append(item)
+            batch = self.inbox[:MAX_BATCH]
+            del self.inbox[:MAX_BATCH]
             if batch:
                 self.process(batch)
             now_mono = time.monotonic()
@@ -125,7 +123,8 @@ class HallService:
                 self._tick()
             if now_mono >= next_prune:
                 next_prune = now_mono + 3600
-                self.store.forget_requests_before(self.clock.now() - REQUEST_MEMORY_S)
+                forgotten = self.store.forget_requests_before(self.clock.now() - REQUEST_MEMORY_S)
+                self.answered.difference_update(forgotten)
             self._maybe_publish_hall_state()
 
     def close(self) -> None:
@@ -133,9 +132,7 @@ class HallService:
         self.store.close()
 
     def _on_connect(self) -> None:
-        # Runs on the network thread: only flag it, the owner thread publishes.
-        self._republish.set()
-        self.inbox.put(None)
+        self._republish.set()  # published from the loop, not from inside paho's callback
 
     # ---- requests ---------------------------------------------------------
 
@@ -162,7 +159,7 @@ class HallService:
                 request.problem = "field 'rid' must be a string of 1 to 128 characters"
                 request.rid = request.rid if isinstance(request.rid, str | int) else None
             request.payload = payload
-        self.inbox.put(request)
+        self.inbox.append(request)
 
     def process(self, batch: list[Request]) -> None:
         answers: list[tuple[Request, dict[str, Any]]] = []
@@ -177,7 +174,9 @@ class HallService:
                 answers.append((request, error(request.rid, "bad_request", request.problem)))
                 continue
             key = (request.device, request.rid)
-            previous = decided.get(key) or self.store.response(*key)
+            previous = decided.get(key) or (
+                self.store.response(*key) if key in self.answered else None
+            )
             if previous is not None:
                 answers.append((request, previous))  # a retry: same answer, no effect
                 continue
@@ -198,7 +197,9 @@ class HallService:
             to_store.append((request.device, request.rid, now, response))
             events.extend(outcome.events)
             answers.append((request, response))
-        if to_store and not self._commit(events, to_store):
+        if to_store and self._commit(events, to_store):
+            self.answered.update((device, rid) for device, rid, _, _ in to_store)
+        elif to_store:
             answers = [
                 (
                     r,
@@ -229,7 +230,9 @@ class HallService:
     def _publish_events(self, events: list[Event]) -> None:
         windows: set[int] = set()
         for event in events:
-            self.bus.publish(self.topics.event(event.type), self._public_event(event))
+            # Events are notifications (QoS 0); what must not be missed is in the retained
+            # state (QoS 1) and the database.
+            self.bus.publish(self.topics.event(event.type), self._public_event(event), qos=0)
             if "terminal" in event.data and event.data["terminal"] in self.engine.terminals:
                 windows.add(self.engine.terminals[event.data["terminal"]].window)
             if isinstance(event.data.get("window"), int):

@@ -110,6 +110,10 @@ class Store:
         elif int(row[0]) != SCHEMA_VERSION:
             raise RuntimeError(f"{self.path}: schema {row[0]}, this hall knows {SCHEMA_VERSION}")
 
+    def remembered_requests(self) -> set[tuple[str, str]]:
+        """Every (device, rid) with a stored answer: lets the hall skip a query per request."""
+        return {(d, r) for d, r in self.db.execute("SELECT device, rid FROM requests")}
+
     def close(self) -> None:
         self.db.close()
 
@@ -147,9 +151,14 @@ class Store:
             db.execute("ROLLBACK")
             raise
 
-    def forget_requests_before(self, at: float) -> int:
+    def forget_requests_before(self, at: float) -> list[tuple[str, str]]:
         """Stored answers are kept long enough for any retry; then dropped."""
-        return self.db.execute("DELETE FROM requests WHERE at < ?", (at,)).rowcount
+        return [
+            (d, r)
+            for d, r in self.db.execute(
+                "DELETE FROM requests WHERE at < ? RETURNING device, rid", (at,)
+            )
+        ]
 
 
 def _ticket_row(t: Ticket) -> tuple[Any, ...]:

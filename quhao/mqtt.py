@@ -14,6 +14,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,8 @@ class Bus:
         self.availability_topic = availability_topic
         self.connected = threading.Event()
         self._stopping = False
+        self._inline = False
+        self._next_reconnect = 0.0
         self._subscriptions: dict[str, int] = {}
         self._on_connect_hooks: list[Callable[[], None]] = []
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
@@ -121,13 +124,60 @@ class Bus:
                 f"no MQTT connection to {self.broker.host}:{self.broker.port} within {timeout:g} s"
             )
 
+    def connect_inline(self, timeout: float = 10.0) -> None:
+        """Connect without a network thread: the caller drives I/O with `loop_once`.
+
+        One thread then owns both the socket and the caller's state, and a publish
+        writes to the socket at once instead of waking a network thread.
+        """
+        self._inline = True
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.client.connect(self.broker.host, self.broker.port, keepalive=15)
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise ConnectionError(
+                        f"no MQTT connection to {self.broker.host}:{self.broker.port}: {exc}"
+                    ) from exc
+                time.sleep(0.2)
+        while not self.connected.is_set():
+            self.loop_once(0.1)
+            if time.monotonic() > deadline:
+                raise ConnectionError(
+                    f"broker {self.broker.host}:{self.broker.port} did not accept the connection"
+                )
+
+    def loop_once(self, timeout: float) -> None:
+        """One round of network I/O (inline mode); reconnects after a lost connection."""
+        rc = self.client.loop(timeout)
+        if rc == paho.MQTT_ERR_SUCCESS:
+            return
+        if time.monotonic() < self._next_reconnect:
+            time.sleep(min(timeout, 0.1))
+            return
+        self._next_reconnect = time.monotonic() + 1.0
+        try:
+            self.client.reconnect()
+        except OSError as exc:
+            log.warning("reconnect to %s:%s failed: %s", self.broker.host, self.broker.port, exc)
+
     def stop(self) -> None:
         if self.availability_topic and self.connected.is_set():
             info = self.publish(self.availability_topic, {"state": "offline"}, retain=True)
-            info.wait_for_publish(2.0)
+            if self._inline:
+                deadline = time.monotonic() + 2.0
+                while not info.is_published() and time.monotonic() < deadline:
+                    self.client.loop(0.05)
+            else:
+                info.wait_for_publish(2.0)
         self._stopping = True
         self.client.disconnect()
-        self.client.loop_stop()
+        if self._inline:
+            self.client.loop(0.1)  # flush the DISCONNECT
+        else:
+            self.client.loop_stop()
 
     def on_connect(self, hook: Callable[[], None]) -> None:
         """Run hook after every (re)connect, after subscriptions are renewed."""
