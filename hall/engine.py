@@ -55,6 +55,25 @@ class Engine:
         quotas = [s.quota.seconds for s in config.services.values() if s.quota]
         self.longest_quota_s = max(quotas, default=0)
 
+    def reconfigure(self, config: SiteConfig) -> None:
+        """Take a new configuration live: new windows, counters, services and staff.
+
+        Terminals of counters no longer configured are kept until they are idle
+        (their device is refused from now on), so no ticket is stranded.
+        """
+        self.config = config
+        for name, counter in config.counters.items():
+            term = self.terminals.get(name)
+            if term is None:
+                self.terminals[name] = Terminal(name, counter.window)
+            elif not term.current:
+                term.window = counter.window
+        for name in [n for n, t in self.terminals.items() if n not in config.counters]:
+            if not self.terminals[name].current:
+                del self.terminals[name]
+        quotas = [s.quota.seconds for s in config.services.values() if s.quota]
+        self.longest_quota_s = max(quotas, default=0)
+
     # ---- time -------------------------------------------------------------
 
     def day_of(self, now: float) -> str:
@@ -475,9 +494,10 @@ class Engine:
         day = self.day_of(now)
         events = []
         for (queue_day, service_id, _), queue in self.queues.items():
-            if queue_day != day:
+            service = self.config.services.get(service_id)
+            if queue_day != day or service is None:
                 continue
-            limit = self.config.services[service_id].max_wait_s
+            limit = service.max_wait_s
             for _rank, _tie, tid in queue:
                 ticket = self.tickets[tid]
                 if now - ticket.issued_at > limit and not ticket.wait_alerted:

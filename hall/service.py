@@ -20,7 +20,8 @@ from hall.model import Event
 from hall.store import Store
 from hall.views import hall_state, window_state
 from quhao.clock import Clock
-from quhao.config import SiteConfig
+from quhao.config import ConfigError, SiteConfig
+from quhao.config import load as load_config
 from quhao.mqtt import Bus, Message, TlsFiles
 from quhao.topics import Topics
 from quhao.wire import BadPayload, decode_object, error, ok
@@ -96,12 +97,20 @@ class HallService:
         self.bus.on_connect(self._on_connect)
         self.bus.connect_inline()
 
-    def run(self, stop: threading.Event) -> None:
-        """Serve until stop is set. Call start() first."""
+    def run(
+        self,
+        stop: threading.Event,
+        reload: threading.Event | None = None,
+        config_path: str | Path | None = None,
+    ) -> None:
+        """Serve until stop is set; re-read config_path whenever reload is set."""
         next_tick = time.monotonic()
         next_prune = time.monotonic()
         while not stop.is_set():
             self.heartbeat = time.monotonic()
+            if reload is not None and reload.is_set() and config_path is not None:
+                reload.clear()
+                self.reload(config_path)
             if self._republish.is_set():
                 self._republish.clear()
                 self.publish_all_state()
@@ -126,6 +135,31 @@ class HallService:
                 forgotten = self.store.forget_requests_before(self.clock.now() - REQUEST_MEMORY_S)
                 self.answered.difference_update(forgotten)
             self._maybe_publish_hall_state()
+
+    def reload(self, path: str | Path) -> bool:
+        """Re-read the site file; a broken one is reported and the running config kept."""
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            log.error("configuration not reloaded: %s", exc)
+            return False
+        if config.site.id != self.config.site.id:
+            log.error(
+                "configuration not reloaded: site.id changed (%s -> %s); restart instead",
+                self.config.site.id,
+                config.site.id,
+            )
+            return False
+        self.config = config
+        self.engine.reconfigure(config)
+        log.info(
+            "configuration reloaded: %d services, %d windows, %d counters",
+            len(config.services),
+            len(config.windows),
+            len(config.counters),
+        )
+        self.publish_all_state()
+        return True
 
     def close(self) -> None:
         self.bus.stop()

@@ -68,7 +68,9 @@ def estimated_wait_s(engine: Engine, service_id: str, waiting: int, day: str) ->
     serving = sum(
         1
         for t in engine.terminals.values()
-        if t.open and not t.paused and service_id in engine.config.windows[t.window].services
+        if t.open
+        and not t.paused
+        and service_id in getattr(engine.config.windows.get(t.window), "services", ())
     )
     return round(waiting * mean / max(serving, 1))
 

@@ -64,6 +64,8 @@ def cmd_hall(args: argparse.Namespace) -> int:
     config = _load(args)
     service = HallService(config, args.broker, args.state_dir, Clock.parse(args.clock))
     stop = stop_on_signals()
+    reload = threading.Event()
+    signal.signal(signal.SIGHUP, lambda signum, frame: reload.set())
     service.start()
     log.info(
         "hall of %s (%s) serving %d services, %d windows",
@@ -73,7 +75,7 @@ def cmd_hall(args: argparse.Namespace) -> int:
         len(config.windows),
     )
     try:
-        service.run(stop)
+        service.run(stop, reload, args.config)
     finally:
         service.close()
     return 0
@@ -91,6 +93,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from hall.bench import run_hall_bench
 
     return run_hall_bench(clients=args.clients, requests=args.requests, out=args.json)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level)
+    from quhao.demo import run_demo
+
+    return run_demo(args.config, args.out)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -117,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="print one snapshot and exit")
     p.add_argument("--timeout", type=float, default=5.0, help="with --once: wait this long")
     p.set_defaults(func=cmd_ctl)
+
+    p = sub.add_parser("demo", help="run a simulated hall with a private broker")
+    p.add_argument("--config", type=Path, default=Path("examples/site.toml"))
+    p.add_argument("--out", type=Path, help="where to keep the run's files")
+    p.add_argument("--log-level", default="WARNING")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("check", help="validate a site configuration")
     p.add_argument("--config", required=True, type=Path)

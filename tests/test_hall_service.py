@@ -233,3 +233,36 @@ def _quhao() -> list[str]:
     import sys
 
     return [sys.executable, "-m", "quhao.cli"]
+
+
+def test_sighup_adds_a_window_live_and_survives_a_broken_file(
+    broker: Mosquitto, tmp_path: Path, device
+) -> None:
+    import signal
+
+    from tests.helpers import SITE
+
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.read_text())
+    (tmp_path / "test.secret").write_text((SITE.parent / "test.secret").read_text())
+    hall = hall_daemon(broker.url, tmp_path / "hall", config=site).start()
+    kiosk = device("kiosk-K1")
+    kiosk.request("issue", service="social", person=PERSON)
+    newcomer = device("counter-W3")
+    assert newcomer.request("call")["error"]["code"] == "forbidden"
+
+    site.write_text(
+        site.read_text() + '\n[[windows]]\nnumber = 3\nservices = ["social"]\n'
+        '\n[[counters]]\nname = "counter-W3"\nwindow = 3\n'
+    )
+    hall.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in hall.log(), what="reload")
+    assert newcomer.request("call")["ticket"]["number"] == "A001"
+
+    good = site.read_text()
+    site.write_text(good.replace("interleave = 2", "interleave = zwei"))
+    hall.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "configuration not reloaded" in hall.log(), what="refusal")
+    assert f"{site}:" in hall.log() and hall.alive
+    assert newcomer.request("finish")["ok"]
+    assert hall.stop() == 0
