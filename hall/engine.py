@@ -247,17 +247,14 @@ class Engine:
             current = self.tickets[term.current].number if term.current else None
             if expected != current:
                 return {"ticket": self._current_view(term), "changed": False}, []
+        finished = term.current
         if term.current:
             events.append(self._finish_event(term, now))
         if not term.open:
             events.append(Event("terminal.login", now, {"terminal": device, "staff": None}))
         chosen = self._next_for(term, now)
         if chosen is None:
-            return {
-                "ticket": None,
-                "changed": bool(events),
-                "finished": events[0].data["ticket"] if term.current else None,
-            }, events
+            return {"ticket": None, "changed": bool(events), "finished": finished}, events
         ticket, ordinary_waiting = chosen
         events.append(
             Event(
@@ -273,7 +270,7 @@ class Engine:
             )
         )
         view = {**ticket.public(), "status": "called", "window": term.window}
-        return {"ticket": view, "changed": True}, events
+        return {"ticket": view, "changed": True, "finished": finished}, events
 
     def _next_for(self, term: Terminal, now: float) -> tuple[Ticket, bool] | None:
         """The ticket this terminal calls next, and whether an ordinary one was waiting."""

@@ -81,6 +81,47 @@ def cmd_hall(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_counter(args: argparse.Namespace) -> int:
+    from counter.terminal import CounterTerminal
+
+    config = _load(args)
+    clock = Clock.parse(args.clock)
+    terminals = [CounterTerminal(config, name, args.broker, clock) for name in args.device]
+    stop = stop_on_signals()
+    for terminal in terminals:
+        terminal.start()
+    log.info("counter serving %s", ", ".join(args.device))
+    stop.wait()
+    for terminal in terminals:
+        terminal.close()
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level)
+    stop = stop_on_signals()
+    if args.device == "led":
+        from simulators.led import LedSimulator
+
+        sim = LedSimulator(args.link, args.addr, args.snapshots).start()
+        log.info("LED display %d at %s", args.addr, args.link)
+        shown = 0
+        while not stop.wait(0.2):
+            for item in sim.history[shown:]:
+                print(
+                    f"LED {args.addr}: {item.text}{'  (flash)' if item.flash else ''}", flush=True
+                )
+            shown = len(sim.history)
+        sim.unplug()
+    elif args.device == "keys":
+        from simulators.keys import KeypadFeeder
+
+        feeder = KeypadFeeder(args.fifo)
+        feeder.type(*args.keys, gap_s=args.gap)
+        feeder.close()
+    return 0
+
+
 def cmd_ctl(args: argparse.Namespace) -> int:
     from hall.ctl import run_ctl
 
@@ -120,6 +161,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hall", help="run the hall: the queue authority")
     _common(p)
     p.set_defaults(func=cmd_hall)
+
+    p = sub.add_parser("counter", help="run counter terminals (keypad, LED, rating pad)")
+    _common(p)
+    p.add_argument(
+        "--device",
+        action="append",
+        required=True,
+        help="a [[counters]] name; repeat for several windows in one process",
+    )
+    p.set_defaults(func=cmd_counter)
+
+    p = sub.add_parser("sim", help="device simulators")
+    sims = p.add_subparsers(dest="device", required=True)
+    s = sims.add_parser("led", help="an LED window display on a pty")
+    s.add_argument("--link", type=Path, required=True, help="path where the pty appears")
+    s.add_argument("--addr", type=int, default=1)
+    s.add_argument("--snapshots", type=Path, help="write a PNG of every text shown here")
+    s.add_argument("--log-level", default="INFO")
+    s = sims.add_parser("keys", help="tap keys on a keypad FIFO")
+    s.add_argument("--fifo", type=Path, required=True)
+    s.add_argument("--gap", type=float, default=0.05, help="seconds between keys")
+    s.add_argument("keys", nargs="+", help="Linux key names, e.g. KEY_KPENTER")
+    s.add_argument("--log-level", default="WARNING")
+    p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("ctl", help="show the live queue and windows")
     _common(p, state=False)

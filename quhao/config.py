@@ -100,6 +100,69 @@ class QueueRules:
 
 
 @dataclass(frozen=True)
+class CallerKeys:
+    call: str = "KEY_KPENTER"  # call next (finishes the current ticket); also ends digit entry
+    recall: str = "KEY_KPPLUS"
+    skip: str = "KEY_KPMINUS"
+    finish: str = "KEY_KPDOT"
+    pause: str = "KEY_KPASTERISK"  # toggles pause / resume
+    transfer: str = "KEY_KPSLASH"  # then the service number, then call key
+    logout: str = "KEY_NUMLOCK"
+
+
+@dataclass(frozen=True)
+class RatingKeys:
+    # 非常满意, 满意, 基本满意, 不满意, 非常不满意: levels 5 … 1
+    levels: tuple[str, ...] = ("KEY_1", "KEY_2", "KEY_3", "KEY_4", "KEY_5")
+
+
+@dataclass(frozen=True)
+class KioskKeys:
+    services: tuple[str, ...] = tuple(f"KEY_F{i}" for i in range(1, 13))
+    enter: str = "KEY_ENTER"
+    backspace: str = "KEY_BACKSPACE"
+    cancel: str = "KEY_ESC"
+
+
+@dataclass(frozen=True)
+class Keys:
+    caller: CallerKeys = CallerKeys()
+    rating: RatingKeys = RatingKeys()
+    kiosk: KioskKeys = KioskKeys()
+
+
+# Placeholders each template may use.
+TEXT_FIELDS: dict[str, set[str]] = {
+    "display_call": {"ticket", "window", "service"},
+    "display_paused": {"window", "staff", "staff_name"},
+    "display_idle": {"window", "staff", "staff_name"},
+    "display_closed": {"window"},
+    "quota_slip": {"service", "limit", "hours"},
+    "ticket_notice": set(),
+}
+
+
+@dataclass(frozen=True)
+class Texts:
+    """What citizens read. Chinese by default; every one can be changed in [texts]."""
+
+    display_call: str = "请 {ticket} 号到 {window} 号窗口"
+    display_paused: str = "暂停服务"
+    display_idle: str = "{window}号窗口 {staff_name} {staff}"
+    display_closed: str = "{window}号窗口"
+    quota_slip: str = "额满再取须咨询工作人员"
+    ticket_notice: str = "过号无效，请留意叫号"
+    rating_reasons: tuple[str, ...] = (
+        "等候时间长",
+        "服务态度差",
+        "业务不熟练",
+        "一次告知不清",
+        "其他",
+    )
+    rating_no_reason: str = "未说明原因"
+
+
+@dataclass(frozen=True)
 class Site:
     id: str
     name: str
@@ -118,6 +181,8 @@ class SiteConfig:
     staff: dict[str, Staff]
     kiosks: dict[str, Kiosk]
     counters: dict[str, Counter]
+    keys: Keys = Keys()
+    texts: Texts = Texts()
     source: FsPath = field(default_factory=lambda: FsPath("site.toml"))
 
     def device_role(self, device: str) -> str | None:
@@ -255,7 +320,11 @@ def loads(text: str, file: str | FsPath = "site.toml") -> SiteConfig:
             str(file), int(match.group(1)) if match else None, "", f"TOML syntax: {exc}"
         ) from exc
     r = _Reader(file, text)
-    top = r.table(data, (), {"site", "queue", "services", "windows", "staff", "kiosks", "counters"})
+    top = r.table(
+        data,
+        (),
+        {"site", "queue", "services", "windows", "staff", "kiosks", "counters", "keys", "texts"},
+    )
     site = _site(r, top, file)
     rules = _rules(r, top)
     services = _services(r, top, rules)
@@ -263,7 +332,86 @@ def loads(text: str, file: str | FsPath = "site.toml") -> SiteConfig:
     staff = _staff(r, top, services)
     kiosks = _kiosks(r, top, services)
     counters = _counters(r, top, windows, kiosks)
-    return SiteConfig(site, rules, services, windows, staff, kiosks, counters, file)
+    keys = _keys(r, top)
+    texts = _texts(r, top)
+    return SiteConfig(site, rules, services, windows, staff, kiosks, counters, keys, texts, file)
+
+
+def _key_name(value: str) -> str | None:
+    from evdev import ecodes
+
+    return (
+        None
+        if value.startswith("KEY_") and value in ecodes.ecodes
+        else (f"unknown key name {value!r} (use Linux names like KEY_KPENTER)")
+    )
+
+
+def _keys(r: _Reader, top: dict[str, Any]) -> Keys:
+    path: Path = ("keys",)
+    t = r.table(top.get("keys", {}), path, {"caller", "rating", "kiosk"})
+    caller_path: Path = ("keys", "caller")
+    ct = r.table(t.get("caller", {}), caller_path, set(CallerKeys.__dataclass_fields__))
+    d = CallerKeys()
+    caller = CallerKeys(
+        **{
+            name: r.get(ct, caller_path, name, str, getattr(d, name), _key_name)
+            for name in CallerKeys.__dataclass_fields__
+        }
+    )
+    if len(set(vars(caller).values())) != len(vars(caller)):
+        raise r.fail(caller_path, "two caller actions share one key")
+    rating_path: Path = ("keys", "rating")
+    rt = r.table(t.get("rating", {}), rating_path, {"levels"})
+    levels = r.get(rt, rating_path, "levels", list, list(RatingKeys().levels))
+    if len(levels) != 5 or any(_key_name(k) for k in levels if isinstance(k, str)):
+        raise r.fail(
+            (*rating_path, "levels"), "five key names: 非常满意, 满意, 基本满意, 不满意, 非常不满意"
+        )
+    kiosk_path: Path = ("keys", "kiosk")
+    kt = r.table(t.get("kiosk", {}), kiosk_path, {"services", "enter", "backspace", "cancel"})
+    kd = KioskKeys()
+    service_keys = r.get(kt, kiosk_path, "services", list, list(kd.services))
+    for key in service_keys:
+        problem = _key_name(str(key))
+        if problem:
+            raise r.fail((*kiosk_path, "services"), problem)
+    kiosk = KioskKeys(
+        tuple(service_keys),
+        r.get(kt, kiosk_path, "enter", str, kd.enter, _key_name),
+        r.get(kt, kiosk_path, "backspace", str, kd.backspace, _key_name),
+        r.get(kt, kiosk_path, "cancel", str, kd.cancel, _key_name),
+    )
+    return Keys(caller, RatingKeys(tuple(levels)), kiosk)
+
+
+def _texts(r: _Reader, top: dict[str, Any]) -> Texts:
+    import string
+
+    path: Path = ("texts",)
+    t = r.table(top.get("texts", {}), path, set(Texts.__dataclass_fields__))
+    d = Texts()
+    values: dict[str, Any] = {}
+    for name, allowed in TEXT_FIELDS.items():
+        template = r.get(t, path, name, str, getattr(d, name))
+        try:
+            used = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        except ValueError as exc:
+            raise r.fail((*path, name), f"bad template: {exc}") from exc
+        unknown = used - allowed
+        if unknown:
+            raise r.fail(
+                (*path, name),
+                f"unknown placeholder {{{sorted(unknown)[0]}}} "
+                f"(allowed: {', '.join('{' + a + '}' for a in sorted(allowed)) or 'none'})",
+            )
+        values[name] = template
+    reasons = r.get(t, path, "rating_reasons", list, list(d.rating_reasons))
+    if not 1 <= len(reasons) <= 5 or not all(isinstance(x, str) and x for x in reasons):
+        raise r.fail((*path, "rating_reasons"), "one to five non-empty strings")
+    values["rating_reasons"] = tuple(reasons)
+    values["rating_no_reason"] = r.get(t, path, "rating_no_reason", str, d.rating_no_reason)
+    return Texts(**values)
 
 
 def _site(r: _Reader, top: dict[str, Any], file: FsPath) -> Site:

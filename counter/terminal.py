@@ -1,0 +1,335 @@
+"""One counter terminal (a `counter-W5` device): keypad → hall, window state → LED, rating pad.
+
+Threads, each with one job:
+- keypad reader: key events → intents, stamped at press time with a rid and
+  with `expect` (the number the clerk sees as current), then queued;
+- actions: sends queued intents to the hall one at a time, in order;
+- display worker (LedDisplay): makes the LED show what the window state says;
+- rating reader and rating clock: the 好差评 pad.
+The LED follows the retained `window/{n}/state`, so it is right after any
+restart of the counter, the hall or the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from counter.keypad import CallerKeypad, Ignored, Intent
+from counter.led.display import LedDisplay
+from counter.rating import LEVEL_NAMES, Rating, RatingPad
+from quhao.clock import Clock
+from quhao.config import SiteConfig
+from quhao.devices.inputevent import KeyEvent
+from quhao.devices.keysource import KeySource
+from quhao.mqtt import Bus, Message
+from quhao.rpc import HallClient, HallUnavailable
+from quhao.topics import Topics
+from quhao.wire import BadPayload, decode_object
+
+log = logging.getLogger("quhao.counter")
+
+# Short feedback on the LED when the hall refuses a key (shown for NOTICE_S seconds).
+REFUSAL_NOTICES = {
+    "paused": "暂停中 请先恢复",
+    "busy": "请先完成当前业务",
+    "no_ticket": "当前无办理号",
+    "not_logged_in": "请先登录工号",
+    "unknown_staff": "工号不存在",
+    "unknown_service": "业务编号不存在",
+    "unavailable": "系统繁忙 请重试",
+}
+NOTICE_S = 3.0
+QUEUE_EMPTY_NOTICE = "暂无等候"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An intent as it was pressed: its rid and what the clerk saw then."""
+
+    intent: Intent
+    rid: str
+    expect: str | None
+
+
+class CounterTerminal:
+    def __init__(
+        self, config: SiteConfig, device: str, broker: str, clock: Clock | None = None
+    ) -> None:
+        if device not in config.counters:
+            raise ValueError(f"{device!r} is not a [[counters]] entry of {config.source}")
+        self.config, self.device = config, device
+        self.counter = config.counters[device]
+        self.window = self.counter.window
+        self.clock = clock or Clock()
+        self.topics = Topics(config.site.id)
+        self.bus = Bus(broker, device, availability_topic=self.topics.availability(device))
+        self.hall = HallClient(self.bus, self.topics, device)
+        self.keypad = CallerKeypad(config.keys.caller)
+        self.pad = RatingPad(
+            config.keys.rating.levels,
+            config.texts.rating_reasons,
+            config.texts.rating_no_reason,
+            config.rules.rating_timeout_s,
+        )
+        self.pad_lock = threading.Lock()
+        self.display = (
+            LedDisplay(self.counter.display, device, self._display_state)
+            if self.counter.display
+            else None
+        )
+        self.current: str | None = None  # the number this terminal serves, as last known
+        self.window_state: dict[str, Any] | None = None
+        self._shown_call: float | None = None
+        self._notice_until = 0.0
+        self.actions: queue.Queue[Pending] = queue.Queue()
+        self.health: dict[str, str] = {}
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    # ---- lifecycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        self.bus.subscribe(self.topics.window_state(self.window), self._on_window_state)
+        self.bus.start()
+        self._spawn("actions", self._action_loop)
+        if self.display:
+            self._spawn("display", self.display.run, self.stop)
+        if self.counter.keypad:
+            source = KeySource(
+                self.counter.keypad,
+                f"{self.device} keypad",
+                lambda ok, why: self._health("keypad", "ok" if ok else why),
+            )
+            self._spawn("keypad", source.run, self._on_caller_key, self.stop)
+        if self.counter.rating:
+            pad = KeySource(
+                self.counter.rating,
+                f"{self.device} rating pad",
+                lambda ok, why: self._health("rating", "ok" if ok else why),
+            )
+            self._spawn("rating", pad.run, self._on_rating_key, self.stop)
+            self._spawn("rating-clock", self._rating_clock)
+        log.info("%s: window %d ready", self.device, self.window)
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(5)
+        self.bus.stop()
+
+    def _spawn(self, name: str, target: Any, *args: Any) -> None:
+        thread = threading.Thread(
+            target=target, args=args, name=f"{self.device}-{name}", daemon=True
+        )
+        thread.start()
+        self.threads.append(thread)
+
+    # ---- keys ---------------------------------------------------------------
+
+    def _on_caller_key(self, event: KeyEvent) -> None:
+        result = self.keypad.press(event, time.monotonic())
+        if isinstance(result, Ignored):
+            if result.why != "bounce":
+                log.info("%s: key %s ignored: %s", self.device, result.key, result.why)
+            else:
+                log.debug("%s: key %s ignored: bounce", self.device, result.key)
+        elif isinstance(result, Intent):
+            self.press(result)
+
+    def press(self, intent: Intent) -> None:
+        """Queue an intent as pressed now: one rid per press, and what the clerk saw."""
+        self.actions.put(Pending(intent, HallClient.new_rid(), self.current))
+
+    def _action_loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                pending = self.actions.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._perform(pending)
+            except HallUnavailable as exc:
+                log.warning("%s: %s", self.device, exc)
+                self._notice(REFUSAL_NOTICES["unavailable"])
+
+    def _perform(self, pending: Pending) -> None:
+        intent = pending.intent
+        payload: dict[str, Any] = {}
+        if intent.action == "call":
+            payload["expect"] = pending.expect
+        elif intent.action == "login":
+            staff = self._staff_for(intent.argument)
+            if staff is None:
+                log.info("%s: no staff number %s", self.device, intent.argument)
+                self._notice(REFUSAL_NOTICES["unknown_staff"])
+                return
+            payload["staff"] = staff
+        elif intent.action == "transfer":
+            service = self._service_for(intent.argument)
+            if service is None:
+                self._notice(REFUSAL_NOTICES["unknown_service"])
+                return
+            payload["service"] = service
+        response = self.hall.request(intent.action, payload, rid=pending.rid)
+        if not response.get("ok"):
+            code = response.get("error", {}).get("code", "")
+            log.info("%s: %s refused: %s", self.device, intent.action, code)
+            if code in REFUSAL_NOTICES:
+                self._notice(REFUSAL_NOTICES[code])
+            return
+        self._after(intent.action, response)
+
+    def _after(self, action: str, response: dict[str, Any]) -> None:
+        ticket = response.get("ticket")
+        if action == "call":
+            if response.get("changed") is False:
+                log.info(
+                    "%s: call ignored: %s is still current (doubled key press)",
+                    self.device,
+                    ticket and ticket["number"],
+                )
+                return
+            self.current = ticket["number"] if ticket else None
+            if response.get("finished"):
+                self._arm_rating(response["finished"])
+            if ticket is None:
+                self._notice(QUEUE_EMPTY_NOTICE)
+        elif action == "finish":
+            self.current = None
+            self._arm_rating(ticket["id"])
+        elif action in ("skip", "transfer") or (action == "recall" and response.get("skipped")):
+            self.current = None
+        elif action == "pause":
+            self.keypad.paused = True
+        elif action == "resume":
+            self.keypad.paused = False
+
+    def _staff_for(self, typed: str) -> str | None:
+        """A typed staff number: the exact id, or the id's digits (S007 ← 7, 007)."""
+        if typed in self.config.staff:
+            return typed
+        for staff_id in self.config.staff:
+            digits = re.sub(r"\D", "", staff_id)
+            if digits and int(digits) == int(typed):
+                return staff_id
+        return None
+
+    def _service_for(self, typed: str) -> str | None:
+        """A typed service number: its position (from 1) in the site file."""
+        services = list(self.config.services)
+        index = int(typed) if typed.isdigit() else 0
+        return services[index - 1] if 1 <= index <= len(services) else None
+
+    # ---- rating -------------------------------------------------------------
+
+    def _arm_rating(self, ticket_id: str) -> None:
+        if not self.counter.rating:
+            return
+        with self.pad_lock:
+            ratings = self.pad.arm(ticket_id, self.clock.now())
+        self._send_ratings(ratings)
+
+    def _on_rating_key(self, event: KeyEvent) -> None:
+        with self.pad_lock:
+            ratings = self.pad.press(event, self.clock.now())
+        self._send_ratings(ratings)
+
+    def _rating_clock(self) -> None:
+        while not self.stop.wait(0.1):
+            with self.pad_lock:
+                ratings = self.pad.tick(self.clock.now())
+            self._send_ratings(ratings)
+
+    def _send_ratings(self, ratings: list[Rating]) -> None:
+        for rating in ratings:
+            try:
+                response = self.hall.request(
+                    "rate",
+                    {"ticket": rating.ticket, "level": rating.level, "reason": rating.reason},
+                )
+            except HallUnavailable as exc:
+                log.warning("%s: rating of %s not recorded: %s", self.device, rating.ticket, exc)
+                continue
+            name = LEVEL_NAMES.get(rating.level or 0, "unrated")
+            if response.get("ok"):
+                log.info("%s: %s rated %s", self.device, rating.ticket, name)
+            else:
+                log.warning(
+                    "%s: rating of %s refused: %s",
+                    self.device,
+                    rating.ticket,
+                    response.get("error"),
+                )
+
+    # ---- window state → display ---------------------------------------------
+
+    def _on_window_state(self, message: Message) -> None:
+        try:
+            state = decode_object(message.payload)
+        except BadPayload as exc:
+            log.warning("%s: ignored window state: %s", self.device, exc)
+            return
+        mine = next((t for t in state.get("terminals", []) if t.get("device") == self.device), None)
+        if mine is not None:
+            self.current = mine.get("ticket")
+            self.keypad.paused = mine.get("status") == "paused"
+        self.window_state = state
+        self._render()
+
+    def _render(self) -> None:
+        state = self.window_state
+        if self.display is None or state is None or time.time() < self._notice_until:
+            return
+        texts = self.config.texts
+        fields = {
+            "window": self.window,
+            "staff": state.get("staff") or "",
+            "staff_name": state.get("staff_name") or "",
+        }
+        status = state.get("status")
+        flash = False
+        if status == "serving":
+            called_at = state.get("called_at")
+            text = texts.display_call.format(
+                ticket=state["ticket"], window=self.window, service=state.get("service_name") or ""
+            )
+            # a new call or a recall flashes; the same state seen again does not
+            flash = self._shown_call is not None and called_at != self._shown_call
+            self._shown_call = called_at
+        elif status == "paused":
+            text = texts.display_paused.format(**fields)
+        elif status == "idle" and state.get("staff"):
+            text = texts.display_idle.format(**fields)
+        else:
+            text = texts.display_closed.format(window=self.window)
+        if status != "serving" and self._shown_call is None:
+            self._shown_call = 0.0  # from now on, any call is new
+        self.display.show(text, flash)
+
+    def _notice(self, text: str) -> None:
+        if self.display is None:
+            return
+        self._notice_until = time.time() + NOTICE_S
+        self.display.show(text, flash=True)
+        threading.Timer(NOTICE_S + 0.05, self._render).start()
+
+    # ---- health -------------------------------------------------------------
+
+    def _display_state(self, state: str, detail: str) -> None:
+        self._health("display", state if not detail else f"{state}: {detail}")
+
+    def _health(self, part: str, state: str) -> None:
+        if self.health.get(part) == state:
+            return
+        self.health[part] = state
+        self.bus.publish(
+            self.topics.status(self.device),
+            {**self.health, "window": self.window, "at": self.clock.now()},
+            retain=True,
+        )

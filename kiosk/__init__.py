@@ -1,0 +1,1 @@
+"""The kiosk: ID card readers, typed ID numbers, the quota, the thermal printer."""

@@ -1,0 +1,1 @@
+"""Device plumbing shared by kiosk and counter: device URIs, input events, key sources."""
