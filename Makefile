@@ -16,7 +16,7 @@ test: deps
 	$(PY) -m pytest -q
 
 bench: deps
-	$(PY) -m quhao.cli bench hall
+	$(PY) -m quhao.cli bench all
 
 lint: deps
 	$(PY) -m ruff check .

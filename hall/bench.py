@@ -100,10 +100,7 @@ def run_hall_bench(
     tickets = _count_tickets(work / "hall" / "hall.sqlite")
     shutil.rmtree(work, ignore_errors=True)
     echo, issue = _merge(echo_runs), _merge(hall_runs)
-    results = report(clients, echo, issue, tickets, echo_cpu, hall_cpu)
-    if out:
-        out.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    return report(clients, echo, issue, tickets, echo_cpu, hall_cpu)
 
 
 def report(

@@ -18,7 +18,7 @@ from typing import Any
 from hall.engine import Engine
 from hall.model import Event
 from hall.store import Store
-from hall.views import hall_state, window_state
+from hall.views import hall_state, window_profile, window_state
 from quhao.clock import Clock
 from quhao.config import ConfigError, SiteConfig
 from quhao.config import load as load_config
@@ -263,7 +263,10 @@ class HallService:
 
     def _publish_events(self, events: list[Event]) -> None:
         windows: set[int] = set()
+        profiles: set[int] = set()
         for event in events:
+            if event.type in ("terminal.login", "terminal.logout"):
+                profiles.add(self.engine.terminals[event.data["terminal"]].window)
             # Events are notifications (QoS 0); what must not be missed is in the retained
             # state (QoS 1) and the database.
             self.bus.publish(self.topics.event(event.type), self._public_event(event), qos=0)
@@ -276,8 +279,16 @@ class HallService:
                 self.bus.publish(
                     self.topics.window_state(number), window_state(self.engine, number), retain=True
                 )
+        for number in sorted(profiles):
+            self._publish_profile(number)
         if events:
             self._hall_dirty = True
+
+    def _publish_profile(self, number: int) -> None:
+        if number in self.config.windows:
+            self.bus.publish(
+                self.topics.window_profile(number), window_profile(self.engine, number), retain=True
+            )
 
     def _public_event(self, event: Event) -> dict[str, Any]:
         payload = {k: v for k, v in event.data.items() if k != "person_key"}

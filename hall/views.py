@@ -60,6 +60,34 @@ def window_state(engine: Engine, number: int) -> dict[str, Any]:
     }
 
 
+def window_profile(engine: Engine, number: int) -> dict[str, Any]:
+    """`window/{n}/profile`: the 五公开 shown on an evaluator screen — who serves here,
+    their photo, staff number, services and service pledge."""
+    config = engine.config
+    window = config.windows[number]
+    clerks = []
+    for term in engine.terminals.values():
+        staff = config.staff.get(term.staff) if term.window == number and term.staff else None
+        if staff is not None and staff.id not in {c["id"] for c in clerks}:
+            clerks.append(
+                {
+                    "id": staff.id,
+                    "name": staff.name,
+                    "photo": staff.photo,
+                    "pledge": staff.pledge,
+                    "services": [
+                        config.services[s].name for s in staff.services if s in config.services
+                    ],
+                }
+            )
+    return {
+        "window": number,
+        "name": window.name,
+        "services": [config.services[s].name for s in window.services if s in config.services],
+        "staff": clerks,
+    }
+
+
 def estimated_wait_s(engine: Engine, service_id: str, waiting: int, day: str) -> int:
     """Waiting count times the mean service time, spread over the terminals serving it."""
     service = engine.config.services[service_id]

@@ -165,6 +165,41 @@ def _issue_request(client: int, i: int) -> tuple[str, dict[str, Any]]:
 REQUEST_MAKERS: dict[str, RequestMaker] = {"echo": _echo_request, "issue": _issue_request}
 
 
+class BareEcho:
+    """The barest MQTT v5 request/response: one client, paho driven inline (no
+    network thread), against the echo responder; one request at a time.
+    Benchmarks interleave its round trips with their own samples, so both sides
+    see the same moment of a shared machine."""
+
+    def __init__(self, broker: str) -> None:
+        self.topics = Topics(ECHO_SITE)
+        self.bus = Bus(broker, "bench-bare-echo")
+        self.replies: list[Message] = []
+        self.bus.subscribe(self.topics.reply("bare"), self.replies.append)
+        self.bus.connect_inline()
+        for _ in range(20):
+            self.bus.loop_once(0.005)  # let the subscription settle
+        for _ in range(20):
+            self.round_trip()  # warm-up
+
+    def round_trip(self) -> float:
+        seen = len(self.replies)
+        began = time.perf_counter()
+        self.bus.publish(
+            self.topics.request("bare", "echo"),
+            b'{"rid":"x"}',
+            response_topic=self.topics.reply("bare"),
+            correlation=b"bare",
+        )
+        deadline = began + 5.0
+        while len(self.replies) == seen and time.perf_counter() < deadline:
+            self.bus.loop_once(0.01)
+        return time.perf_counter() - began
+
+    def close(self) -> None:
+        self.bus.stop()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (Linux /proc)."""
     import os

@@ -131,9 +131,20 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     logs.setup(args.log_level)
-    from hall.bench import run_hall_bench
+    results = {}
+    if args.target in ("hall", "all"):
+        from hall.bench import run_hall_bench
 
-    return run_hall_bench(clients=args.clients, requests=args.requests, out=args.json)
+        results["hall"] = run_hall_bench(clients=args.clients, requests=args.requests)
+    if args.target in ("counter", "all"):
+        from counter.bench import run_counter_bench
+
+        results["counter"] = run_counter_bench(presses=args.presses)
+    if args.json:
+        import json
+
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -204,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("bench", help="benchmarks against a bare MQTT baseline")
-    p.add_argument("target", choices=["hall"])
+    p.add_argument("target", choices=["hall", "counter", "all"])
+    p.add_argument("--presses", type=int, default=200, help="counter: key presses")
     p.add_argument("--clients", type=int, default=14)
     p.add_argument("--requests", type=int, default=300, help="per client")
     p.add_argument("--json", type=Path, help="also write the results here")

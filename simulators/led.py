@@ -31,7 +31,7 @@ STX, ETX = 0x02, 0x03
 class Shown:
     text: str
     flash: bool
-    at: float = field(default_factory=time.time)
+    at: float = field(default_factory=time.perf_counter)  # when the frame was read
 
 
 class LedSimulator:
@@ -48,7 +48,6 @@ class LedSimulator:
         self._slave: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.frame_arrivals: list[float] = []  # time each complete frame was read
 
     # ---- plugging -----------------------------------------------------------
 
@@ -125,7 +124,6 @@ class LedSimulator:
                 del buffer[0]
                 continue
             del buffer[:total]
-            self.frame_arrivals.append(time.perf_counter())
             if address not in (self.address, 0xFF):
                 continue
             if frame[-2] != check:

@@ -272,6 +272,16 @@ def test_pause_resume_login_logout(engine: Engine) -> None:
     assert window_state(engine, 1)["status"] == "closed"
 
 
+def test_window_profile_shows_the_clerk(engine: Engine) -> None:
+    from hall.views import window_profile
+
+    assert window_profile(engine, 1)["staff"] == []
+    engine.handle("counter-W1", "login", {"staff": "S001"}, NINE)
+    profile = window_profile(engine, 1)
+    assert profile["services"] == ["社保业务", "税务业务"]
+    assert [c["name"] for c in profile["staff"]] == ["李敏"]
+
+
 def test_require_login() -> None:
     text = SITE.read_text().replace("[queue]", "[queue]\nrequire_login = true")
     engine = Engine(loads(text, SITE))

@@ -1,0 +1,143 @@
+"""Pure cores of the counter: input_event records, LED frames, keypad and rating logic."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from counter.keypad import CallerKeypad, Ignored, Intent
+from counter.led.quhao_led import (
+    ACK,
+    NAK,
+    SHOW,
+    Frame,
+    FrameDecoder,
+    FrameError,
+    QuhaoLed,
+    encode_frame,
+)
+from counter.rating import Rating, RatingPad
+from quhao.config import CallerKeys
+from quhao.devices.inputevent import RECORD_SIZE, Decoder, KeyEvent, encode_key
+
+frames = st.builds(Frame, st.integers(0, 255), st.integers(0, 255), st.binary(max_size=300))
+
+
+@given(st.lists(frames, max_size=5), st.integers(1, 40))
+def test_led_frames_round_trip_in_any_chunking(sent: list[Frame], chunk: int) -> None:
+    stream = b"".join(encode_frame(f) for f in sent)
+    decoder = FrameDecoder()
+    out = []
+    for i in range(0, len(stream), chunk):
+        out += decoder.feed(stream[i : i + chunk])
+    assert out == sent
+
+
+@given(st.binary(max_size=2000))
+def test_random_bytes_never_crash_the_led_decoder(data: bytes) -> None:
+    out = FrameDecoder().feed(data)
+    assert all(isinstance(item, Frame | FrameError) for item in out)
+
+
+@given(st.binary(max_size=50), frames, st.binary(max_size=50))
+def test_led_decoder_finds_a_frame_after_noise(noise: bytes, frame: Frame, tail: bytes) -> None:
+    noise = noise.replace(b"\x02", b"")
+    out = FrameDecoder().feed(noise + encode_frame(frame))
+    assert out[-1] == frame
+
+
+def test_damaged_led_frame_is_reported_and_the_next_one_read() -> None:
+    good = encode_frame(Frame(5, SHOW, b"\x00hi"))
+    bad = bytearray(good)
+    bad[-2] ^= 0xFF  # checksum
+    out = FrameDecoder().feed(bytes(bad) + good)
+    assert isinstance(out[0], FrameError) and "checksum" in out[0].reason
+    assert out[1] == Frame(5, SHOW, b"\x00hi")
+
+
+def test_show_frame_bytes_match_the_documented_layout() -> None:
+    raw = QuhaoLed().show(5, "请 A023 号到 5 号窗口", flash=True)
+    text = "请 A023 号到 5 号窗口".encode("gbk")
+    assert raw[:3] == bytes([0x02, 5, SHOW])
+    assert int.from_bytes(raw[3:5], "big") == 1 + len(text)
+    assert raw[5] == 1 and raw[6:-2] == text and raw[-1] == 0x03
+    parser = QuhaoLed().reply_parser()
+    assert parser.feed(encode_frame(Frame(5, ACK, bytes([SHOW]))))[0].ok
+    nak = parser.feed(encode_frame(Frame(5, NAK, bytes([SHOW, 1]))))[0]
+    assert not nak.ok and "checksum" in nak.detail
+
+
+@given(st.binary(max_size=500))
+def test_random_bytes_never_crash_the_input_event_decoder(data: bytes) -> None:
+    decoder = Decoder()
+    for event in decoder.feed(data):
+        assert event.value in (0, 1, 2)
+
+
+@given(
+    st.lists(st.sampled_from(["KEY_KPENTER", "KEY_KP5", "KEY_F1", "KEY_X", "KEY_1"]), max_size=20),
+    st.integers(1, 30),
+    st.binary(max_size=RECORD_SIZE - 1),
+)
+def test_input_events_round_trip_and_resync(keys: list[str], chunk: int, junk: bytes) -> None:
+    stream = b"".join(encode_key(k, 1, 1795406000.0 + i) for i, k in enumerate(keys))
+    decoder = Decoder()
+    out = []
+    data = junk.replace(b"\x00", b"\x01") + stream
+    for i in range(0, len(data), chunk):
+        out += decoder.feed(data[i : i + chunk])
+    # junk shorter than a record may eat into the first record at most
+    assert (
+        [e.key for e in out][-max(0, len(keys) - 1) :] == keys[-max(0, len(keys) - 1) :]
+        if keys
+        else out == []
+    )
+
+
+def press(key: str, t: float = 0.0, value: int = 1) -> KeyEvent:
+    return KeyEvent(t, key, 0, value)
+
+
+def test_caller_keypad_intents() -> None:
+    pad = CallerKeypad(CallerKeys())
+    assert pad.press(press("KEY_KPENTER"), 0.0) == Intent("call")
+    assert pad.press(press("KEY_KPENTER", value=2), 0.05) is None  # auto-repeat
+    assert pad.press(press("KEY_KPENTER"), 0.05) == Ignored("KEY_KPENTER", "bounce")
+    assert pad.press(press("KEY_KPENTER"), 0.6) == Ignored("KEY_KPENTER", "bounce")  # lockout
+    assert pad.press(press("KEY_KPENTER"), 1.2) == Intent("call")
+    assert pad.press(press("KEY_KPPLUS"), 1.3) == Intent("recall")
+    assert pad.press(press("KEY_KPDOT"), 1.4) == Intent("finish")
+    assert pad.press(press("KEY_KPDOT"), 1.6) == Intent("finish")  # debounced, not locked
+    for key in ("KEY_KP1", "KEY_KP1", "KEY_KP7"):  # digits repeat on purpose
+        assert pad.press(press(key), 1.7) is None
+    assert pad.press(press("KEY_KPENTER"), 1.8) == Intent("login", "117")
+    for key in ("KEY_KPSLASH", "KEY_KP3"):
+        pad.press(press(key), 3.0)
+    assert pad.press(press("KEY_KPENTER"), 3.1) == Intent("transfer", "3")
+    assert pad.press(press("KEY_KPASTERISK"), 4.0) == Intent("pause")
+    pad.paused = True
+    assert pad.press(press("KEY_KPASTERISK"), 5.0) == Intent("resume")
+    assert pad.press(press("KEY_Q"), 6.0) == Ignored("KEY_Q", "not a caller key")
+    assert pad.press(press("KEY_KPENTER", value=0), 7.0) is None
+
+
+def test_rating_pad_levels_reasons_and_timeout() -> None:
+    keys = ("KEY_1", "KEY_2", "KEY_3", "KEY_4", "KEY_5")
+    reasons = ("等候时间长", "服务态度差")
+    pad = RatingPad(keys, reasons, "未说明原因", timeout_s=30)
+    assert pad.press(press("KEY_1"), 0) == []  # not armed: nothing to rate
+    pad.arm("T1", 0)
+    assert pad.press(press("KEY_1"), 1) == [Rating("T1", 5)]
+    assert pad.press(press("KEY_1"), 2) == []  # one rating per ticket
+    pad.arm("T2", 10)
+    assert pad.press(press("KEY_4"), 11) == []  # 不满意: asks for a reason
+    assert pad.press(press("KEY_2"), 12) == [Rating("T2", 2, "服务态度差")]
+    pad.arm("T3", 20)
+    assert pad.tick(49) == []
+    assert pad.tick(50) == [Rating("T3", None)]  # unrated, never satisfied
+    pad.arm("T4", 60)
+    pad.press(press("KEY_5"), 61)
+    assert pad.tick(91) == [Rating("T4", 1, "未说明原因")]
+    pad.arm("T5", 100)
+    assert pad.arm("T6", 101) == [Rating("T5", None)]  # the next finish closes the last
+    assert pad.ticket == "T6"
