@@ -97,6 +97,19 @@ def cmd_counter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kiosk(args: argparse.Namespace) -> int:
+    from kiosk.daemon import KioskDaemon
+
+    config = _load(args)
+    kiosk = KioskDaemon(config, args.device, args.broker, Clock.parse(args.clock))
+    stop = stop_on_signals()
+    kiosk.start()
+    log.info("kiosk %s serving", args.device)
+    stop.wait()
+    kiosk.close()
+    return 0
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     logs.setup(args.log_level)
     stop = stop_on_signals()
@@ -113,6 +126,47 @@ def cmd_sim(args: argparse.Namespace) -> int:
                 )
             shown = len(sim.history)
         sim.unplug()
+    elif args.device == "printer":
+        from simulators.printer import Panel, PrinterSimulator
+
+        printer = PrinterSimulator(
+            args.out, port=args.port, link=args.link, panel=Panel(paper=args.paper)
+        ).start()
+        log.info(
+            "ESC/POS printer on %s, tickets in %s",
+            f"127.0.0.1:{printer.port}" if args.port is not None else args.link,
+            args.out,
+        )
+        printed = 0
+        while not stop.wait(0.2):
+            for item in printer.tickets[printed:]:
+                print(f"--- ticket {printed + 1} ---\n{item.text}", flush=True)
+                printed += 1
+        printer.close()
+    elif args.device == "sam":
+        from datetime import date
+
+        from kiosk.idnumber import with_check
+        from simulators.sam import CardHolder, SamSimulator
+
+        sam = SamSimulator(args.link).start()
+        if args.id_number:
+            sam.present(
+                CardHolder(
+                    args.name, with_check(args.id_number[:17]), date.fromisoformat(args.birth)
+                )
+            )
+        log.info("GA 467 SAM reader at %s", args.link)
+        stop.wait()
+        sam.close()
+    elif args.device == "card":
+        from simulators.idcard import VirtualIdCard
+
+        card = VirtualIdCard(args.port, args.slot)
+        card.insert(args.uid)
+        log.info("card %s on vpcd slot %d; Ctrl-C removes it", args.uid, args.slot)
+        stop.wait()
+        card.remove()
     elif args.device == "keys":
         from simulators.keys import KeypadFeeder
 
@@ -183,8 +237,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_counter)
 
+    p = sub.add_parser("kiosk", help="run a ticket machine (card readers, keypad, printer)")
+    _common(p)
+    p.add_argument("--device", required=True, help="a [[kiosks]] name, e.g. kiosk-K1")
+    p.set_defaults(func=cmd_kiosk)
+
     p = sub.add_parser("sim", help="device simulators")
     sims = p.add_subparsers(dest="device", required=True)
+    s = sims.add_parser("printer", help="an ESC/POS thermal printer on TCP or a pty")
+    s.add_argument("--port", type=int, help="TCP port (9100 on a real printer)")
+    s.add_argument("--link", type=Path, help="or: path where its serial pty appears")
+    s.add_argument("--out", type=Path, default=Path("tickets"), help="PNG and text per ticket")
+    s.add_argument("--paper", choices=["ok", "near_end", "out"], default="ok")
+    s.add_argument("--log-level", default="INFO")
+    s = sims.add_parser("sam", help="a GA 467 SAM ID-card reader on a pty")
+    s.add_argument("--link", type=Path, required=True)
+    s.add_argument("--id-number", help="first 17 digits (the check digit is computed)")
+    s.add_argument("--name", default="张三")
+    s.add_argument("--birth", default="1980-01-01")
+    s.add_argument("--log-level", default="INFO")
+    s = sims.add_parser("card", help="put a virtual ID card on a vpcd reader")
+    s.add_argument("--uid", required=True, help="8-byte UID, hex")
+    s.add_argument("--port", type=int, default=0x8C7B)
+    s.add_argument("--slot", type=int, default=0)
+    s.add_argument("--log-level", default="INFO")
     s = sims.add_parser("led", help="an LED window display on a pty")
     s.add_argument("--link", type=Path, required=True, help="path where the pty appears")
     s.add_argument("--addr", type=int, default=1)

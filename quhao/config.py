@@ -162,6 +162,49 @@ class Texts:
     rating_no_reason: str = "未说明原因"
 
 
+TICKET_FIELDS = {
+    "hall_name",
+    "service_name",
+    "number",
+    "ahead",
+    "date",
+    "time",
+    "masked_id",
+    "priority",
+    "notice",
+    "kiosk",
+    "service",
+    "slip",
+}
+TICKET_STYLES = ("center", "left", "right", "bold", "big", "large")
+
+
+@dataclass(frozen=True)
+class TicketTemplate:
+    """The ticket, line by line. A line may start with style marks ({center}, {left},
+    {right}, {bold}, {large} 2x, {big} 3x); a line that is just {qr} prints the
+    ticket's QR code. Placeholders: see TICKET_FIELDS."""
+
+    lines: tuple[str, ...] = (
+        "{center}{bold}{hall_name}",
+        "{center}{large}{service_name}",
+        "{center}{big}{number}",
+        "{center}您前面还有 {ahead} 人等候",
+        "{center}{priority}",
+        "{center}取号时间 {date} {time}",
+        "{center}证件号 {masked_id}",
+        "{qr}",
+        "{center}{notice}",
+    )
+    slip_lines: tuple[str, ...] = (
+        "{center}{bold}{hall_name}",
+        "{center}{large}{service_name}",
+        "{center}{large}{slip}",
+        "{center}{date} {time}",
+        "{center}证件号 {masked_id}",
+    )
+
+
 @dataclass(frozen=True)
 class Site:
     id: str
@@ -183,6 +226,7 @@ class SiteConfig:
     counters: dict[str, Counter]
     keys: Keys = Keys()
     texts: Texts = Texts()
+    ticket: TicketTemplate = TicketTemplate()
     source: FsPath = field(default_factory=lambda: FsPath("site.toml"))
 
     def device_role(self, device: str) -> str | None:
@@ -334,7 +378,37 @@ def loads(text: str, file: str | FsPath = "site.toml") -> SiteConfig:
     counters = _counters(r, top, windows, kiosks)
     keys = _keys(r, top)
     texts = _texts(r, top)
-    return SiteConfig(site, rules, services, windows, staff, kiosks, counters, keys, texts, file)
+    ticket = _ticket(r, top)
+    return SiteConfig(
+        site, rules, services, windows, staff, kiosks, counters, keys, texts, ticket, file
+    )
+
+
+def _ticket(r: _Reader, top: dict[str, Any]) -> TicketTemplate:
+    import string
+
+    path: Path = ("ticket",)
+    t = r.table(top.get("ticket", {}), path, {"lines", "slip_lines"})
+    d = TicketTemplate()
+    out = {}
+    for name in ("lines", "slip_lines"):
+        lines = r.get(t, path, name, list, list(getattr(d, name)))
+        for line in lines:
+            if not isinstance(line, str):
+                raise r.fail((*path, name), "each line must be a string")
+            try:
+                used = {f for _, f, _, _ in string.Formatter().parse(line) if f is not None}
+            except ValueError as exc:
+                raise r.fail((*path, name), f"bad template line {line!r}: {exc}") from exc
+            unknown = used - TICKET_FIELDS - set(TICKET_STYLES) - {"qr"}
+            if unknown:
+                raise r.fail(
+                    (*path, name),
+                    f"unknown placeholder {{{sorted(unknown)[0]}}} in "
+                    f"{line!r} (allowed: {', '.join(sorted(TICKET_FIELDS))})",
+                )
+        out[name] = tuple(lines)
+    return TicketTemplate(**out)
 
 
 def _key_name(value: str) -> str | None:

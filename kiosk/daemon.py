@@ -1,0 +1,362 @@
+"""One ticket machine (`kiosk-K1`): card readers and keypad → the hall → the printer.
+
+Threads with one job each: one per card reader, one for the keypad, one worker
+that does the issuing (printer check → hall → print → void if it failed), and
+a clock for timeouts and printer checks. Card data is turned into a `Person`
+(key, age, mask) at once; the raw ID number is never logged, sent or kept.
+
+The kiosk is out of service while the printer cannot print or the hall does not
+answer: nothing is issued, `device/{name}/status` says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+from kiosk import idnumber, ticket
+from kiosk.entry import Cleared, IdEntry, NumberTyped, ServiceChosen
+from kiosk.escpos_status import PrinterState
+from kiosk.flow import Issue, KioskFlow
+from kiosk.person import Person, from_identity, from_number, from_uid
+from kiosk.printer import TicketPrinter
+from kiosk.readers import CardRead
+from quhao.clock import Clock
+from quhao.config import SiteConfig
+from quhao.devices.inputevent import KeyEvent
+from quhao.devices.keysource import KeySource
+from quhao.mqtt import Bus, Message
+from quhao.rpc import HallClient, HallUnavailable
+from quhao.topics import Topics
+from quhao.wire import BadPayload, decode_object
+
+log = logging.getLogger("quhao.kiosk")
+
+PRINTER_CHECK_S = 5.0  # real seconds between printer checks while idle
+FLOW_TIMEOUT_S = 30.0  # hall seconds a swipe or a service key waits for the other
+REFUSAL_SLIPS = {"daily_cap_reached": "今日号源已满，请改日办理"}
+REFUSAL_MESSAGES = {
+    "quota_exceeded": "该证件本项业务取号已达上限",
+    "daily_cap_reached": "今日号源已满",
+    "closed": "当前不在取号时间",
+    "unknown_service": "业务暂停办理",
+}
+PRIORITY_NAMES = {"elderly": "老年人优先", "appointment": "预约优先", "green": "绿色通道"}
+
+
+class KioskDaemon:
+    def __init__(
+        self, config: SiteConfig, device: str, broker: str, clock: Clock | None = None
+    ) -> None:
+        if device not in config.kiosks:
+            raise ValueError(f"{device!r} is not a [[kiosks]] entry of {config.source}")
+        self.config, self.device = config, device
+        self.kiosk = config.kiosks[device]
+        self.secret = config.read_secret()
+        self.clock = clock or Clock()
+        self.topics = Topics(config.site.id)
+        self.bus = Bus(broker, device, availability_topic=self.topics.availability(device))
+        self.hall = HallClient(self.bus, self.topics, device)
+        self.flow = KioskFlow(self.kiosk.services, FLOW_TIMEOUT_S)
+        self.flow_lock = threading.Lock()
+        self.entry = IdEntry(config.keys.kiosk, self.kiosk.services)
+        self.printer = TicketPrinter(self.kiosk.printer) if self.kiosk.printer else None
+        self.work: queue.Queue[Issue] = queue.Queue()
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.health: dict[str, Any] = {"readers": {}}
+        self.hall_online = True
+        self.printer_state = (
+            PrinterState("ok")
+            if self.printer is None
+            else PrinterState("offline", "not checked yet")
+        )
+        self.message = ""
+        self.issued = 0
+
+    # ---- lifecycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        self.bus.subscribe(self.topics.availability("hall"), self._on_hall_availability)
+        self.bus.start()
+        self._check_printer()
+        for index, uri in enumerate(self.kiosk.readers):
+            self._spawn(f"reader{index}", self._reader(uri, f"{self.device} reader {index + 1}"))
+        if self.kiosk.keypad:
+            keys = KeySource(
+                self.kiosk.keypad,
+                f"{self.device} keypad",
+                lambda ok, why: self._set_health("keypad", "ok" if ok else why),
+            )
+            self._spawn("keypad", lambda: keys.run(self._on_key, self.stop))
+        self._spawn("worker", self._work_loop)
+        self._spawn("clock", self._clock_loop)
+        self._say(self.flow.prompt)
+        log.info(
+            "%s: ready with %d reader(s), services %s",
+            self.device,
+            len(self.kiosk.readers),
+            ", ".join(self.kiosk.services),
+        )
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(5)
+        self.bus.stop()
+
+    def _spawn(self, name: str, target: Any) -> None:
+        thread = threading.Thread(target=target, name=f"{self.device}-{name}", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _reader(self, uri: str, label: str) -> Any:
+        def on_state(state: str, detail: str) -> None:
+            self.health["readers"][label] = state if not detail else f"{state}: {detail}"
+            self._publish_status()
+
+        if uri.startswith("pcsc:"):
+            from kiosk.readers.pcsc import PcscReader
+
+            reader: Any = PcscReader(uri, label, self._on_card, on_state)
+        elif uri.startswith("serial:"):
+            from kiosk.readers.sam_serial import SamReader
+
+            reader = SamReader(uri, label, self._on_card, on_state)
+        else:
+            raise ValueError(f"{self.device}: reader URI {uri!r} is not pcsc:// or serial://")
+        return lambda: reader.run(self.stop)
+
+    # ---- inputs -------------------------------------------------------------
+
+    def _today(self) -> Any:
+        return datetime.fromtimestamp(self.clock.now(), self.config.site.timezone).date()
+
+    def _on_card(self, read: CardRead) -> None:
+        if read.uid is not None:
+            staff = self.config.staff_by_card(read.uid)
+            if staff is not None:
+                if staff.can_override:
+                    with self.flow_lock:
+                        self.flow.authorise(staff.id, self.clock.now())
+                    log.info(
+                        "%s: staff %s authorised one ticket beyond the quota", self.device, staff.id
+                    )
+                    self._say(self.flow.prompt)
+                else:
+                    log.info("%s: staff card of %s has no override right", self.device, staff.id)
+                return
+            person = from_uid(self.secret, read.uid)
+        else:
+            assert read.identity is not None
+            try:
+                person = from_identity(self.secret, read.identity, self._today())
+            except idnumber.InvalidIdNumber as exc:
+                log.warning("%s: card refused: %s", self.device, exc)
+                self._say("证件信息无效，请联系工作人员")
+                return
+        self._person(person)
+
+    def _on_key(self, event: KeyEvent) -> None:
+        result = self.entry.press(event)
+        if isinstance(result, ServiceChosen):
+            with self.flow_lock:
+                issue = self.flow.choose(result.service, self.clock.now())
+            self._say(self.flow.prompt)
+            if issue:
+                self.work.put(issue)
+        elif isinstance(result, NumberTyped):
+            try:
+                person = from_number(self.secret, result.number, self._today())
+            except idnumber.InvalidIdNumber as exc:
+                log.info("%s: typed ID number refused: %s", self.device, exc)
+                self._say("身份证号码有误，请重新输入")
+                return
+            self._person(person)
+        elif isinstance(result, Cleared):
+            with self.flow_lock:
+                self.flow.reset()
+            self._say(self.flow.prompt)
+
+    def _person(self, person: Person) -> None:
+        with self.flow_lock:
+            issue = self.flow.present(person, self.clock.now())
+        if issue:
+            self.work.put(issue)
+        else:
+            self._say(self.flow.prompt)
+
+    def _on_hall_availability(self, message: Message) -> None:
+        try:
+            online = decode_object(message.payload).get("state") == "online"
+        except BadPayload:
+            return
+        if online != self.hall_online:
+            self.hall_online = online
+            log.warning("%s: the hall is %s", self.device, "back" if online else "offline")
+            self._publish_status()
+
+    # ---- issuing ------------------------------------------------------------
+
+    def _work_loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                issue = self.work.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._issue(issue)
+            except Exception:
+                log.exception("%s: issuing failed", self.device)
+            self._say(self.flow.prompt)
+
+    def _issue(self, issue: Issue) -> None:
+        if self.printer is not None:
+            self.printer_state = self.printer.status()
+            self._publish_status()
+            if not self.printer_state.can_print:
+                log.warning("%s: no ticket: printer %s", self.device, self.printer_state.detail)
+                self._say("暂停服务：打印机故障")
+                return
+        request: dict[str, Any] = {"service": issue.service, "person": issue.person.wire()}
+        if issue.override_staff:
+            request["override"] = {"staff": issue.override_staff}
+        try:
+            response = self.hall.request("issue", request)
+        except HallUnavailable as exc:
+            self.hall_online = False
+            self._publish_status()
+            log.warning("%s: no ticket: %s", self.device, exc)
+            self._say("暂停服务：系统连接中断")
+            return
+        if not self.hall_online:
+            self.hall_online = True
+            self._publish_status()
+        if not response.get("ok"):
+            self._refused(issue, response.get("error", {}))
+            return
+        self._print(issue, response["ticket"])
+
+    def _fields(self, issue: Issue, service_name: str) -> dict[str, Any]:
+        now = datetime.fromtimestamp(self.clock.now(), self.config.site.timezone)
+        return {
+            "hall_name": self.config.site.name,
+            "service_name": service_name,
+            "service": issue.service,
+            "masked_id": issue.person.masked,
+            "date": now.strftime("%Y-%m-%d"),
+            "time": now.strftime("%H:%M"),
+            "kiosk": self.device,
+            "notice": self.config.texts.ticket_notice,
+        }
+
+    def _print(self, issue: Issue, issued: dict[str, Any]) -> None:
+        fields = self._fields(issue, issued.get("service_name", issue.service))
+        fields.update(
+            number=issued["number"],
+            ahead=issued["ahead"],
+            priority=PRIORITY_NAMES.get(issued.get("priority") or "", ""),
+        )
+        qr = f"quhao:{self.config.site.id}:{issued['id']}"
+        job = ticket.render(self.config.ticket.lines, fields, qr)
+        state = self.printer.print_job(job) if self.printer else PrinterState("ok")
+        self.printer_state = state
+        if state.can_print:
+            self.issued += 1
+            log.info("%s: ticket %s printed", self.device, issued["number"])
+            self._say(f"请取票 {issued['number']}")
+            self._publish_status()
+            return
+        # Printed badly or not at all: void it so the number is never called.
+        log.warning(
+            "%s: ticket %s not printed (%s): voiding", self.device, issued["number"], state.detail
+        )
+        self._publish_status()
+        try:
+            voided = self.hall.request("void", {"ticket": issued["id"]})
+            if not voided.get("ok"):
+                log.error(
+                    "%s: void of %s refused: %s", self.device, issued["number"], voided.get("error")
+                )
+        except HallUnavailable as exc:
+            log.error("%s: void of %s not answered: %s", self.device, issued["number"], exc)
+        self._say("打印失败，请重新取号或联系工作人员")
+
+    def _refused(self, issue: Issue, error: dict[str, Any]) -> None:
+        code = error.get("code", "")
+        log.info("%s: no ticket for %s: %s", self.device, issue.service, code)
+        self._say(REFUSAL_MESSAGES.get(code, "暂时无法取号"))
+        slip = self.config.texts.quota_slip if code == "quota_exceeded" else REFUSAL_SLIPS.get(code)
+        if slip and self.printer is not None:
+            service = self.config.services.get(issue.service)
+            fields = self._fields(issue, service.name if service else issue.service)
+            fields["slip"] = slip
+            self.printer_state = self.printer.print_job(
+                ticket.render(self.config.ticket.slip_lines, fields, None)
+            )
+
+    # ---- time, health -------------------------------------------------------
+
+    def _clock_loop(self) -> None:
+        next_check = time.monotonic() + PRINTER_CHECK_S
+        while not self.stop.wait(0.2):
+            with self.flow_lock:
+                dropped = self.flow.tick(self.clock.now())
+            if dropped:
+                self._say(self.flow.prompt)
+            if time.monotonic() >= next_check and self.work.empty():
+                next_check = time.monotonic() + PRINTER_CHECK_S
+                self._check_printer()
+
+    def _check_printer(self) -> None:
+        if self.printer is None:
+            return
+        state = self.printer.status()
+        if state != self.printer_state:
+            (log.info if state.can_print else log.warning)(
+                "%s: printer %s %s", self.device, state.state, state.detail
+            )
+            self.printer_state = state
+            self._publish_status()
+
+    def _say(self, message: str) -> None:
+        """What the kiosk's screen shows the citizen."""
+        if message != self.message:
+            self.message = message
+            self._publish_status()
+
+    def _set_health(self, part: str, state: str) -> None:
+        self.health[part] = state
+        self._publish_status()
+
+    @property
+    def in_service(self) -> bool:
+        return self.hall_online and self.printer_state.can_print
+
+    def _publish_status(self) -> None:
+        reasons = []
+        if not self.printer_state.can_print:
+            reasons.append(f"printer: {self.printer_state.detail or self.printer_state.state}")
+        if not self.hall_online:
+            reasons.append("hall not reachable")
+        status = {
+            "state": "in_service" if not reasons else "out_of_service",
+            "reasons": reasons,
+            "printer": {
+                "state": self.printer_state.state,
+                "detail": self.printer_state.detail,
+                "paper": {"ok": "ok", "near_end": "near_end", "out": "out"}.get(
+                    self.printer_state.state, "unknown"
+                ),
+                "cover": "open" if self.printer_state.state == "cover_open" else "closed",
+            },
+            **self.health,
+            "message": self.message if not reasons else "暂停服务",
+            "issued": self.issued,
+            "at": self.clock.now(),
+        }
+        self.bus.publish(self.topics.status(self.device), status, retain=True)

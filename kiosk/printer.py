@@ -1,0 +1,117 @@
+"""The ticket printer: python-escpos transports chosen by URI, real-time status first.
+
+URIs: `tcp://10.0.0.21:9100`, `serial:///dev/ttyS1?baud=19200`, `usb://0x0416:0x5011`.
+
+A connection is opened per job. Before a ticket is issued the kiosk asks the
+printer's real-time status (DLE EOT 2 and 4); python-escpos's paper_status()
+reports "adequate" when nothing answers, so the answer bytes are read here and
+no answer means no ticket. After the job the status is asked again: an answer
+proves the printer was alive to the end, and paper that ran out during the job
+means the ticket is not whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+
+from escpos.escpos import Escpos
+from escpos.exceptions import Error as EscposError
+
+from kiosk.escpos_status import DLE_EOT_OFFLINE, DLE_EOT_PAPER, PrinterState, decode
+from quhao.devices import uri as uris
+
+log = logging.getLogger("quhao.printer")
+
+ANSWER_TIMEOUT_S = 1.0
+
+
+class PrinterError(RuntimeError):
+    pass
+
+
+class TicketPrinter:
+    def __init__(self, uri: str, timeout_s: float = ANSWER_TIMEOUT_S) -> None:
+        self.uri = uris.parse(uri, ("tcp", "serial", "usb"))
+        self.timeout_s = timeout_s
+
+    def _open(self) -> Escpos:
+        u = self.uri
+        if u.scheme == "tcp":
+            from escpos.printer import Network
+
+            printer = Network(u.host, u.port or 9100, timeout=self.timeout_s)
+            printer.open()
+            with contextlib.suppress(OSError):
+                printer.device.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return printer
+        if u.scheme == "serial":
+            from escpos.printer import Serial
+
+            printer = Serial(
+                devfile=u.path, baudrate=u.int_param("baud", 19200), timeout=self.timeout_s
+            )
+            printer.open()
+            return printer
+        from escpos.printer import Usb
+
+        vendor, _, product = (u.host or u.path.strip("/")).partition(":")
+        printer = Usb(int(vendor, 16), int(product, 16), timeout=int(self.timeout_s * 1000))
+        printer.open()
+        return printer
+
+    def status(self) -> PrinterState:
+        try:
+            printer = self._open()
+        except (EscposError, OSError) as exc:
+            return PrinterState("offline", f"cannot reach the printer: {exc}")
+        try:
+            return self._query(printer)
+        finally:
+            _close(printer)
+
+    def print_job(self, job: bytes) -> PrinterState:
+        """Send a whole ticket; the state afterwards says whether it printed whole."""
+        try:
+            printer = self._open()
+        except (EscposError, OSError) as exc:
+            return PrinterState("offline", f"cannot reach the printer: {exc}")
+        try:
+            before = self._query(printer)
+            if not before.can_print:
+                return before
+            try:
+                printer._raw(job)
+            except (EscposError, OSError) as exc:
+                return PrinterState("offline", f"printer lost during the job: {exc}")
+            after = self._query(printer)
+            if after.state == "out":
+                return PrinterState("out", "paper ran out during the ticket")
+            return after
+        finally:
+            _close(printer)
+
+    def _query(self, printer: Escpos) -> PrinterState:
+        try:
+            printer._raw(DLE_EOT_OFFLINE + DLE_EOT_PAPER)
+            answer = b""
+            deadline = time.monotonic() + self.timeout_s
+            while len(answer) < 2 and time.monotonic() < deadline:
+                chunk = printer._read()
+                if not chunk and self.uri.scheme == "tcp":
+                    return PrinterState("offline", "the printer closed the connection")
+                answer += bytes(chunk or b"")
+        except TimeoutError:
+            answer = b""
+        except (EscposError, OSError) as exc:
+            return PrinterState("offline", f"printer lost: {exc}")
+        if len(answer) < 2:
+            return decode(None, None)
+        return decode(answer[-2], answer[-1])
+
+
+def _close(printer: Escpos) -> None:
+    with contextlib.suppress(Exception):
+        printer.close()

@@ -1,0 +1,121 @@
+"""PC/SC card reader through pcscd (pyscard): the card's UID, once per presentation.
+
+URI: `pcsc://` (the first reader) or `pcsc://?reader=Virtual%20PCD%2000%2000` (a
+reader whose name starts with that). A card is noticed the moment pcscd sees it
+(SCardGetStatusChange, no polling); its serial number is read with the ID card's
+APDU `00 36 00 00 08` (falling back to the PC/SC `FF CA 00 00 00`). A card left
+on the reader is read once. pcscd going away, or the reader being unplugged, is
+reported and waited out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from smartcard import scard
+
+from kiosk.readers import CardRead
+from quhao.devices import uri as uris
+
+log = logging.getLogger("quhao.pcsc")
+
+GET_ID_CARD_SERIAL = [0x00, 0x36, 0x00, 0x00, 0x08]
+GET_UID = [0xFF, 0xCA, 0x00, 0x00, 0x00]
+WAIT_MS = 500
+RETRY_S = 1.0
+
+
+class PcscReader:
+    def __init__(
+        self,
+        uri: str,
+        label: str,
+        on_card: Callable[[CardRead], None],
+        on_state: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.uri = uris.parse(uri, ("pcsc",))
+        self.wanted = self.uri.params.get("reader", "")
+        self.label = label
+        self.on_card = on_card
+        self.on_state = on_state or (lambda state, detail: None)
+        self.state = ""
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            rc, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+            if rc != scard.SCARD_S_SUCCESS:
+                self._set_state("offline", f"pcscd: {scard.SCardGetErrorMessage(rc)}")
+                stop.wait(RETRY_S)
+                continue
+            try:
+                self._watch(context, stop)
+            finally:
+                scard.SCardReleaseContext(context)
+
+    def _reader_name(self, context: int) -> str | None:
+        rc, names = scard.SCardListReaders(context, [])
+        if rc != scard.SCARD_S_SUCCESS:
+            return None
+        return next((n for n in names if n.startswith(self.wanted)), None)
+
+    def _watch(self, context: int, stop: threading.Event) -> None:
+        name = self._reader_name(context)
+        if name is None:
+            self._set_state("offline", f"no reader {self.wanted or ''}".strip())
+            stop.wait(RETRY_S)
+            return
+        self._set_state("ok", name)
+        known = scard.SCARD_STATE_UNAWARE
+        present = False
+        while not stop.is_set():
+            rc, states = scard.SCardGetStatusChange(context, WAIT_MS, [(name, known)])
+            if rc == scard.SCARD_E_TIMEOUT:
+                continue
+            if rc != scard.SCARD_S_SUCCESS:
+                self._set_state("offline", f"reader lost: {scard.SCardGetErrorMessage(rc)}")
+                return  # a new context and a new look for the reader
+            _, event_state, _ = states[0]
+            known = event_state & ~scard.SCARD_STATE_CHANGED
+            if event_state & (scard.SCARD_STATE_UNKNOWN | scard.SCARD_STATE_UNAVAILABLE):
+                self._set_state("offline", "reader unplugged")
+                return
+            now_present = bool(event_state & scard.SCARD_STATE_PRESENT)
+            if now_present and not present:
+                uid = self._read_uid(context, name)
+                if uid:
+                    self.on_card(CardRead(self.label, uid=uid))
+            present = now_present
+
+    def _read_uid(self, context: int, name: str) -> str | None:
+        rc, card, protocol = scard.SCardConnect(
+            context,
+            name,
+            scard.SCARD_SHARE_SHARED,
+            scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1,
+        )
+        if rc != scard.SCARD_S_SUCCESS:
+            log.warning(
+                "%s: card present but cannot connect: %s",
+                self.label,
+                scard.SCardGetErrorMessage(rc),
+            )
+            return None
+        try:
+            for apdu in (GET_ID_CARD_SERIAL, GET_UID):
+                rc, response = scard.SCardTransmit(card, protocol, apdu)
+                if rc == scard.SCARD_S_SUCCESS and len(response) > 2 and response[-2:] == [0x90, 0]:
+                    return bytes(response[:-2]).hex().upper()
+            log.warning("%s: the card gave no serial number", self.label)
+            return None
+        finally:
+            scard.SCardDisconnect(card, scard.SCARD_LEAVE_CARD)
+
+    def _set_state(self, state: str, detail: str) -> None:
+        if state != self.state:
+            (log.info if state == "ok" else log.warning)(
+                "%s: reader %s (%s)", self.label, state, detail
+            )
+            self.state = state
+            self.on_state(state, detail)

@@ -1,0 +1,145 @@
+"""GA 467 SAM ID-card reader on a serial port (pyserial): the card's full text.
+
+URI: `serial:///dev/ttyUSB0?baud=115200`.
+
+At start: reset (10 FF) and status (11 FF). Then it polls: find card (20 01) →
+select (20 02) → read base message (30 01). A card that stays on the reader is
+read once; it can be read again after `find` has said it is gone. SW3 results
+other than success are logged with their meaning; a damaged frame (checksum,
+length) is logged and dropped — never a crash — and the exchange is tried again
+at the next poll. The port going away is reported and the port reopened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import termios
+import threading
+import time
+from collections.abc import Callable
+
+import serial
+
+from kiosk import sam
+from kiosk.readers import CardRead
+from quhao.devices import uri as uris
+
+log = logging.getLogger("quhao.sam")
+
+PORT_ERRORS = (serial.SerialException, OSError, termios.error)
+POLL_S = 0.05
+ANSWER_TIMEOUT_S = 0.6  # a base message is ~1.3 kB: 112 ms at 115200 baud
+RETRY_S = 1.0
+
+
+class SamReader:
+    def __init__(
+        self,
+        uri: str,
+        label: str,
+        on_card: Callable[[CardRead], None],
+        on_state: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.uri = uris.parse(uri, ("serial",))
+        self.baud = self.uri.int_param("baud", 115200)
+        self.label = label
+        self.on_card = on_card
+        self.on_state = on_state or (lambda state, detail: None)
+        self.state = ""
+        self.dropped_frames = 0
+        self._port: serial.Serial | None = None
+        self._decoder = sam.Decoder()
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self._port = serial.Serial(self.uri.path, self.baud, timeout=0.05)
+                self._port.reset_input_buffer()
+            except PORT_ERRORS as exc:
+                self._set_state("offline", f"cannot open {self.uri.path}: {exc}")
+                self._close()
+                stop.wait(RETRY_S)
+                continue
+            try:
+                self._serve(stop)
+            except PORT_ERRORS as exc:
+                self._set_state("offline", f"port lost: {exc}")
+            finally:
+                self._close()
+            stop.wait(RETRY_S)
+
+    def _close(self) -> None:
+        if self._port is not None:
+            with contextlib.suppress(*PORT_ERRORS):
+                self._port.close()
+            self._port = None
+
+    def _serve(self, stop: threading.Event) -> None:
+        self._decoder = sam.Decoder()
+        self._exchange(sam.RESET)
+        status = self._exchange(sam.STATUS)
+        if status is None or not status.ok:
+            self._set_state(
+                "fault",
+                "SAM does not answer status" if status is None else f"SAM status: {status.meaning}",
+            )
+            return
+        self._set_state("ok", "")
+        present = False
+        while not stop.is_set():
+            found = self._exchange(sam.FIND_CARD)
+            if found is None:
+                stop.wait(POLL_S)
+                continue
+            if found.sw3 != sam.FOUND:
+                present = False
+                stop.wait(POLL_S)
+                continue
+            if present:
+                stop.wait(POLL_S)  # the same card, still there
+                continue
+            selected = self._exchange(sam.SELECT_CARD)
+            if selected is None or not selected.ok:
+                if selected is not None:
+                    log.info("%s: select: %s", self.label, selected.meaning)
+                continue
+            message = self._exchange(sam.READ_BASE)
+            if message is None or not message.ok:
+                if message is not None:
+                    log.warning("%s: read: %s", self.label, message.meaning)
+                continue
+            try:
+                identity = sam.parse_base_message(message.data)
+            except sam.FrameError as exc:
+                log.warning("%s: unreadable card text: %s", self.label, exc)
+                continue
+            present = True
+            self.on_card(CardRead(self.label, identity=identity))
+
+    def _exchange(self, cmd: tuple[int, int]) -> sam.Response | None:
+        port = self._port
+        assert port is not None
+        port.write(sam.command(cmd))
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        while (remaining := deadline - time.monotonic()) > 0:
+            port.timeout = remaining
+            data = port.read(max(1, port.in_waiting))
+            for item in self._decoder.feed(data):
+                if isinstance(item, sam.FrameError):
+                    self.dropped_frames += 1
+                    log.warning("%s: dropped a damaged SAM frame: %s", self.label, item)
+                    continue
+                try:
+                    return sam.parse_response(item)
+                except sam.FrameError as exc:
+                    log.warning("%s: dropped a SAM frame: %s", self.label, exc)
+        return None
+
+    def _set_state(self, state: str, detail: str) -> None:
+        if state != self.state:
+            (log.info if state == "ok" else log.warning)(
+                "%s: SAM reader %s%s", self.label, state, f" ({detail})" if detail else ""
+            )
+            self.state = state
+            self.on_state(state, detail)

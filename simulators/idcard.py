@@ -1,0 +1,153 @@
+"""Virtual ID card for PC/SC: pcscd + vsmartcard-vpcd + a card answering vpcd.
+
+vpcd is a pcscd reader driver that listens on a TCP port; a virtual card
+"is inserted" by connecting to it and "removed" by disconnecting. Framing:
+2-byte big-endian length, then either one control byte (0 power off, 1 power
+on, 2 reset, 4 ATR request) or a command APDU, answered with the response APDU.
+
+The card answers `00 36 00 00 08` (the second-generation ID card's serial number)
+and `FF CA 00 00 00` with its 8-byte UID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger("sim.idcard")
+
+DEFAULT_VPCD_PORT = 0x8C7B  # 35963, as in Debian's /etc/reader.conf.d/vpcd
+ATR = bytes.fromhex("3B8F8001804F0CA000000306030001000000006A")
+READERS = ("Virtual PCD 00 00", "Virtual PCD 00 01")  # two slots: ports p and p + 1
+
+
+class PcscStack:
+    """pcscd with one vpcd entry (two virtual readers), unless a pcscd already runs.
+
+    pcscd's socket is fixed (/run/pcscd/pcscd.comm), so one machine has one
+    pcscd: if one is running it is used as it is (with Debian's vpcd entry on port
+    35963); otherwise one is started with a private reader.conf.d.
+    """
+
+    def __init__(self, workdir: Path, port: int = DEFAULT_VPCD_PORT) -> None:
+        self.workdir, self.port = workdir, port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PcscStack:
+        if _pcscd_running():
+            log.info("using the pcscd already running")
+            return self
+        binary = shutil.which("pcscd") or "/usr/sbin/pcscd"
+        conf = self.workdir / "reader.conf.d"
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "vpcd").write_text(
+            'FRIENDLYNAME "Virtual PCD"\n'
+            f"DEVICENAME   /dev/null:0x{self.port:04X}\n"
+            "LIBPATH      /usr/lib/pcsc/drivers/serial/libifdvpcd.so\n"
+            f"CHANNELID    0x{self.port:04X}\n"
+        )
+        log_file = (self.workdir / "pcscd.log").open("ab")
+        self.proc = subprocess.Popen(
+            [binary, "-f", "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT
+        )
+        log_file.close()
+        deadline = time.monotonic() + 10
+        while not _port_open(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"pcscd did not start; see {self.workdir / 'pcscd.log'}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def _pcscd_running() -> bool:
+    return subprocess.run(["pgrep", "-x", "pcscd"], capture_output=True).returncode == 0
+
+
+def _port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        return True
+    return False
+
+
+class VirtualIdCard:
+    """A card that can be put on (insert) and taken off (remove) a vpcd reader slot."""
+
+    def __init__(self, port: int = DEFAULT_VPCD_PORT, slot: int = 0) -> None:
+        self.port = port + slot
+        self.uid = b""
+        self.apdus = 0
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self.inserted_at = 0.0
+
+    def insert(self, uid: str) -> None:
+        """Put the card with this UID (hex) on the reader."""
+        self.remove()
+        self.uid = bytes.fromhex(uid)
+        sock = socket.create_connection(("127.0.0.1", self.port), 5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(None)
+        self._sock = sock
+        self.inserted_at = time.perf_counter()
+        self._thread = threading.Thread(target=self._serve, args=(sock,), daemon=True, name="vicc")
+        self._thread.start()
+
+    def remove(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+            self._sock = None
+        if self._thread is not None:
+            self._thread.join(2)
+            self._thread = None
+
+    def _serve(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            while True:
+                size = struct.unpack(">H", _read_exactly(sock, 2))[0]
+                message = _read_exactly(sock, size)
+                if size == 1:
+                    if message[0] == 4:  # ATR request
+                        sock.sendall(struct.pack(">H", len(ATR)) + ATR)
+                    continue  # power on/off/reset need no answer
+                self.apdus += 1
+                sock.sendall(_framed(self._answer(message)))
+
+    def _answer(self, apdu: bytes) -> bytes:
+        if apdu[:4] in (bytes([0x00, 0x36, 0x00, 0x00]), bytes([0xFF, 0xCA, 0x00, 0x00])):
+            return self.uid + b"\x90\x00"
+        if apdu[:2] == b"\x00\xa4":  # SELECT: nothing to select on this card
+            return b"\x6a\x82"
+        return b"\x6d\x00"  # instruction not supported
+
+
+def _framed(data: bytes) -> bytes:
+    return struct.pack(">H", len(data)) + data
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
