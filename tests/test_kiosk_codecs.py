@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date
 
 import pytest
@@ -37,10 +38,8 @@ def test_sam_frames_round_trip_in_any_chunking(sent: list[bytes], chunk: int) ->
 def test_random_bytes_never_crash_the_sam_decoder(data: bytes) -> None:
     for item in sam.Decoder().feed(data):
         if isinstance(item, bytes):
-            try:
+            with contextlib.suppress(sam.FrameError):
                 sam.parse_response(item)
-            except sam.FrameError:
-                pass
 
 
 def test_sam_command_bytes_match_the_standard() -> None:
