@@ -183,6 +183,7 @@ class KioskDaemon:
             self._say(self.flow.prompt)
 
     def _person(self, person: Person) -> None:
+        log.debug("%s: person from %s", self.device, person.source)
         with self.flow_lock:
             issue = self.flow.present(person, self.clock.now())
         if issue:
@@ -222,6 +223,7 @@ class KioskDaemon:
                 log.warning("%s: no ticket: printer %s", self.device, self.printer_state.detail)
                 self._say("暂停服务：打印机故障")
                 return
+        log.debug("%s: printer %s; asking the hall", self.device, self.printer_state.state)
         request: dict[str, Any] = {"service": issue.service, "person": issue.person.wire()}
         if issue.override_staff:
             request["override"] = {"staff": issue.override_staff}
@@ -236,6 +238,7 @@ class KioskDaemon:
         if not self.hall_online:
             self.hall_online = True
             self._publish_status()
+        log.debug("%s: hall answered", self.device)
         if not response.get("ok"):
             self._refused(issue, response.get("error", {}))
             return

@@ -190,6 +190,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from hall.bench import run_hall_bench
 
         results["hall"] = run_hall_bench(clients=args.clients, requests=args.requests)
+    if args.target in ("kiosk", "all"):
+        from kiosk.bench import run_kiosk_bench
+
+        results["kiosk"] = run_kiosk_bench(swipes=args.swipes)
     if args.target in ("counter", "all"):
         from counter.bench import run_counter_bench
 
@@ -291,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("bench", help="benchmarks against a bare MQTT baseline")
-    p.add_argument("target", choices=["hall", "counter", "all"])
+    p.add_argument("target", choices=["hall", "kiosk", "counter", "all"])
+    p.add_argument("--swipes", type=int, default=60, help="kiosk: cards per reader type")
     p.add_argument("--presses", type=int, default=200, help="counter: key presses")
     p.add_argument("--clients", type=int, default=14)
     p.add_argument("--requests", type=int, default=300, help="per client")

@@ -146,6 +146,10 @@ def _framed(data: bytes) -> bytes:
 def _read_exactly(sock: socket.socket, size: int) -> bytes:
     data = b""
     while len(data) < size:
+        # vpcd writes length and APDU separately without TCP_NODELAY: acknowledging at once
+        # keeps Nagle from holding the APDU back for a delayed-ACK period (~40 ms).
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         chunk = sock.recv(size - len(data))
         if not chunk:
             raise EOFError

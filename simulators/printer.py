@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import select
 import socket
 import threading
@@ -330,6 +331,7 @@ class PrinterSimulator:
         self.render = render
         self.lock = threading.Condition()
         self.delivered: list[Ticket] = []
+        self._outbox: queue.SimpleQueue[tuple[Ticket, int] | None] = queue.SimpleQueue()
         self.dead = False
         self.connections = 0
         self._stop = threading.Event()
@@ -342,6 +344,7 @@ class PrinterSimulator:
         return list(self.delivered)
 
     def start(self) -> PrinterSimulator:
+        self._spawn(self._writer)
         if self.port is not None:
             server = socket.socket()
             server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -366,6 +369,7 @@ class PrinterSimulator:
 
     def close(self) -> None:
         self._stop.set()
+        self._outbox.put(None)
         if self._server:
             self._server.close()
         if self.link is not None:
@@ -437,14 +441,23 @@ class PrinterSimulator:
                     self.panel.die_after -= len(data)
             before = len(self.interpreter.tickets)
             answer = self.interpreter.feed(data)
-            new = self.interpreter.tickets[before:]
-        for offset, ticket in enumerate(new):
-            self._write(ticket, before + offset + 1)
-        if new:
+            for offset, ticket in enumerate(self.interpreter.tickets[before:]):
+                self._outbox.put((ticket, before + offset + 1))
+        return answer, alive  # answered at once; pictures are drawn by the writer
+
+    def _writer(self) -> None:
+        while True:
+            item = self._outbox.get()
+            if item is None:
+                return
+            ticket, index = item
+            try:
+                self._write(ticket, index)
+            except Exception:
+                log.exception("could not write ticket %d", index)
             with self.lock:
-                self.delivered.extend(new)
+                self.delivered.append(ticket)
                 self.lock.notify_all()
-        return answer, alive
 
     def _write(self, ticket: Ticket, index: int) -> None:
         if self.out is None:

@@ -1,0 +1,169 @@
+"""`quhao bench kiosk`: a card on the reader → the first byte of the ticket at the printer.
+
+Real chain: virtual card in vpcd → pcscd → the kiosk's PC/SC reader (or a GA 467
+frame exchange on the SAM pty) → printer status (DLE EOT over TCP) → `issue` to
+the hall over MQTT (SQLite commit) → ticket rendered → first byte at the ESC/POS
+printer simulator. The hall round trip alone is taken from the hall's own commit
+log (issued_at) against the card time; a bare MQTT v5 echo round trip is measured
+between samples, on the same broker.
+
+pcscd notices a vpcd card by polling it, so the PC/SC figure includes pcscd's
+own detection delay, as it would with a real reader.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from kiosk.idnumber import with_check
+from quhao.bench import BareEcho, Run, ratio, start_echo
+from quhao.broker import Mosquitto, free_port
+from simulators.idcard import PcscStack, VirtualIdCard
+from simulators.keys import KeypadFeeder
+from simulators.printer import PrinterSimulator
+from simulators.sam import CardHolder, SamSimulator
+
+SITE_ID = "benchkiosk"
+
+
+def _site(work: Path, printer_port: int) -> Path:
+    (work / "bench.secret").write_text("benchmark-secret-not-for-halls\n")
+    path = work / "site.toml"
+    path.write_text(f"""
+[site]
+id = "{SITE_ID}"
+name = "基准测试大厅"
+hours = ["00:00-24:00"]
+secret_file = "bench.secret"
+
+[[services]]
+id = "bench"
+name = "基准业务"
+prefix = "A"
+quota = false
+
+[[windows]]
+number = 1
+services = ["bench"]
+
+[[kiosks]]
+name = "kiosk-K1"
+readers = ["pcsc://?reader=Virtual%20PCD%2000%2000", "serial://{work}/sam?baud=115200"]
+keypad = "events://{work}/keys.fifo"
+printer = "tcp://127.0.0.1:{printer_port}"
+""")
+    return path
+
+
+def run_kiosk_bench(swipes: int = 60) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="quhao-bench-kiosk-"))
+    printer = PrinterSimulator(None, port=free_port(), render=False).start()
+    site = _site(work, printer.port)
+    pcsc = PcscStack(work / "pcscd").start()
+    sam = SamSimulator(work / "sam").start()
+    keys = KeypadFeeder(work / "keys.fifo")
+    card = VirtualIdCard(pcsc.port)
+    procs: list[subprocess.Popen[bytes]] = []
+    results: dict[str, Any] = {"benchmark": "kiosk.swipe_to_first_byte"}
+    with Mosquitto(workdir=work / "broker") as broker:
+        echo_proc, echo_stop = start_echo(broker.url)
+        try:
+            for args in (
+                ["hall", "--state-dir", str(work / "hall")],
+                ["kiosk", "--device", "kiosk-K1"],
+            ):
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "quhao.cli",
+                            *args,
+                            "--config",
+                            str(site),
+                            "--broker",
+                            broker.url,
+                            "--log-level",
+                            "WARNING",
+                        ]
+                    )
+                )
+            time.sleep(3.0)
+            bare = BareEcho(broker.url)
+            echoes: list[float] = []
+            db = work / "hall" / "hall.sqlite"
+            for path in ("sam", "pcsc"):
+                swipe_at, first_byte, hall_at = [], [], []
+                for i in range(swipes + 5):
+                    before = len(printer.tickets)
+                    began, wall = time.perf_counter(), time.time()
+                    if path == "pcsc":
+                        card.insert(f"{0x5000 + i:016X}")
+                    else:
+                        sam.present(
+                            CardHolder(
+                                "测试", with_check(f"{44010619800101000 + i}"), date(1980, 1, 1)
+                            )
+                        )
+                    tickets = printer.wait_for_tickets(before + 1, timeout=20)
+                    if i >= 5:  # warm-up
+                        swipe_at.append(began)
+                        first_byte.append(tickets[-1].first_byte_at - began)
+                        hall_at.append(_issued_at(db) - wall)
+                    card.remove() if path == "pcsc" else sam.remove()
+                    # the next citizen comes at a random moment, not in step with the
+                    # readers' polling (which would make every swipe wait the same)
+                    time.sleep(random.uniform(0.15, 0.6))
+                    echoes.append(bare.round_trip())
+                chain = Run(first_byte, sum(first_byte))
+                results[path] = {
+                    "swipe_to_first_byte": chain.summary(),
+                    "swipe_to_hall_commit_p50_ms": round(
+                        sorted(hall_at)[len(hall_at) // 2] * 1000, 3
+                    ),
+                }
+            bare.close()
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(15)
+            echo_stop.set()
+            echo_proc.join(10)
+            card.remove()
+            printer.close()
+            sam.close()
+            keys.close()
+            pcsc.stop()
+    shutil.rmtree(work, ignore_errors=True)
+    echo = Run(echoes[5:], sum(echoes[5:]))
+    results["echo"] = echo.summary()
+    print(f"\ncard on reader → first ticket byte at the printer ({swipes} swipes per reader)")
+    print(f"{'':30}{'p50 ms':>10}{'p99 ms':>10}{'ratio p50':>11}")
+    print(f"{'bare MQTT v5 echo':30}{echo.p50_ms:10.2f}{echo.p99_ms:10.2f}{'1.00':>11}")
+    for path, name in (("sam", "SAM pty (GA 467)"), ("pcsc", "vpcd via pcscd (PC/SC)")):
+        run = results[path]["swipe_to_first_byte"]
+        results[path]["ratio_p50"] = ratio(run["p50_ms"], echo.p50_ms)
+        print(
+            f"{name:30}{run['p50_ms']:10.2f}{run['p99_ms']:10.2f}{results[path]['ratio_p50']:11.2f}"
+        )
+        print(
+            f"{'  of which card → hall commit':30}"
+            f"{results[path]['swipe_to_hall_commit_p50_ms']:10.2f}"
+        )
+    print(json.dumps(results, separators=(",", ":")))
+    return results
+
+
+def _issued_at(db: Path) -> float:
+    with sqlite3.connect(db) as conn:
+        return float(conn.execute("SELECT MAX(issued_at) FROM tickets").fetchone()[0])
