@@ -23,6 +23,7 @@ from typing import Any
 from counter.keypad import CallerKeypad, Ignored, Intent
 from counter.led.display import LedDisplay
 from counter.rating import LEVEL_NAMES, Rating, RatingPad
+from kiosk.readers import CardRead
 from quhao.clock import Clock
 from quhao.config import SiteConfig
 from quhao.devices.inputevent import KeyEvent
@@ -84,6 +85,7 @@ class CounterTerminal:
             else None
         )
         self.current: str | None = None  # the number this terminal serves, as last known
+        self.staff: str | None = None  # the clerk logged in here, as last known
         self.window_state: dict[str, Any] | None = None
         self._shown_call: float | None = None
         self._notice_until = 0.0
@@ -107,6 +109,16 @@ class CounterTerminal:
                 lambda ok, why: self._health("keypad", "ok" if ok else why),
             )
             self._spawn("keypad", source.run, self._on_caller_key, self.stop)
+        if self.counter.reader:
+            from kiosk.readers.pcsc import PcscReader
+
+            reader = PcscReader(
+                self.counter.reader,
+                f"{self.device} staff card reader",
+                self._on_staff_card,
+                lambda state, why: self._health("reader", state),
+            )
+            self._spawn("reader", reader.run, self.stop)
         if self.counter.rating:
             pad = KeySource(
                 self.counter.rating,
@@ -141,6 +153,17 @@ class CounterTerminal:
                 log.debug("%s: key %s ignored: bounce", self.device, result.key)
         elif isinstance(result, Intent):
             self.press(result)
+
+    def _on_staff_card(self, read: CardRead) -> None:
+        """A staff card logs its clerk in; the same card again logs out."""
+        staff = self.config.staff_by_card(read.uid or "")
+        if staff is None:
+            log.info("%s: a card that is not a staff card", self.device)
+            self._notice("非工作人员卡")
+        elif staff.id == self.staff:
+            self.press(Intent("logout"))
+        else:
+            self.press(Intent("login", staff.id))
 
     def press(self, intent: Intent) -> None:
         """Queue an intent as pressed now: one rid per press, and what the clerk saw."""
@@ -278,6 +301,7 @@ class CounterTerminal:
         mine = next((t for t in state.get("terminals", []) if t.get("device") == self.device), None)
         if mine is not None:
             self.current = mine.get("ticket")
+            self.staff = mine.get("staff")
             self.keypad.paused = mine.get("status") == "paused"
         self.window_state = state
         self._render()

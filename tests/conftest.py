@@ -6,7 +6,16 @@ from pathlib import Path
 import pytest
 
 from quhao.broker import Mosquitto
+from simulators.idcard import PcscStack
 from tests.helpers import Device, hall_daemon
+
+
+@pytest.fixture(scope="session")
+def pcsc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PcscStack]:
+    """pcscd with vpcd virtual readers, for the whole session (one pcscd per machine)."""
+    stack = PcscStack(tmp_path_factory.mktemp("pcscd")).start()
+    yield stack
+    stack.stop()
 
 
 @pytest.fixture

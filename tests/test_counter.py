@@ -13,6 +13,7 @@ import pytest
 
 from quhao.broker import Mosquitto
 from quhao.topics import Topics
+from simulators.idcard import PcscStack, VirtualIdCard
 from simulators.keys import KeypadFeeder
 from simulators.led import LedSimulator
 from tests.helpers import SITE, SITE_ID, Daemon, Device, Recorder, hall_daemon, wait_until
@@ -37,6 +38,8 @@ def counter_site(tmp: Path) -> Path:
         )
         if led:
             text += f'display = "serial://{tmp}/led-{window}?addr={window}&baud=9600"\n'
+        if name == "counter-W1":
+            text += 'reader = "pcsc://?reader=Virtual%20PCD%2000%2001"\n'
     site = tmp / "site.toml"
     site.write_text(text)
     (tmp / "test.secret").write_text((SITE.parent / "test.secret").read_text())
@@ -85,7 +88,7 @@ def counter_daemon(broker: Mosquitto, site: Path, tmp: Path) -> Daemon:
 
 
 @pytest.fixture
-def hall(broker: Mosquitto, tmp_path: Path) -> Iterator[Hall]:
+def hall(broker: Mosquitto, tmp_path: Path, pcsc: PcscStack) -> Iterator[Hall]:
     site = counter_site(tmp_path)
     leds = {
         w: LedSimulator(tmp_path / f"led-{w}", w, tmp_path / "snapshots").start() for w in (1, 2)
@@ -272,3 +275,14 @@ def test_transfer_typed_on_the_keypad(hall: Hall) -> None:
     hall.leds[1].wait_for(lambda t: t == "1号窗口")
     hall.keys["counter-W2"].tap("KEY_KPENTER")
     hall.leds[2].wait_for(lambda t: "A001" in t and "2 号窗口" in t)
+
+
+def test_staff_card_logs_in_and_out(hall: Hall, pcsc: PcscStack) -> None:
+    card = VirtualIdCard(pcsc.port, slot=1)
+    card.insert("04A10002")  # 王芳, S002
+    hall.leds[1].wait_for(lambda t: t == "1号窗口 王芳 S002")
+    card.remove()
+    time.sleep(0.5)
+    card.insert("04A10002")  # the same card again: log out
+    hall.leds[1].wait_for(lambda t: t == "1号窗口")
+    card.remove()

@@ -28,13 +28,6 @@ CITIZEN_UID = "1122334455667788"
 STAFF_UID = "04A10001"  # S001, may override (tests/sites/small.toml)
 
 
-@pytest.fixture(scope="session")
-def pcsc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PcscStack]:
-    stack = PcscStack(tmp_path_factory.mktemp("pcscd")).start()
-    yield stack
-    stack.stop()
-
-
 def kiosk_site(tmp: Path, printer_port: int) -> Path:
     text = SITE.read_text()
     head, tail = text.split('[[kiosks]]\nname = "kiosk-K1"\n', 1)
@@ -262,3 +255,42 @@ def test_no_raw_id_number_or_name_anywhere(hall: Hall) -> None:
     assert ELDER.id_number not in tickets and "440111********" in tickets
     events = json.dumps(hall.recorder.payloads(T.event("ticket.issued")))
     assert "person" not in events
+
+
+def test_pc_sc_reader_unplugged_and_back(hall: Hall, pcsc: PcscStack) -> None:
+    wait_until(lambda: "Virtual PCD" in hall.kiosk.log(), what="PC/SC reader found")
+    pcsc.stop()  # the reader (and pcscd with it) disappears
+    wait_until(
+        lambda: any(
+            str(v).startswith("offline") for v in hall.status().get("readers", {}).values()
+        ),
+        what="reader offline",
+    )
+    pcsc.start()
+    wait_until(
+        lambda: all(str(v).startswith("ok") for v in hall.status()["readers"].values()),
+        timeout=15,
+        what="reader back",
+    )
+    hall.keys.tap("KEY_F1")
+    hall.card.insert(CITIZEN_UID)
+    assert "A001" in hall.printer.wait_for_tickets(1)[0].text
+
+
+def test_serial_printer_on_a_pty(tmp_path: Path) -> None:
+    from kiosk.printer import TicketPrinter
+    from kiosk.ticket import render
+    from quhao.config import TicketTemplate
+
+    printer = PrinterSimulator(tmp_path / "out", link=tmp_path / "ttyPrinter").start()
+    driver = TicketPrinter(f"serial://{tmp_path}/ttyPrinter?baud=19200")
+    assert driver.status().state == "ok"
+    job = render(TicketTemplate().lines, {"number": "C007", "service_name": "公积金业务"}, "q:1")
+    assert driver.print_job(job).state == "ok"
+    ticket = printer.wait_for_tickets(1)[0]
+    assert "C007" in ticket.text and ticket.qr_codes == ["q:1"]
+    printer.panel.cover_open = True
+    assert driver.status().state == "cover_open"
+    printer.panel.cover_open, printer.panel.silent = False, True
+    assert driver.status().state == "no_answer"
+    printer.close()
