@@ -18,6 +18,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from counter.keypad import CallerKeypad, Ignored, Intent
@@ -28,7 +29,7 @@ from quhao.clock import Clock
 from quhao.config import SiteConfig
 from quhao.devices.inputevent import KeyEvent
 from quhao.devices.keysource import KeySource
-from quhao.mqtt import Bus, Message
+from quhao.mqtt import Bus, Message, credentials
 from quhao.rpc import HallClient, HallUnavailable
 from quhao.topics import Topics
 from quhao.wire import BadPayload, decode_object
@@ -60,7 +61,12 @@ class Pending:
 
 class CounterTerminal:
     def __init__(
-        self, config: SiteConfig, device: str, broker: str, clock: Clock | None = None
+        self,
+        config: SiteConfig,
+        device: str,
+        broker: str,
+        clock: Clock | None = None,
+        credentials_dir: Path | None = None,
     ) -> None:
         if device not in config.counters:
             raise ValueError(f"{device!r} is not a [[counters]] entry of {config.source}")
@@ -69,7 +75,14 @@ class CounterTerminal:
         self.window = self.counter.window
         self.clock = clock or Clock()
         self.topics = Topics(config.site.id)
-        self.bus = Bus(broker, device, availability_topic=self.topics.availability(device))
+        password, tls = credentials(credentials_dir, device)
+        self.bus = Bus(
+            broker,
+            device,
+            password=password,
+            tls=tls,
+            availability_topic=self.topics.availability(device),
+        )
         self.hall = HallClient(self.bus, self.topics, device)
         self.keypad = CallerKeypad(config.keys.caller)
         self.pad = RatingPad(
@@ -93,12 +106,13 @@ class CounterTerminal:
         self.health: dict[str, str] = {}
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.heartbeat = time.monotonic()  # the action loop's last round, for the watchdog
 
     # ---- lifecycle ----------------------------------------------------------
 
     def start(self) -> None:
         self.bus.subscribe(self.topics.window_state(self.window), self._on_window_state)
-        self.bus.start()
+        self.bus.start(required=False)
         self._spawn("actions", self._action_loop)
         if self.display:
             self._spawn("display", self.display.run, self.stop)
@@ -171,6 +185,7 @@ class CounterTerminal:
 
     def _action_loop(self) -> None:
         while not self.stop.is_set():
+            self.heartbeat = time.monotonic()
             try:
                 pending = self.actions.get(timeout=0.2)
             except queue.Empty:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from quhao.brokergen import DISPLAY_USER
 from quhao.config import SiteConfig
-from quhao.mqtt import Bus, Message
+from quhao.mqtt import Bus, Message, credentials
 from quhao.topics import Topics
 from quhao.wire import BadPayload, decode_object
 
@@ -72,10 +74,24 @@ class HallView:
         return Group(services, windows)
 
 
-def run_ctl(config: SiteConfig, broker: str, *, once: bool, timeout: float) -> int:
+def run_ctl(
+    config: SiteConfig,
+    broker: str,
+    *,
+    once: bool,
+    timeout: float,
+    credentials_dir: Path | None = None,
+) -> int:
     topics = Topics(config.site.id)
     view = HallView(config)
-    bus = Bus(broker, f"ctl-{int(time.time() * 1000) % 100000}")
+    password, tls = credentials(credentials_dir, DISPLAY_USER)
+    bus = Bus(
+        broker,
+        f"ctl-{int(time.time() * 1000) % 100000}",
+        username=DISPLAY_USER if password else None,
+        password=password,
+        tls=tls,
+    )
     bus.subscribe(topics.hall_state, view.on_message)
     bus.subscribe(topics.window_state("+"), view.on_message)
     bus.start()

@@ -95,7 +95,7 @@ class HallService:
     def start(self) -> None:
         self.bus.subscribe(self.topics.request_filter, self._on_request)
         self.bus.on_connect(self._on_connect)
-        self.bus.connect_inline()
+        self.bus.connect_inline(required=False)
 
     def run(
         self,

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from kiosk import idnumber, ticket
@@ -29,7 +30,7 @@ from quhao.clock import Clock
 from quhao.config import SiteConfig
 from quhao.devices.inputevent import KeyEvent
 from quhao.devices.keysource import KeySource
-from quhao.mqtt import Bus, Message
+from quhao.mqtt import Bus, Message, credentials
 from quhao.rpc import HallClient, HallUnavailable
 from quhao.topics import Topics
 from quhao.wire import BadPayload, decode_object
@@ -50,7 +51,12 @@ PRIORITY_NAMES = {"elderly": "老年人优先", "appointment": "预约优先", "
 
 class KioskDaemon:
     def __init__(
-        self, config: SiteConfig, device: str, broker: str, clock: Clock | None = None
+        self,
+        config: SiteConfig,
+        device: str,
+        broker: str,
+        clock: Clock | None = None,
+        credentials_dir: Path | None = None,
     ) -> None:
         if device not in config.kiosks:
             raise ValueError(f"{device!r} is not a [[kiosks]] entry of {config.source}")
@@ -59,7 +65,14 @@ class KioskDaemon:
         self.secret = config.read_secret()
         self.clock = clock or Clock()
         self.topics = Topics(config.site.id)
-        self.bus = Bus(broker, device, availability_topic=self.topics.availability(device))
+        password, tls = credentials(credentials_dir, device)
+        self.bus = Bus(
+            broker,
+            device,
+            password=password,
+            tls=tls,
+            availability_topic=self.topics.availability(device),
+        )
         self.hall = HallClient(self.bus, self.topics, device)
         self.flow = KioskFlow(self.kiosk.services, FLOW_TIMEOUT_S)
         self.flow_lock = threading.Lock()
@@ -77,12 +90,13 @@ class KioskDaemon:
         )
         self.message = ""
         self.issued = 0
+        self.heartbeat = time.monotonic()  # the issuing loop's last round, for the watchdog
 
     # ---- lifecycle ----------------------------------------------------------
 
     def start(self) -> None:
         self.bus.subscribe(self.topics.availability("hall"), self._on_hall_availability)
-        self.bus.start()
+        self.bus.start(required=False)
         self._check_printer()
         for index, uri in enumerate(self.kiosk.readers):
             self._spawn(f"reader{index}", self._reader(uri, f"{self.device} reader {index + 1}"))
@@ -205,6 +219,7 @@ class KioskDaemon:
 
     def _work_loop(self) -> None:
         while not self.stop.is_set():
+            self.heartbeat = time.monotonic()
             try:
                 issue = self.work.get(timeout=0.2)
             except queue.Empty:

@@ -38,22 +38,30 @@ class Mosquitto:
         template: str | Path = "dev.conf",
         workdir: str | Path | None = None,
         port: int | None = None,
+        conf: Path | None = None,
     ) -> None:
+        """From a template in broker-config/ (ports filled in), or a ready `conf` whose
+        loopback listener is `port` (as written by `quhao broker gen`)."""
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise FileNotFoundError("mosquitto is not installed (make deps installs it)")
         self.port = port or free_port()
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="quhao-mosquitto-"))
         self.dir.mkdir(parents=True, exist_ok=True)
-        source = Path(template)
-        if not source.is_absolute() and not source.exists():
-            source = BROKER_CONFIG_DIR / source
-        text = source.read_text().replace("@PORT@", str(self.port)).replace("@DIR@", str(self.dir))
-        self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text(text)
-        self.proc = subprocess.Popen(
-            [binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        if conf is not None:
+            self.conf = conf
+        else:
+            source = Path(template)
+            if not source.is_absolute() and not source.exists():
+                source = BROKER_CONFIG_DIR / source
+            text = source.read_text().replace("@PORT@", str(self.port))
+            self.conf = self.dir / "mosquitto.conf"
+            self.conf.write_text(text.replace("@DIR@", str(self.dir)))
+        self.log_path = self.dir / "mosquitto.out"
+        with self.log_path.open("ab") as log:  # a pipe nobody reads would block a chatty broker
+            self.proc = subprocess.Popen(
+                [binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log
+            )
         try:
             wait_for_port(self.port)
         except TimeoutError:
@@ -72,8 +80,6 @@ class Mosquitto:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
 
     def __enter__(self) -> Mosquitto:
         return self

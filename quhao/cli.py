@@ -13,6 +13,8 @@ from pathlib import Path
 from quhao import logs
 from quhao.clock import Clock
 from quhao.config import ConfigError, SiteConfig, load
+from quhao.mqtt import credentials
+from quhao.sdnotify import Notifier
 
 log = logging.getLogger("quhao")
 
@@ -33,6 +35,12 @@ def _common(parser: argparse.ArgumentParser, *, state: bool = True) -> None:
             default=Path("state"),
             help="where this daemon keeps its files (default ./state)",
         )
+    parser.add_argument(
+        "--credentials",
+        type=Path,
+        help="the credentials/ folder from `quhao broker gen`: this device's password and "
+        "TLS files are taken from its sub-folder named after the device",
+    )
     parser.add_argument(
         "--clock",
         default="system",
@@ -62,7 +70,10 @@ def cmd_hall(args: argparse.Namespace) -> int:
     from hall.service import HallService
 
     config = _load(args)
-    service = HallService(config, args.broker, args.state_dir, Clock.parse(args.clock))
+    password, tls = credentials(args.credentials, "hall")
+    service = HallService(
+        config, args.broker, args.state_dir, Clock.parse(args.clock), password=password, tls=tls
+    )
     stop = stop_on_signals()
     reload = threading.Event()
     signal.signal(signal.SIGHUP, lambda signum, frame: reload.set())
@@ -74,9 +85,14 @@ def cmd_hall(args: argparse.Namespace) -> int:
         len(config.services),
         len(config.windows),
     )
+    notifier = Notifier()
+    notifier.watch("queue", lambda: service.heartbeat)
+    notifier.ready(f"{len(service.engine.tickets)} tickets on record")
+    notifier.start_watchdog()
     try:
         service.run(stop, reload, args.config)
     finally:
+        notifier.stopping()
         service.close()
     return 0
 
@@ -86,12 +102,19 @@ def cmd_counter(args: argparse.Namespace) -> int:
 
     config = _load(args)
     clock = Clock.parse(args.clock)
-    terminals = [CounterTerminal(config, name, args.broker, clock) for name in args.device]
+    terminals = [
+        CounterTerminal(config, name, args.broker, clock, args.credentials) for name in args.device
+    ]
     stop = stop_on_signals()
+    notifier = Notifier()
     for terminal in terminals:
         terminal.start()
+        notifier.watch(terminal.device, lambda t=terminal: t.heartbeat)
     log.info("counter serving %s", ", ".join(args.device))
+    notifier.ready(f"windows {', '.join(str(t.window) for t in terminals)}")
+    notifier.start_watchdog()
     stop.wait()
+    notifier.stopping()
     for terminal in terminals:
         terminal.close()
     return 0
@@ -101,11 +124,16 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
     from kiosk.daemon import KioskDaemon
 
     config = _load(args)
-    kiosk = KioskDaemon(config, args.device, args.broker, Clock.parse(args.clock))
+    kiosk = KioskDaemon(config, args.device, args.broker, Clock.parse(args.clock), args.credentials)
     stop = stop_on_signals()
     kiosk.start()
     log.info("kiosk %s serving", args.device)
+    notifier = Notifier()
+    notifier.watch("issuing", lambda: kiosk.heartbeat)
+    notifier.ready(f"{args.device} ready")
+    notifier.start_watchdog()
     stop.wait()
+    notifier.stopping()
     kiosk.close()
     return 0
 
@@ -180,7 +208,9 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     from hall.ctl import run_ctl
 
     config = _load(args)
-    return run_ctl(config, args.broker, once=args.once, timeout=args.timeout)
+    return run_ctl(
+        config, args.broker, once=args.once, timeout=args.timeout, credentials_dir=args.credentials
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -210,6 +240,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from quhao.demo import run_demo
 
     return run_demo(args.config, args.out)
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from quhao.brokergen import generate
+
+    config = _load(args)
+    conf = generate(
+        config,
+        args.out,
+        port=args.port,
+        tls_port=args.tls_port,
+        ws_port=args.ws_port,
+        lan_bind=args.bind,
+        hosts=tuple(args.host),
+        run_as=args.run_as,
+    )
+    if args.action == "gen":
+        print(f"{conf}\ndevice credentials: {args.out.resolve() / 'credentials'}/<device>/")
+        return 0
+    import os
+    import shutil
+
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    log.info("starting %s -c %s", binary, conf)
+    os.execv(binary, [binary, "-c", str(conf)])  # foreground; signals go to mosquitto
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -288,6 +343,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="where to keep the run's files")
     p.add_argument("--log-level", default="WARNING")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("broker", help="generate a hall's Mosquitto configuration, or run it")
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["gen", "run"],
+        default="run",
+        help="gen: write the files; run (default): write them and start Mosquitto",
+    )
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--out", type=Path, default=Path("broker"), help="where the files go")
+    p.add_argument("--port", type=int, default=1883, help="loopback listener")
+    p.add_argument("--tls-port", type=int, default=8883, help="LAN TLS listener")
+    p.add_argument("--ws-port", type=int, default=9001, help="websockets listener")
+    p.add_argument("--bind", default="0.0.0.0", help="address of the LAN listeners")
+    p.add_argument(
+        "--run-as",
+        default="mosquitto",
+        help="the user Mosquitto drops to when started as root (default mosquitto)",
+    )
+    p.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="a name or address of the hall server for its certificate",
+    )
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("check", help="validate a site configuration")
     p.add_argument("--config", required=True, type=Path)

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -70,6 +71,24 @@ class TlsFiles:
     key: str | None = None
 
 
+def credentials(root: str | Path | None, user: str) -> tuple[str | None, TlsFiles | None]:
+    """A device's password and TLS files from a `quhao broker gen` credentials folder."""
+    if root is None:
+        return None, None
+    folder = Path(root) / user
+    password_file = folder / "password"
+    password = password_file.read_text().strip() if password_file.exists() else None
+    tls = None
+    if (folder / "ca.crt").exists():
+        cert, key = folder / "client.crt", folder / "client.key"
+        tls = TlsFiles(
+            str(folder / "ca.crt"),
+            str(cert) if cert.exists() else None,
+            str(key) if key.exists() else None,
+        )
+    return password, tls
+
+
 class Bus:
     def __init__(
         self,
@@ -91,12 +110,13 @@ class Bus:
         self._subscriptions: dict[str, int] = {}
         self._on_connect_hooks: list[Callable[[], None]] = []
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-        user = username or self.broker.username
+        # A device logs in under its own name: the ACL is written for that name.
+        user = username or self.broker.username or (client_id if password else None)
         if user:
             client.username_pw_set(user, password or self.broker.password)
-        if tls or self.broker.tls:
+        if self.broker.tls:
             if tls is None:
-                raise ValueError("an mqtts:// broker needs TLS files (CA certificate)")
+                raise ValueError("an mqtts:// broker needs TLS files: give --credentials")
             client.tls_set(
                 ca_certs=tls.ca,
                 certfile=tls.cert,
@@ -114,40 +134,43 @@ class Bus:
 
     # ---- lifecycle --------------------------------------------------------
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Connect and run the network loop in a thread; returns once connected."""
+    def start(self, timeout: float = 10.0, required: bool = True) -> None:
+        """Connect and run the network loop in a thread; returns once connected.
+
+        Not `required` (a daemon): if the broker is not there yet, say so and return;
+        the network thread keeps trying."""
         self.client.connect_async(self.broker.host, self.broker.port, keepalive=15)
         self.client.loop_start()
-        if not self.connected.wait(timeout):
+        if self.connected.wait(timeout):
+            return
+        where = f"{self.broker.host}:{self.broker.port}"
+        if required:
             self.client.loop_stop()
-            raise ConnectionError(
-                f"no MQTT connection to {self.broker.host}:{self.broker.port} within {timeout:g} s"
-            )
+            raise ConnectionError(f"no MQTT connection to {where} within {timeout:g} s")
+        log.error("no MQTT connection to %s yet as %s; still trying", where, self.client_id)
 
-    def connect_inline(self, timeout: float = 10.0) -> None:
+    def connect_inline(self, timeout: float = 10.0, required: bool = True) -> None:
         """Connect without a network thread: the caller drives I/O with `loop_once`.
 
         One thread then owns both the socket and the caller's state, and a publish
-        writes to the socket at once instead of waking a network thread.
+        writes to the socket at once instead of waking a network thread. Not
+        `required` (a daemon): if the broker is not there yet, say so and return;
+        `loop_once` keeps trying.
         """
         self._inline = True
+        where = f"{self.broker.host}:{self.broker.port}"
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.client.connect(self.broker.host, self.broker.port, keepalive=15)
-                break
-            except OSError as exc:
-                if time.monotonic() > deadline:
-                    raise ConnectionError(
-                        f"no MQTT connection to {self.broker.host}:{self.broker.port}: {exc}"
-                    ) from exc
-                time.sleep(0.2)
-        while not self.connected.is_set():
+        try:
+            self.client.connect(self.broker.host, self.broker.port, keepalive=15)
+        except OSError as exc:
+            log.warning("MQTT connection to %s failed: %s; retrying", where, exc)
+        while not self.connected.is_set() and time.monotonic() < deadline:
             self.loop_once(0.1)
-            if time.monotonic() > deadline:
-                raise ConnectionError(
-                    f"broker {self.broker.host}:{self.broker.port} did not accept the connection"
-                )
+        if self.connected.is_set():
+            return
+        if required:
+            raise ConnectionError(f"no MQTT connection to {where} within {timeout:g} s")
+        log.error("no MQTT connection to %s yet as %s; still trying", where, self.client_id)
 
     def loop_once(self, timeout: float) -> None:
         """One round of network I/O (inline mode); reconnects after a lost connection."""
