@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -124,6 +125,9 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
     from kiosk.daemon import KioskDaemon
 
     config = _load(args)
+    if args.secret_file:
+        site = dataclasses.replace(config.site, secret_file=args.secret_file)
+        config = dataclasses.replace(config, site=site)
     kiosk = KioskDaemon(config, args.device, args.broker, Clock.parse(args.clock), args.credentials)
     stop = stop_on_signals()
     kiosk.start()
@@ -255,6 +259,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
         lan_bind=args.bind,
         hosts=tuple(args.host),
         run_as=args.run_as,
+        data_dir=args.data_dir,
     )
     if args.action == "gen":
         print(f"{conf}\ndevice credentials: {args.out.resolve() / 'credentials'}/<device>/")
@@ -299,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("kiosk", help="run a ticket machine (card readers, keypad, printer)")
     _common(p)
     p.add_argument("--device", required=True, help="a [[kiosks]] name, e.g. kiosk-K1")
+    p.add_argument(
+        "--secret-file",
+        type=Path,
+        help="the site secret, instead of [site] secret_file (e.g. a systemd credential)",
+    )
     p.set_defaults(func=cmd_kiosk)
 
     p = sub.add_parser("sim", help="device simulators")
@@ -358,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-port", type=int, default=8883, help="LAN TLS listener")
     p.add_argument("--ws-port", type=int, default=9001, help="websockets listener")
     p.add_argument("--bind", default="0.0.0.0", help="address of the LAN listeners")
+    p.add_argument("--data-dir", type=Path, help="Mosquitto's persistence (default OUT/data)")
     p.add_argument(
         "--run-as",
         default="mosquitto",
