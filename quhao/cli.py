@@ -243,7 +243,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     logs.setup(args.log_level)
     from quhao.demo import run_demo
 
-    return run_demo(args.config, args.out)
+    result = run_demo(args.scenario, args.speed, args.out, args.seed, render=not args.no_pictures)
+    if result.lost or result.leftovers:
+        print(
+            f"quhao: {result.lost} tickets not ended, {len(result.leftovers)} processes left",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -270,6 +277,22 @@ def cmd_broker(args: argparse.Namespace) -> int:
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     log.info("starting %s -c %s", binary, conf)
     os.execv(binary, [binary, "-c", str(conf)])  # foreground; signals go to mosquitto
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hall.report import build, write
+
+    logs.setup(args.log_level)
+    config = load(args.config) if args.config else None
+    db = args.db or args.state_dir / "hall.sqlite"
+    if not db.exists():
+        print(f"quhao: no database at {db}", file=sys.stderr)
+        return 2
+    names = {s.id: s.name for s in config.services.values()} if config else {}
+    tz = config.site.timezone if config else None
+    page = write(build(db, args.day, tz, names), args.out)
+    print(page)
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -348,10 +371,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0, help="with --once: wait this long")
     p.set_defaults(func=cmd_ctl)
 
-    p = sub.add_parser("demo", help="run a simulated hall with a private broker")
-    p.add_argument("--config", type=Path, default=Path("examples/site.toml"))
-    p.add_argument("--out", type=Path, help="where to keep the run's files")
+    p = sub.add_parser("demo", help="a whole simulated hall day through the real daemons")
+    p.add_argument(
+        "--scenario",
+        choices=["surge", "short"],
+        default="surge",
+        help="surge: the design notes' surge day; short: an hour of a small hall",
+    )
+    p.add_argument("--speed", type=float, default=60.0, help="hall seconds per real second")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--out", type=Path, help="where the run's files go (default out/demo-…)")
+    p.add_argument("--no-pictures", action="store_true", help="no ticket and LED PNGs")
     p.add_argument("--log-level", default="WARNING")
+
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("broker", help="generate a hall's Mosquitto configuration, or run it")
@@ -382,6 +414,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("report", help="the day's report (HTML with charts, CSV)")
+    p.add_argument("--day", required=True, help="YYYY-MM-DD, local to the hall")
+    p.add_argument("--config", type=Path, help="site file (service names, time zone)")
+    p.add_argument("--db", type=Path, help="the hall's hall.sqlite")
+    p.add_argument("--state-dir", type=Path, default=Path("state"), help="or the hall's state dir")
+    p.add_argument("--out", type=Path, default=Path("report"))
+    p.add_argument("--log-level", default="WARNING")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("check", help="validate a site configuration")
     p.add_argument("--config", required=True, type=Path)

@@ -1,110 +1,605 @@
-"""`quhao demo`: a private broker, the real hall, and devices exercising it.
+"""`quhao demo`: a whole simulated hall day through the real daemons.
 
-Until the crowd simulator lands this drives the hall through the wire contract
-directly: kiosks issue tickets, counters call, finish and rate them, and the
-live queue is printed at the end.
+A private Mosquitto with the generated (authenticated) configuration, the hall on
+SQLite, one kiosk process per ticket machine, counter processes for the windows,
+pcscd with vpcd for the PC/SC readers, every device simulator, and the crowd,
+which uses only the devices. During a surge, windows are opened live: the site
+file grows, the hall re-reads it (SIGHUP) and new counter processes start —
+nothing is restarted. At the end the day's report is written.
 """
 
 from __future__ import annotations
 
-import random
+import logging
+import os
 import shutil
+import signal
 import subprocess
 import sys
-import tempfile
 import time
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
-from hall.ctl import HallView
-from quhao.broker import Mosquitto
+from quhao.broker import Mosquitto, free_port
+from quhao.brokergen import DISPLAY_USER, generate
 from quhao.clock import Clock
-from quhao.config import load
-from quhao.mqtt import Bus
-from quhao.rpc import HallClient
+from quhao.config import SiteConfig, load
+from quhao.mqtt import Bus, credentials
 from quhao.topics import Topics
+from simulators.crowd import (
+    Crowd,
+    KioskDevices,
+    Scenario,
+    WindowDevices,
+    hall_time,
+    short_day,
+    surge_day,
+)
+from simulators.idcard import PcscStack, VirtualIdCard
+from simulators.keys import KeypadFeeder
+from simulators.led import LedSimulator
+from simulators.printer import PrinterSimulator
+from simulators.sam import SamSimulator
 
+log = logging.getLogger("quhao.demo")
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "site.toml"
+WINDOWS_PER_COUNTER_PROCESS = 8
+STAFF_NAMES = [
+    "李敏",
+    "王芳",
+    "张伟",
+    "刘洋",
+    "陈静",
+    "杨磊",
+    "赵丽",
+    "黄强",
+    "周婷",
+    "吴昊",
+    "徐娟",
+    "孙鹏",
+    "马琳",
+    "朱军",
+    "胡悦",
+    "郭涛",
+    "何雪",
+    "高峰",
+    "林琳",
+    "罗斌",
+    "梁红",
+    "宋佳",
+    "郑凯",
+    "谢颖",
+    "韩冰",
+    "冯雷",
+    "邓超",
+    "曹阳",
+    "彭丽",
+    "曾伟",
+    "肖静",
+    "田野",
+    "董洁",
+    "袁媛",
+    "潘磊",
+    "蒋涛",
+    "蔡琴",
+    "余强",
+    "杜鹃",
+    "叶青",
+]
 
 
-def run_demo(config_path: Path = EXAMPLE, out: Path | None = None, seed: int = 7) -> int:
-    from rich.console import Console
+@dataclass
+class DemoResult:
+    out: Path
+    report: Path | None
+    day: str
+    stats: Any
+    tickets: dict[str, int]
+    surge_windows_called: list[int]
+    hall_restarts: int
+    wall_s: float
+    leftovers: list[str] = field(default_factory=list)
 
-    console = Console()
-    config = load(config_path)
-    rng = random.Random(seed)
-    out = out or Path(tempfile.mkdtemp(prefix="quhao-demo-"))
-    # A weekday morning in the hall's time zone, so the hall is open.
-    start = datetime(2026, 11, 23, 9, 0, tzinfo=config.site.timezone).timestamp()
-    clock = Clock(origin_hall=start, speed=60)
-    topics = Topics(config.site.id)
-    with Mosquitto(workdir=out / "broker") as broker:
-        hall = subprocess.Popen(
+    @property
+    def lost(self) -> int:
+        """Tickets not ended: anything but finished, skipped or voided."""
+        return sum(
+            n
+            for status, n in self.tickets.items()
+            if status not in ("finished", "skipped", "voided")
+        )
+
+
+class DemoHall:
+    def __init__(
+        self,
+        scenario: Scenario,
+        out: Path,
+        speed: float,
+        seed: int = 7,
+        live: bool | None = None,
+        render: bool = True,
+    ) -> None:
+        self.scenario, self.out, self.speed, self.seed = scenario, out.resolve(), speed, seed
+        self.live = sys.stdout.isatty() if live is None else live
+        self.render = render
+        self.base = load(EXAMPLE)
+        self.tz = self.base.site.timezone
+        self.clock = Clock(origin_hall=hall_time(scenario, self.tz), speed=speed)
+        self.dev = self.out / "dev"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.windows: list[tuple[int, str]] = []  # (number, service) opened so far
+        self.crowd: Crowd | None = None
+        self.broker: Mosquitto | None = None
+        self.pcsc: PcscStack | None = None
+        self.sims: list[Any] = []
+
+    # ---- the site of the day ------------------------------------------------
+
+    def _initial_windows(self) -> list[tuple[int, str]]:
+        others = [s for s in self.scenario.windows if s != self.scenario.surge_service]
+        windows = []
+        for service in others:
+            windows += [(0, service)] * self.scenario.windows[service]
+        if self.scenario.surge_service:
+            windows += [(0, self.scenario.surge_service)] * self.scenario.windows[
+                self.scenario.surge_service
+            ]
+        return [(i + 1, s) for i, (_, s) in enumerate(windows)]
+
+    def _site_text(self) -> str:
+        base, sc = self.base, self.scenario
+        lines = [
+            "# Generated by `quhao demo` for one simulated day.",
+            "[site]",
+            f'id = "{base.site.id}"',
+            f'name = "{base.site.name}"',
+            f'timezone = "{self.tz.key}"',
+            f'hours = ["{sc.opens:%H:%M}-{sc.closes:%H:%M}"]',
+            'secret_file = "site.secret"',
+            "",
+            "[queue]",
+            "interleave = 3",
+            "max_recalls = 3",
+            "reinstate_behind = 3",
+            "elderly_age = 65",
+            "rating_timeout_s = 30",
+            "",
+        ]
+        for service in base.services.values():
+            if service.id not in sc.loads:
+                continue
+            cap = max(service.daily_cap or 0, int(sc.loads[service.id] * 1.3) + 20)
+            quota = (
+                "false"
+                if service.quota is None
+                else f"{{ tickets = {service.quota.tickets}, hours = "
+                f"{service.quota.seconds / 3600:g} }}"
+            )
+            lines += [
+                "[[services]]",
+                f'id = "{service.id}"',
+                f'name = "{service.name}"',
+                f'prefix = "{service.prefix}"',
+                f"daily_cap = {cap}",
+                f"expected_minutes = {sc.minutes[service.id]:g}",
+                "max_wait_minutes = 90",
+                f"quota = {quota}",
+                f"id_required = {'true' if service.id_required else 'false'}",
+                "",
+            ]
+        for number, service in self.windows:
+            lines += ["[[windows]]", f"number = {number}", f'services = ["{service}"]', ""]
+            lines += [
+                "[[staff]]",
+                f'id = "S{number:03d}"',
+                f'name = "{STAFF_NAMES[(number - 1) % len(STAFF_NAMES)]}"',
+                f'services = ["{service}"]',
+                "override = true" if number == 1 else "",
+                f'cards = ["{0x04A10000 + number:08X}"]',
+                "",
+            ]
+        for k in range(1, sc.kiosks + 1):
+            readers = [f'"serial://{self.dev}/sam-K{k}?baud=115200"']
+            if k <= sc.pcsc_kiosks:
+                readers.insert(0, f'"pcsc://?reader=Virtual%20PCD%2000%20{k - 1:02d}"')
+            lines += [
+                "[[kiosks]]",
+                f'name = "kiosk-K{k}"',
+                f"readers = [{', '.join(readers)}]",
+                f'keypad = "events://{self.dev}/keys-K{k}.fifo"',
+                f'printer = "tcp://127.0.0.1:{self.printer_ports[k]}"',
+                "",
+            ]
+        for number, _ in self.windows:
+            lines += [
+                "[[counters]]",
+                f'name = "counter-W{number}"',
+                f"window = {number}",
+                f'keypad = "events://{self.dev}/keys-W{number}.fifo"',
+                f'display = "serial://{self.dev}/led-{number}?addr={number}"',
+                f'rating = "events://{self.dev}/rate-W{number}.fifo"',
+                "",
+            ]
+        return "\n".join(lines)
+
+    def _write_site(self) -> SiteConfig:
+        site = self.out / "site.toml"
+        site.write_text(self._site_text(), encoding="utf-8")
+        return load(site)
+
+    # ---- processes ----------------------------------------------------------
+
+    def _daemon(self, name: str, *args: str) -> None:
+        log_file = (self.out / "logs" / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "quhao.cli",
-                "hall",
+                *args,
                 "--config",
-                str(config_path),
+                str(self.out / "site.toml"),
                 "--broker",
-                broker.url,
-                "--state-dir",
-                str(out / "hall"),
+                self.broker_url,
+                "--credentials",
+                str(self.out / "broker" / "credentials"),
                 "--clock",
-                clock.spec(),
+                self.clock.spec(),
                 "--log-level",
-                "WARNING",
-            ]
+                "INFO",
+            ],
+            stdout=log_file,
+            stderr=log_file,
+            cwd=ROOT,
         )
-        buses: list[Bus] = []
+        log_file.close()
+
+    def _start_counters(self, windows: list[int]) -> None:
+        for i in range(0, len(windows), WINDOWS_PER_COUNTER_PROCESS):
+            group = windows[i : i + WINDOWS_PER_COUNTER_PROCESS]
+            args = ["counter", "--state-dir", str(self.out / "counters")]
+            for number in group:
+                args += ["--device", f"counter-W{number}"]
+            self._daemon(f"counter-W{group[0]}-W{group[-1]}", *args)
+
+    def _window_devices(self, number: int, service: str, config: SiteConfig) -> WindowDevices:
+        snapshots = self.out / "led" if number <= 2 and self.render else None
+        led = LedSimulator(self.dev / f"led-{number}", number, snapshots).start()
+        self.sims.append(led)
+        keys = KeypadFeeder(self.dev / f"keys-W{number}.fifo")
+        rating = KeypadFeeder(self.dev / f"rate-W{number}.fifo")
+        self.sims += [keys, rating]
+        digits = {s: str(i + 1) for i, s in enumerate(config.services)}
+        return WindowDevices(number, keys, led, rating, str(number), digits)
+
+    def _open_windows(self, count: int, config_before: SiteConfig) -> list[int]:
+        """Open surge windows live: site file, hall SIGHUP, new counters. No restarts."""
+        surge = self.scenario.surge_service
+        assert surge is not None
+        have = sum(1 for _, s in self.windows if s == surge)
+        first = max(n for n, _ in self.windows) + 1
+        new = list(range(first, first + max(0, count - have)))
+        if not new:
+            return []
+        self.windows += [(n, surge) for n in new]
+        config = self._write_site()
+        self.broker_gen(config)
+        assert self.broker is not None
+        self.broker.proc.send_signal(signal.SIGHUP)  # Mosquitto re-reads passwd and acl
+        self.procs["hall"].send_signal(signal.SIGHUP)  # the hall re-reads the site file
+        time.sleep(0.3)
+        for number in new:
+            assert self.crowd is not None
+            devices = self._window_devices(number, surge, config)
+            self.crowd.add_window(devices)
+        self._start_counters(new)
+        log.info("opened windows %d-%d for %s", new[0], new[-1], surge)
+        return new
+
+    def broker_gen(self, config: SiteConfig) -> None:
+        generate(
+            config,
+            self.out / "broker",
+            port=self.broker_port,
+            tls_port=free_port(),
+            ws_port=free_port(),
+            lan_bind="127.0.0.1",
+            run_as="root" if os.geteuid() == 0 else "mosquitto",
+        )
+
+    # ---- the day ------------------------------------------------------------
+
+    def run(self) -> DemoResult:
+        began = time.monotonic()
+        sc = self.scenario
+        for folder in ("logs", "dev", "tickets", "led"):
+            (self.out / folder).mkdir(parents=True, exist_ok=True)
+        (self.out / "site.secret").write_text("demo-secret-for-a-simulated-day\n")
+        self.printer_ports = {k: free_port() for k in range(1, sc.kiosks + 1)}
+        self.windows = self._initial_windows()
+        config = self._write_site()
+        self.broker_port = free_port()
+        self.broker_url = f"mqtt://127.0.0.1:{self.broker_port}"
+        self.broker_gen(config)
+        self.broker = Mosquitto(
+            workdir=self.out / "broker",
+            port=self.broker_port,
+            conf=self.out / "broker" / "mosquitto.conf",
+        )
+        kiosks = self._kiosk_devices()
         try:
-
-            def device(name: str) -> HallClient:
-                bus = Bus(broker.url, name)
-                client = HallClient(bus, topics, name)
-                bus.start()
-                buses.append(bus)
-                return client
-
-            view = HallView(config)
-            watcher = Bus(broker.url, "demo-view")
-            watcher.subscribe(topics.hall_state, view.on_message)
-            watcher.subscribe(topics.window_state("+"), view.on_message)
-            watcher.start()
-            buses.append(watcher)
-            kiosks = [device(name) for name in list(config.kiosks)[:4]]
-            counters = {name: device(name) for name in list(config.counters)[:8]}
-            time.sleep(1.0)
-            issued = 0
-            for i in range(60):
-                kiosk = kiosks[i % len(kiosks)]
-                service = rng.choice(list(config.services))
-                key = f"{rng.getrandbits(128):032x}"
-                response = kiosk.request(
-                    "issue",
-                    {"service": service, "person": {"key": key, "age": rng.randint(18, 85)}},
+            self._daemon("hall", "hall", "--state-dir", str(self.out / "hall"))
+            for k in range(1, sc.kiosks + 1):
+                self._daemon(
+                    f"kiosk-K{k}",
+                    "kiosk",
+                    "--device",
+                    f"kiosk-K{k}",
+                    "--state-dir",
+                    str(self.out / "kiosks"),
                 )
-                issued += bool(response.get("ok"))
-            console.print(f"issued {issued} tickets from {len(kiosks)} kiosks")
-            for round_ in range(3):
-                for counter in counters.values():
-                    called = counter.request("call")
-                    ticket = called.get("ticket")
-                    if ticket and round_ < 2:
-                        counter.request("finish")
-                        counter.request(
-                            "rate", {"ticket": ticket["id"], "level": rng.choice([5, 5, 4, 3])}
-                        )
-            time.sleep(1.0)
-            console.print(view.render())
-            console.print(f"hall database: {out / 'hall' / 'hall.sqlite'}")
+            self._start_counters([n for n, _ in self.windows])
+            service_keys = {s: f"KEY_F{i + 1}" for i, s in enumerate(config.services)}
+            self.crowd = Crowd(sc, self.clock, self.tz, kiosks, service_keys, self.seed)
+            for number, service in self.windows:
+                self.crowd.add_window(self._window_devices(number, service, config))
+            self._wait_until_ready(kiosks)
+            self.crowd.start()
+            surge_called = self._watch(config)
         finally:
-            for bus in buses:
-                bus.stop()
-            hall.terminate()
-            hall.wait(15)
-    if out.name.startswith("quhao-demo-"):
-        shutil.rmtree(out / "broker", ignore_errors=True)
-    return 0
+            if self.crowd:
+                self.crowd.close()
+            self._stop_all()
+        return self._result(began, surge_called)
+
+    def _kiosk_devices(self) -> dict[int, KioskDevices]:
+        sc = self.scenario
+        if sc.pcsc_kiosks:
+            self.pcsc = PcscStack(self.out / "pcscd").start()
+        devices = {}
+        for k in range(1, sc.kiosks + 1):
+            printer = PrinterSimulator(
+                self.out / "tickets" / f"K{k}",
+                port=self.printer_ports[k],
+                render=self.render,
+                render_limit=3,
+            ).start()
+            sam = SamSimulator(self.dev / f"sam-K{k}").start()
+            keys = KeypadFeeder(self.dev / f"keys-K{k}.fifo")
+            card = (
+                VirtualIdCard(self.pcsc.port, slot=k - 1)
+                if self.pcsc and k <= sc.pcsc_kiosks
+                else None
+            )
+            self.sims += [printer, sam, keys]
+            devices[k] = KioskDevices(keys, sam, printer, card)
+        return devices
+
+    def _wait_until_ready(self, kiosks: dict[int, KioskDevices]) -> None:
+        deadline = time.monotonic() + 60
+        wanted = {f"kiosk-K{k}" for k in kiosks}
+        logs = self.out / "logs"
+        while time.monotonic() < deadline:
+            ready = {
+                name
+                for name in wanted
+                if "SAM reader ok" in (logs / f"{name}.log").read_text(errors="replace")
+            }
+            if ready == wanted:
+                return
+            dead = [n for n, p in self.procs.items() if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"{', '.join(dead)} exited; see {logs}")
+            time.sleep(0.2)
+        raise RuntimeError(f"kiosks not ready after 60 s; see {logs}")
+
+    def _watch(self, config: SiteConfig) -> list[int]:
+        """Run the day: open windows on plan, show progress, stop when all is done."""
+        assert self.crowd is not None
+        sc, crowd = self.scenario, self.crowd
+        plan = [(sc.at(moment, self.tz), count) for moment, count in sc.surge_plan]
+        opened: list[int] = []
+        view = _View(self, config)
+        closes = sc.at(sc.closes, self.tz)
+        deadline = time.monotonic() + self.clock.real_seconds(closes - self.clock.now()) + 300
+        with view:
+            while time.monotonic() < deadline:
+                now = self.clock.now()
+                while plan and now >= plan[0][0]:
+                    opened += self._open_windows(plan.pop(0)[1], config)
+                view.update()
+                if now > closes and crowd.finished():
+                    break
+                dead = [n for n, p in self.procs.items() if p.poll() is not None]
+                if dead:
+                    raise RuntimeError(f"{', '.join(dead)} died; see {self.out / 'logs'}")
+                time.sleep(0.25)
+            else:
+                log.error("the day did not finish in time; stopping")
+        return opened
+
+    def _stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                log.error("%s did not stop; killing it", name)
+                proc.kill()
+                proc.wait()
+        for sim in self.sims:
+            sim.close()
+        if self.broker:
+            self.broker.close()
+        if self.pcsc:
+            self.pcsc.stop()
+
+    def _result(self, began: float, surge_called: list[int]) -> DemoResult:
+        import sqlite3
+
+        from hall.report import build, write
+
+        day = self.scenario.day.isoformat()
+        db = self.out / "hall" / "hall.sqlite"
+        with sqlite3.connect(db) as conn:
+            tickets = dict(
+                conn.execute(
+                    "SELECT status, COUNT(*) FROM tickets WHERE day = ? GROUP BY status", (day,)
+                )
+            )
+            called_windows = [
+                w
+                for (w,) in conn.execute(
+                    "SELECT DISTINCT window FROM tickets WHERE day = ? AND window IS NOT NULL",
+                    (day,),
+                )
+            ]
+        config = load(self.out / "site.toml")
+        names = {s.id: s.name for s in config.services.values()}
+        assets = [
+            (f"ticket {p.parent.name}", Path(os.path.relpath(p, self.out / "report")))
+            for p in sorted((self.out / "tickets").glob("K*/ticket-000[1-2].png"))[:6]
+        ]
+        assets += [
+            (p.stem, Path(os.path.relpath(p, self.out / "report")))
+            for p in sorted((self.out / "led").glob("*.png"))[:6]
+        ]
+        report = write(build(db, day, self.tz, names), self.out / "report", assets)
+        hall_log = (self.out / "logs" / "hall.log").read_text(errors="replace")
+        leftovers = _leftovers(self.out)
+        assert self.crowd is not None
+        return DemoResult(
+            self.out,
+            report,
+            day,
+            self.crowd.stats,
+            tickets,
+            sorted(w for w in called_windows if w in surge_called),
+            hall_log.count("state rebuilt from") - 1,
+            time.monotonic() - began,
+            leftovers,
+        )
+
+
+def _leftovers(out: Path) -> list[str]:
+    """Processes of this run still alive (there should be none)."""
+    found = subprocess.run(["pgrep", "-af", str(out)], capture_output=True, text=True).stdout
+    ours = {os.getpid(), os.getppid()}
+    return [
+        line
+        for line in found.splitlines()
+        if int(line.split()[0]) not in ours and "pgrep" not in line
+    ]
+
+
+class _View:
+    """The live terminal view (rich), or a line every few seconds when not on a terminal."""
+
+    def __init__(self, demo: DemoHall, config: SiteConfig) -> None:
+        from hall.ctl import HallView
+
+        self.demo, self.config = demo, config
+        self.view = HallView(config)
+        password, _ = credentials(demo.out / "broker" / "credentials", DISPLAY_USER)
+
+        self.bus = Bus(demo.broker_url, "demo-view", username=DISPLAY_USER, password=password)
+        topics = Topics(config.site.id)
+        self.bus.subscribe(topics.hall_state, self.view.on_message)
+        self.bus.subscribe(topics.window_state("+"), self.view.on_message)
+        self.live: Any = None
+        self.last_line = 0.0
+
+    def __enter__(self) -> _View:
+        self.bus.start(required=False)
+        if self.demo.live:
+            from rich.live import Live
+
+            self.live = Live(self._render(), refresh_per_second=4)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self.live.__exit__(None, None, None)
+        self.bus.stop()
+
+    def _progress(self) -> tuple[float, str]:
+        sc, tz = self.demo.scenario, self.demo.tz
+        opens, closes = sc.at(sc.opens, tz), sc.at(sc.closes, tz)
+        now = self.demo.clock.now()
+        done = min(1.0, max(0.0, (now - opens) / (closes - opens)))
+        return done, datetime.fromtimestamp(now, tz).strftime("%H:%M")
+
+    def _render(self) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.text import Text
+
+        done, clock = self._progress()
+        stats = self.demo.crowd.stats if self.demo.crowd else None
+        line = Text(
+            f"hall time {clock}  ×{self.demo.speed:g}   "
+            + (
+                f"arrived {stats.arrived}  tickets {stats.printed}  served {stats.served}"
+                f"  no-shows {stats.no_shows}  quota slips {stats.slips}  windows "
+                f"{len(self.demo.windows)}"
+                if stats
+                else ""
+            )
+        )
+        # windows beyond the first screenful are summarised by the queue table
+        return Group(ProgressBar(total=1.0, completed=done, width=60), line, self.view.render())
+
+    def update(self) -> None:
+        if self.live:
+            self.live.update(self._render())
+            return
+        if time.monotonic() - self.last_line >= 5:
+            self.last_line = time.monotonic()
+            done, clock = self._progress()
+            s = self.demo.crowd.stats if self.demo.crowd else None
+            waiting = sum(x["waiting"] for x in (self.view.hall or {}).get("services", []))
+            print(
+                f"[{clock} {done:4.0%}] arrived {s.arrived if s else 0}, tickets "
+                f"{s.printed if s else 0}, served {s.served if s else 0}, waiting {waiting}, "
+                f"windows {len(self.demo.windows)}",
+                flush=True,
+            )
+            if done >= 1.0 and self.demo.crowd:
+                print(f"    waiting for: {self.demo.crowd.diagnosis()}", flush=True)
+
+
+SCENARIOS = {"surge": surge_day, "short": short_day}
+
+
+def run_demo(
+    scenario: str = "surge",
+    speed: float = 60.0,
+    out: Path | None = None,
+    seed: int = 7,
+    day: date | None = None,
+    live: bool | None = None,
+    render: bool = True,
+) -> DemoResult:
+    day = day or date(2026, 11, 23)
+    out = out or Path("out") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    demo = DemoHall(SCENARIOS[scenario](day), out, speed, seed, live, render)
+    result = demo.run()
+    s = result.stats
+    print(
+        f"\n{scenario} day {result.day} at ×{speed:g}: {sum(result.tickets.values())} tickets "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(result.tickets.items()))}); "
+        f"{s.slips} quota slips; windows opened live: {result.surge_windows_called or 'none'}; "
+        f"{result.wall_s:.0f} s"
+    )
+    print(f"report: {result.report}")
+    return result

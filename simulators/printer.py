@@ -324,11 +324,13 @@ class PrinterSimulator:
         link: Path | None = None,
         panel: Panel | None = None,
         render: bool = True,
+        render_limit: int | None = None,
     ) -> None:
         self.out, self.port, self.link = out, port, link
         self.panel = panel or Panel()
         self.interpreter = Interpreter(self.panel)
         self.render = render
+        self.render_limit = render_limit  # draw only the first N tickets (transcripts: all)
         self.lock = threading.Condition()
         self.delivered: list[Ticket] = []
         self._outbox: queue.SimpleQueue[tuple[Ticket, int] | None] = queue.SimpleQueue()
@@ -464,7 +466,7 @@ class PrinterSimulator:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / f"ticket-{index:04d}.txt").write_text(ticket.text + "\n", encoding="utf-8")
-        if self.render:
+        if self.render and (self.render_limit is None or index <= self.render_limit):
             render_png(ticket, self.out / f"ticket-{index:04d}.png")
 
     def wait_for_tickets(self, count: int, timeout: float = 10.0) -> list[Ticket]:

@@ -24,8 +24,13 @@ def test_every_unit_verifies(tmp_path: Path) -> None:
         (tmp_path / name).write_text(text)
         names.append(name)
     assert len(names) == 4
-    result = subprocess.run([analyze, "verify", "--man=no", *names], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", *names],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 
 
