@@ -8,8 +8,11 @@ SHELL := /bin/bash
 deps:
 	@tools/bootstrap
 
+SPEED ?= 60
+
 demo: deps
-	$(PY) -m quhao.cli demo
+	$(PY) -m quhao.cli demo --speed $(SPEED)
+
 
 test: deps
 	$(PY) -m ruff check .

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 from quhao.bench import BareEcho, Run, ratio, start_echo
 from quhao.broker import Mosquitto
 from quhao.mqtt import Bus
+from quhao.processes import quhao, stop
 from quhao.rpc import HallClient
 from quhao.topics import Topics
 from simulators.keys import KeypadFeeder
@@ -78,19 +78,14 @@ def run_counter_bench(presses: int = 200, out: Path | None = None) -> dict[str, 
                 ["counter", "--device", "counter-W1"],
             ):
                 procs.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "quhao.cli",
-                            *args,
-                            "--config",
-                            str(site),
-                            "--broker",
-                            broker.url,
-                            "--log-level",
-                            "WARNING",
-                        ]
+                    quhao(
+                        *args,
+                        "--config",
+                        str(site),
+                        "--broker",
+                        broker.url,
+                        "--log-level",
+                        "WARNING",
                     )
                 )
             led.wait_for(lambda t: t == "1号窗口", timeout=20)
@@ -117,8 +112,7 @@ def run_counter_bench(presses: int = 200, out: Path | None = None) -> dict[str, 
             echo = Run(echoes[10:], sum(echoes[10:]))
         finally:
             for proc in procs:
-                proc.terminate()
-                proc.wait(15)
+                stop(proc, 15)
             echo_stop.set()
             echo_proc.join(10)
             led.close()

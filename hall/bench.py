@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 from quhao.bench import ECHO_SITE, Run, cpu_seconds, ratio, run_clients, start_echo
 from quhao.broker import Mosquitto
 from quhao.mqtt import Bus
+from quhao.processes import quhao, stop
 
 BENCH_SITE = "benchhall"
 
@@ -65,21 +64,16 @@ def run_hall_bench(
     devices = [f"kiosk-K{k}" for k in range(1, clients + 1)]
     with Mosquitto(workdir=work / "broker") as broker:
         echo_proc, echo_stop = start_echo(broker.url)
-        hall = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "quhao.cli",
-                "hall",
-                "--config",
-                str(work / "site.toml"),
-                "--broker",
-                broker.url,
-                "--state-dir",
-                str(work / "hall"),
-                "--log-level",
-                "WARNING",
-            ]
+        hall = quhao(
+            "hall",
+            "--config",
+            str(work / "site.toml"),
+            "--broker",
+            broker.url,
+            "--state-dir",
+            str(work / "hall"),
+            "--log-level",
+            "WARNING",
         )
         try:
             _wait_hall_online(broker.url)
@@ -93,8 +87,7 @@ def run_hall_bench(
                 hall_runs.append(run_clients(broker.url, BENCH_SITE, devices, requests, "issue"))
                 hall_cpu += cpu_seconds(hall.pid) - before
         finally:
-            hall.terminate()
-            hall.wait(15)
+            stop(hall, 15)
             echo_stop.set()
             echo_proc.join(10)
     tickets = _count_tickets(work / "hall" / "hall.sqlite")

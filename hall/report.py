@@ -398,7 +398,6 @@ def _table(groups: dict[str, Group], total: Group) -> str:
     )
     rows = []
     for _, group in [*sorted(groups.items(), key=lambda kv: _order(kv[0])), ("total", total)]:
-
         row = group.row()
         sat = "—" if row["satisfaction"] is None else f"{row['satisfaction']:.0%}"
         util = "—" if row["utilisation"] is None else f"{row['utilisation']:.0%}"

@@ -18,7 +18,6 @@ import random
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import date
@@ -28,6 +27,7 @@ from typing import Any
 from kiosk.idnumber import with_check
 from quhao.bench import BareEcho, Run, ratio, start_echo
 from quhao.broker import Mosquitto, free_port
+from quhao.processes import quhao, stop
 from simulators.idcard import PcscStack, VirtualIdCard
 from simulators.keys import KeypadFeeder
 from simulators.printer import PrinterSimulator
@@ -83,19 +83,14 @@ def run_kiosk_bench(swipes: int = 60) -> dict[str, Any]:
                 ["kiosk", "--device", "kiosk-K1"],
             ):
                 procs.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "quhao.cli",
-                            *args,
-                            "--config",
-                            str(site),
-                            "--broker",
-                            broker.url,
-                            "--log-level",
-                            "WARNING",
-                        ]
+                    quhao(
+                        *args,
+                        "--config",
+                        str(site),
+                        "--broker",
+                        broker.url,
+                        "--log-level",
+                        "WARNING",
                     )
                 )
             time.sleep(3.0)
@@ -135,8 +130,7 @@ def run_kiosk_bench(swipes: int = 60) -> dict[str, Any]:
             bare.close()
         finally:
             for proc in procs:
-                proc.terminate()
-                proc.wait(15)
+                stop(proc, 15)
             echo_stop.set()
             echo_proc.join(10)
             card.remove()

@@ -30,7 +30,7 @@ from quhao.clock import Clock
 from quhao.config import SiteConfig
 from quhao.devices.inputevent import KeyEvent
 from quhao.devices.keysource import KeySource
-from quhao.mqtt import Bus, Message, credentials
+from quhao.mqtt import Message, device_bus
 from quhao.rpc import HallClient, HallUnavailable
 from quhao.topics import Topics
 from quhao.wire import BadPayload, decode_object
@@ -65,14 +65,7 @@ class KioskDaemon:
         self.secret = config.read_secret()
         self.clock = clock or Clock()
         self.topics = Topics(config.site.id)
-        password, tls = credentials(credentials_dir, device)
-        self.bus = Bus(
-            broker,
-            device,
-            password=password,
-            tls=tls,
-            availability_topic=self.topics.availability(device),
-        )
+        self.bus = device_bus(broker, device, self.topics.availability(device), credentials_dir)
         self.hall = HallClient(self.bus, self.topics, device)
         self.flow = KioskFlow(self.kiosk.services, FLOW_TIMEOUT_S)
         self.flow_lock = threading.Lock()

@@ -9,6 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from quhao.processes import stop
+
 BROKER_CONFIG_DIR = Path(__file__).resolve().parent.parent / "broker-config"
 
 
@@ -73,13 +75,7 @@ class Mosquitto:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
     def __enter__(self) -> Mosquitto:
         return self

@@ -221,6 +221,18 @@ def _write_bytes(path: Path, data: bytes, mode: int) -> None:
 # ---- certificates -----------------------------------------------------------
 
 
+def _save(key: Any, cert: Any, key_path: Path, cert_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    pem = serialization.Encoding.PEM
+    _write_bytes(
+        key_path,
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        0o600,
+    )
+    _write_bytes(cert_path, cert.public_bytes(pem), 0o644)
+
+
 def _ca(folder: Path, site: str) -> tuple[Any, Any]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -249,16 +261,7 @@ def _ca(folder: Path, site: str) -> tuple[Any, Any]:
         )
         .sign(key, hashes.SHA256())
     )
-    _write_bytes(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        0o600,
-    )
-    _write_bytes(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _save(key, cert, key_path, cert_path)
     return key, cert
 
 
@@ -273,7 +276,7 @@ def _issue(
     server: bool,
 ) -> None:
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -304,13 +307,4 @@ def _issue(
                 alt.append(x509.DNSName(name))
         builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
-    _write_bytes(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        0o600,
-    )
-    _write_bytes(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _save(key, cert, key_path, cert_path)

@@ -232,11 +232,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from counter.bench import run_counter_bench
 
         results["counter"] = run_counter_bench(presses=args.presses)
+    if args.target in ("surge", "all"):
+        from quhao.surgebench import run_surge_bench
+
+        results["surge"] = run_surge_bench()
+    if args.target == "all":
+        _bench_summary(results)
     if args.json:
         import json
 
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def _bench_summary(results: dict) -> None:
+    import json
+
+    hall, kiosk, counter = results["hall"], results["kiosk"], results["counter"]
+    print("\n== summary ==")
+    print(
+        f"hall issue, 14 kiosks:   p50 {hall['ratio_p50']}x echo, throughput "
+        f"{hall['ratio_throughput']}x echo ({hall['issue']['per_s']:.0f}/s durable)"
+    )
+    print(
+        f"kiosk card → ticket:     SAM p50 {kiosk['sam']['swipe_to_first_byte']['p50_ms']} ms, "
+        f"PC/SC p50 {kiosk['pcsc']['swipe_to_first_byte']['p50_ms']} ms"
+    )
+    print(
+        f"counter key → LED:       p50 {counter['key_to_led']['p50_ms']} ms "
+        f"({counter['ratio_p50']}x echo)"
+    )
+    print(f"surge day fastest speed: x{results['surge']['fastest_speed']}")
+    print(json.dumps(results, separators=(",", ":")))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -430,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("bench", help="benchmarks against a bare MQTT baseline")
-    p.add_argument("target", choices=["hall", "kiosk", "counter", "all"])
+    p.add_argument("target", choices=["hall", "kiosk", "counter", "surge", "all"])
     p.add_argument("--swipes", type=int, default=60, help="kiosk: cards per reader type")
     p.add_argument("--presses", type=int, default=200, help="counter: key presses")
     p.add_argument("--clients", type=int, default=14)

@@ -89,6 +89,17 @@ def credentials(root: str | Path | None, user: str) -> tuple[str | None, TlsFile
     return password, tls
 
 
+def device_bus(
+    broker: Broker | str,
+    device: str,
+    availability_topic: str,
+    credentials_dir: str | Path | None = None,
+) -> Bus:
+    """A device's connection: its own user name, password and TLS files, and a Last Will."""
+    password, tls = credentials(credentials_dir, device)
+    return Bus(broker, device, password=password, tls=tls, availability_topic=availability_topic)
+
+
 class Bus:
     def __init__(
         self,

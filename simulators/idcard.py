@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from quhao.processes import stop as stop_process
+
 log = logging.getLogger("sim.idcard")
 
 DEFAULT_VPCD_PORT = 0x8C7B  # 35963, as in Debian's /etc/reader.conf.d/vpcd
@@ -66,13 +68,8 @@ class PcscStack:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc)
         self.proc = None
 
 

@@ -22,6 +22,7 @@ import serial
 from counter.led import protocol_named
 from counter.led.base import Reply
 from quhao.devices import uri as uris
+from quhao.devices.state import DeviceState
 
 log = logging.getLogger("quhao.led")
 
@@ -42,8 +43,7 @@ class LedDisplay:
         self.address = self.uri.int_param("addr", 1)
         self.baud = self.uri.int_param("baud", 9600)
         self.protocol = protocol_named(self.uri.params.get("protocol", "quhao-led"))
-        self.on_state = on_state or (lambda state, detail: None)
-        self.state = "offline"
+        self.health = DeviceState("display", label, log, on_state)
         self._wanted: tuple[str, bool] = ("", False)
         self._version = 0  # bumps on every show(); a recall of the same text bumps too
         self._changed = threading.Condition()
@@ -103,7 +103,7 @@ class LedDisplay:
             self._port.reset_input_buffer()
         except PORT_ERRORS as exc:
             self._close()
-            self._set_state("offline", f"cannot open {self.uri.path}: {exc}")
+            self.health.set("offline", f"cannot open {self.uri.path}: {exc}")
             return False
         log.info("%s: display port %s open", self.label, self.uri.path)
         return True
@@ -126,22 +126,22 @@ class LedDisplay:
                 port.write(frame)
                 port.flush()
                 if not self.protocol.expects_reply:
-                    self._set_state("ok", "")
+                    self.health.set("ok", "")
                     return True
                 reply = self._await_reply(port)
             except PORT_ERRORS as exc:
                 self._close()
-                self._set_state("offline", f"port lost: {exc}")
+                self.health.set("offline", f"port lost: {exc}")
                 return False
             if reply is None:
                 problem = "no answer"
             elif reply.ok:
-                self._set_state("ok", "")
+                self.health.set("ok", "")
                 return True
             else:
                 problem = reply.detail
                 log.warning("%s: %s", self.label, reply.detail)
-        self._set_state("no_answer", problem)
+        self.health.set("no_answer", problem)
         self._close()  # reopen next time: a replugged adapter is a new device
         return False
 
@@ -155,11 +155,3 @@ class LedDisplay:
             if replies:
                 return replies[0]
         return None
-
-    def _set_state(self, state: str, detail: str) -> None:
-        if state != self.state:
-            (log.info if state == "ok" else log.warning)(
-                "%s: display %s%s", self.label, state, f" ({detail})" if detail else ""
-            )
-            self.state = state
-            self.on_state(state, detail)

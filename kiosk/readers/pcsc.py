@@ -18,6 +18,7 @@ from smartcard import scard
 
 from kiosk.readers import CardRead
 from quhao.devices import uri as uris
+from quhao.devices.state import DeviceState
 
 log = logging.getLogger("quhao.pcsc")
 
@@ -39,14 +40,13 @@ class PcscReader:
         self.wanted = self.uri.params.get("reader", "")
         self.label = label
         self.on_card = on_card
-        self.on_state = on_state or (lambda state, detail: None)
-        self.state = ""
+        self.health = DeviceState("reader", label, log, on_state)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             rc, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
             if rc != scard.SCARD_S_SUCCESS:
-                self._set_state("offline", f"pcscd: {scard.SCardGetErrorMessage(rc)}")
+                self.health.set("offline", f"pcscd: {scard.SCardGetErrorMessage(rc)}")
                 stop.wait(RETRY_S)
                 continue
             try:
@@ -63,10 +63,10 @@ class PcscReader:
     def _watch(self, context: int, stop: threading.Event) -> None:
         name = self._reader_name(context)
         if name is None:
-            self._set_state("offline", f"no reader {self.wanted or ''}".strip())
+            self.health.set("offline", f"no reader {self.wanted or ''}".strip())
             stop.wait(RETRY_S)
             return
-        self._set_state("ok", name)
+        self.health.set("ok", name)
         known = scard.SCARD_STATE_UNAWARE
         present = False
         while not stop.is_set():
@@ -74,12 +74,12 @@ class PcscReader:
             if rc == scard.SCARD_E_TIMEOUT:
                 continue
             if rc != scard.SCARD_S_SUCCESS:
-                self._set_state("offline", f"reader lost: {scard.SCardGetErrorMessage(rc)}")
+                self.health.set("offline", f"reader lost: {scard.SCardGetErrorMessage(rc)}")
                 return  # a new context and a new look for the reader
             _, event_state, _ = states[0]
             known = event_state & ~scard.SCARD_STATE_CHANGED
             if event_state & (scard.SCARD_STATE_UNKNOWN | scard.SCARD_STATE_UNAVAILABLE):
-                self._set_state("offline", "reader unplugged")
+                self.health.set("offline", "reader unplugged")
                 return
             now_present = bool(event_state & scard.SCARD_STATE_PRESENT)
             if now_present and not present:
@@ -111,11 +111,3 @@ class PcscReader:
             return None
         finally:
             scard.SCardDisconnect(card, scard.SCARD_LEAVE_CARD)
-
-    def _set_state(self, state: str, detail: str) -> None:
-        if state != self.state:
-            (log.info if state == "ok" else log.warning)(
-                "%s: reader %s (%s)", self.label, state, detail
-            )
-            self.state = state
-            self.on_state(state, detail)

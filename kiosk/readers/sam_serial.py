@@ -24,6 +24,7 @@ import serial
 from kiosk import sam
 from kiosk.readers import CardRead
 from quhao.devices import uri as uris
+from quhao.devices.state import DeviceState
 
 log = logging.getLogger("quhao.sam")
 
@@ -45,8 +46,7 @@ class SamReader:
         self.baud = self.uri.int_param("baud", 115200)
         self.label = label
         self.on_card = on_card
-        self.on_state = on_state or (lambda state, detail: None)
-        self.state = ""
+        self.health = DeviceState("SAM reader", label, log, on_state)
         self.dropped_frames = 0
         self._port: serial.Serial | None = None
         self._decoder = sam.Decoder()
@@ -57,14 +57,14 @@ class SamReader:
                 self._port = serial.Serial(self.uri.path, self.baud, timeout=0.05)
                 self._port.reset_input_buffer()
             except PORT_ERRORS as exc:
-                self._set_state("offline", f"cannot open {self.uri.path}: {exc}")
+                self.health.set("offline", f"cannot open {self.uri.path}: {exc}")
                 self._close()
                 stop.wait(RETRY_S)
                 continue
             try:
                 self._serve(stop)
             except PORT_ERRORS as exc:
-                self._set_state("offline", f"port lost: {exc}")
+                self.health.set("offline", f"port lost: {exc}")
             finally:
                 self._close()
             stop.wait(RETRY_S)
@@ -80,12 +80,12 @@ class SamReader:
         self._exchange(sam.RESET)
         status = self._exchange(sam.STATUS)
         if status is None or not status.ok:
-            self._set_state(
+            self.health.set(
                 "fault",
                 "SAM does not answer status" if status is None else f"SAM status: {status.meaning}",
             )
             return
-        self._set_state("ok", "")
+        self.health.set("ok", "")
         present = False
         while not stop.is_set():
             found = self._exchange(sam.FIND_CARD)
@@ -135,11 +135,3 @@ class SamReader:
                 except sam.FrameError as exc:
                     log.warning("%s: dropped a SAM frame: %s", self.label, exc)
         return None
-
-    def _set_state(self, state: str, detail: str) -> None:
-        if state != self.state:
-            (log.info if state == "ok" else log.warning)(
-                "%s: SAM reader %s%s", self.label, state, f" ({detail})" if detail else ""
-            )
-            self.state = state
-            self.on_state(state, detail)
