@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quhao.bench import BareEcho, Run, ratio, start_echo
+from quhao.bench import BareEcho, Run, ratio, start_daemons, start_echo
 from quhao.broker import Mosquitto
 from quhao.mqtt import Bus
-from quhao.processes import quhao, stop
+from quhao.processes import stop
 from quhao.rpc import HallClient
 from quhao.topics import Topics
 from simulators.keys import KeypadFeeder
@@ -73,21 +73,12 @@ def run_counter_bench(presses: int = 200, out: Path | None = None) -> dict[str, 
     with Mosquitto(workdir=work / "broker") as broker:
         echo_proc, echo_stop = start_echo(broker.url)
         try:
-            for args in (
+            procs = start_daemons(
+                site,
+                broker.url,
                 ["hall", "--state-dir", str(work / "hall")],
                 ["counter", "--device", "counter-W1"],
-            ):
-                procs.append(
-                    quhao(
-                        *args,
-                        "--config",
-                        str(site),
-                        "--broker",
-                        broker.url,
-                        "--log-level",
-                        "WARNING",
-                    )
-                )
+            )
             led.wait_for(lambda t: t == "1号窗口", timeout=20)
             bus = Bus(broker.url, "bench-kiosk")
             kiosk = HallClient(bus, Topics(SITE_ID), "kiosk-K1")

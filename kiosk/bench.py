@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from kiosk.idnumber import with_check
-from quhao.bench import BareEcho, Run, ratio, start_echo
+from quhao.bench import BareEcho, Run, ratio, start_daemons, start_echo
 from quhao.broker import Mosquitto, free_port
-from quhao.processes import quhao, stop
+from quhao.processes import stop
 from simulators.idcard import PcscStack, VirtualIdCard
 from simulators.keys import KeypadFeeder
 from simulators.printer import PrinterSimulator
@@ -78,21 +78,12 @@ def run_kiosk_bench(swipes: int = 60) -> dict[str, Any]:
     with Mosquitto(workdir=work / "broker") as broker:
         echo_proc, echo_stop = start_echo(broker.url)
         try:
-            for args in (
+            procs = start_daemons(
+                site,
+                broker.url,
                 ["hall", "--state-dir", str(work / "hall")],
                 ["kiosk", "--device", "kiosk-K1"],
-            ):
-                procs.append(
-                    quhao(
-                        *args,
-                        "--config",
-                        str(site),
-                        "--broker",
-                        broker.url,
-                        "--log-level",
-                        "WARNING",
-                    )
-                )
+            )
             time.sleep(3.0)
             bare = BareEcho(broker.url)
             echoes: list[float] = []

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from quhao.mqtt import Bus, Message
+from quhao.processes import quhao
 from quhao.rpc import HallClient
 from quhao.topics import Topics
 
@@ -198,6 +201,14 @@ class BareEcho:
 
     def close(self) -> None:
         self.bus.stop()
+
+
+def start_daemons(site: Path, broker: str, *commands: list[str]) -> list[subprocess.Popen[bytes]]:
+    """Each command (["hall", "--state-dir", …]) as a quiet quhao process on this site."""
+    return [
+        quhao(*command, "--config", str(site), "--broker", broker, "--log-level", "WARNING")
+        for command in commands
+    ]
 
 
 def cpu_seconds(pid: int) -> float:
