@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kiosk import idnumber, ticket
-from kiosk.entry import Cleared, IdEntry, NumberTyped, ServiceChosen
+from kiosk.entry import AppointmentChosen, Cleared, IdEntry, NumberTyped, ServiceChosen
 from kiosk.escpos_status import PrinterState
 from kiosk.flow import Issue, KioskFlow
 from kiosk.person import Person, from_identity, from_number, from_uid
@@ -184,6 +184,10 @@ class KioskDaemon:
                 self._say("身份证号码有误，请重新输入")
                 return
             self._person(person)
+        elif isinstance(result, AppointmentChosen):
+            with self.flow_lock:
+                self.flow.appoint(self.clock.now())
+            self._say("已选择预约取号，请刷身份证")
         elif isinstance(result, Cleared):
             with self.flow_lock:
                 self.flow.reset()
@@ -235,6 +239,8 @@ class KioskDaemon:
         request: dict[str, Any] = {"service": issue.service, "person": issue.person.wire()}
         if issue.override_staff:
             request["override"] = {"staff": issue.override_staff}
+        if issue.priority:
+            request["priority"] = issue.priority
         try:
             response = self.hall.request("issue", request)
         except HallUnavailable as exc:

@@ -1,7 +1,9 @@
 """The kiosk keypad's meaning. Pure: key events in, what the citizen did out.
 
 Digits (KEY_0…KEY_9 or keypad digits) and KEY_X type an ID number;
-KEY_BACKSPACE deletes; KEY_ENTER submits; KEY_ESC clears. KEY_F1…KEY_F12 pick
+KEY_BACKSPACE deletes; KEY_ENTER submits; KEY_ESC clears; KEY_A marks an appointment
+(预约) for the next ticket. KEY_F1…KEY_F12 pick
+
 the kiosk's services in order (configurable in [keys.kiosk]).
 """
 
@@ -37,18 +39,27 @@ class Cleared:
     pass
 
 
+@dataclass(frozen=True)
+class AppointmentChosen:
+    """The citizen has an appointment (预约): the next ticket takes that lane."""
+
+
 class IdEntry:
     def __init__(self, keys: KioskKeys, services: tuple[str, ...]) -> None:
         self.keys = keys
         self.service_keys = dict(zip(keys.services, services, strict=False))
         self.typed = ""
 
-    def press(self, event: KeyEvent) -> ServiceChosen | NumberTyped | Cleared | None:
+    def press(
+        self, event: KeyEvent
+    ) -> ServiceChosen | NumberTyped | Cleared | AppointmentChosen | None:
         if event.value != PRESS:
             return None
         key = event.key
         if key in self.service_keys:
             return ServiceChosen(self.service_keys[key])
+        if key == self.keys.appointment:
+            return AppointmentChosen()
         if key in DIGITS:
             if len(self.typed) < 18:
                 self.typed += DIGITS[key]

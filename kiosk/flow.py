@@ -18,6 +18,7 @@ class Issue:
     service: str
     person: Person
     override_staff: str | None
+    priority: str | None = None  # "appointment" when the citizen said so
 
 
 class KioskFlow:
@@ -27,6 +28,7 @@ class KioskFlow:
         self.service: str | None = None
         self.person: Person | None = None
         self.override: str | None = None
+        self.appointment = False
         self.deadline = 0.0
 
     def choose(self, service: str, now: float) -> Issue | None:
@@ -44,15 +46,20 @@ class KioskFlow:
     def authorise(self, staff_id: str, now: float) -> None:
         self.override, self.deadline = staff_id, now + self.timeout_s
 
+    def appoint(self, now: float) -> None:
+        self.appointment, self.deadline = True, now + self.timeout_s
+
     def tick(self, now: float) -> bool:
         """Forget a half-finished request after the timeout. True if something was dropped."""
-        if (self.service or self.person or self.override) and now >= self.deadline:
+        pending = self.service or self.person or self.override or self.appointment
+        if pending and now >= self.deadline:
             self.reset()
             return True
         return False
 
     def reset(self) -> None:
         self.service = self.person = self.override = None
+        self.appointment = False
 
     @property
     def prompt(self) -> str:
@@ -67,6 +74,9 @@ class KioskFlow:
     def _ready(self) -> Issue | None:
         if self.service is None or self.person is None:
             return None
-        issue = Issue(self.service, self.person, self.override)
+        issue = Issue(
+            self.service, self.person, self.override, "appointment" if self.appointment else None
+        )
+
         self.reset()
         return issue

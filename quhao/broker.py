@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -15,9 +16,36 @@ BROKER_CONFIG_DIR = Path(__file__).resolve().parent.parent / "broker-config"
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports for listeners.
+
+    Taken below Linux's ephemeral range (32768-60999): a port the kernel hands out
+    for bind(0) can meanwhile become the source port of some client's connection,
+    and then the server that was to listen on it cannot.
+    """
+    chosen: list[int] = []
+    held: list[socket.socket] = []
+    try:
+        while len(chosen) < count:
+            port = random.randint(20000, 32000)
+            if port in chosen:
+                continue
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)
+            chosen.append(port)
+        return chosen
+    finally:
+        for sock in held:
+            sock.close()
+
 
 
 def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:

@@ -122,6 +122,7 @@ class KioskKeys:
     enter: str = "KEY_ENTER"
     backspace: str = "KEY_BACKSPACE"
     cancel: str = "KEY_ESC"
+    appointment: str = "KEY_A"  # pressed before the card: the ticket takes the appointment lane
 
 
 @dataclass(frozen=True)
@@ -443,7 +444,7 @@ def _keys(r: _Reader, top: dict[str, Any]) -> Keys:
             (*rating_path, "levels"), "five key names: 非常满意, 满意, 基本满意, 不满意, 非常不满意"
         )
     kiosk_path: Path = ("keys", "kiosk")
-    kt = r.table(t.get("kiosk", {}), kiosk_path, {"services", "enter", "backspace", "cancel"})
+    kt = r.table(t.get("kiosk", {}), kiosk_path, set(KioskKeys.__dataclass_fields__))
     kd = KioskKeys()
     service_keys = r.get(kt, kiosk_path, "services", list, list(kd.services))
     for key in service_keys:
@@ -455,7 +456,9 @@ def _keys(r: _Reader, top: dict[str, Any]) -> Keys:
         r.get(kt, kiosk_path, "enter", str, kd.enter, _key_name),
         r.get(kt, kiosk_path, "backspace", str, kd.backspace, _key_name),
         r.get(kt, kiosk_path, "cancel", str, kd.cancel, _key_name),
+        r.get(kt, kiosk_path, "appointment", str, kd.appointment, _key_name),
     )
+
     return Keys(caller, RatingKeys(tuple(levels)), kiosk)
 
 

@@ -22,7 +22,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from quhao.broker import Mosquitto, free_port
+from quhao.broker import Mosquitto, free_ports
 from quhao.brokergen import DISPLAY_USER, generate
 from quhao.clock import Clock
 from quhao.config import SiteConfig, load
@@ -305,8 +305,8 @@ class DemoHall:
             config,
             self.out / "broker",
             port=self.broker_port,
-            tls_port=free_port(),
-            ws_port=free_port(),
+            tls_port=self.tls_port,
+            ws_port=self.ws_port,
             lan_bind="127.0.0.1",
             run_as="root" if os.geteuid() == 0 else "mosquitto",
         )
@@ -319,10 +319,11 @@ class DemoHall:
         for folder in ("logs", "dev", "tickets", "led"):
             (self.out / folder).mkdir(parents=True, exist_ok=True)
         (self.out / "site.secret").write_text("demo-secret-for-a-simulated-day\n")
-        self.printer_ports = {k: free_port() for k in range(1, sc.kiosks + 1)}
+        ports = free_ports(sc.kiosks + 3)
+        self.broker_port, self.tls_port, self.ws_port = ports[:3]
+        self.printer_ports = {k: ports[2 + k] for k in range(1, sc.kiosks + 1)}
         self.windows = self._initial_windows()
         config = self._write_site()
-        self.broker_port = free_port()
         self.broker_url = f"mqtt://127.0.0.1:{self.broker_port}"
         self.broker_gen(config)
         self.broker = Mosquitto(

@@ -130,6 +130,7 @@ def short_day(day: date) -> Scenario:
         third_try=0.08,
         no_show=0.08,
         second_service=0.08,
+        appointment=0.1,
     )
 
 
@@ -147,6 +148,7 @@ class Citizen:
     reason: int
     second_service: str | None = None
     minutes: float = 8.0
+    appointment: bool = False
     number: str | None = None
     done: bool = False
 
@@ -227,6 +229,7 @@ def plan_arrivals(scenario: Scenario, tz: ZoneInfo, seed: int) -> list[Citizen]:
                 second,
                 minutes,
             )
+            citizen.appointment = rng.random() < scenario.appointment
             citizens.append(citizen)
             if rng.random() < scenario.third_try:
                 # the same person twice more for the same service: the third is over quota
@@ -380,6 +383,8 @@ class Crowd:
 
     def _use_kiosk(self, devices: KioskDevices, citizen: Citizen) -> None:
         before = len(devices.printer.tickets)
+        if citizen.appointment:
+            devices.keys.tap("KEY_A")  # 预约: the appointment lane
         devices.keys.tap(self.service_keys[citizen.service])
         method = citizen.method if (citizen.method != "pcsc" or devices.card) else "sam"
         if method == "typed":

@@ -17,7 +17,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from quhao.broker import Mosquitto, free_port
+from quhao.broker import Mosquitto, free_ports, wait_for_port
 from quhao.brokergen import generate
 from quhao.config import load
 from quhao.topics import Topics
@@ -44,7 +44,7 @@ class HallBroker:
 
 @pytest.fixture
 def hall_broker(tmp_path: Path) -> Iterator[HallBroker]:
-    port, tls_port, ws_port = free_port(), free_port(), free_port()
+    port, tls_port, ws_port = free_ports(3)
     out = tmp_path / "broker"
     conf = generate(
         load(SITE),
@@ -56,6 +56,8 @@ def hall_broker(tmp_path: Path) -> Iterator[HallBroker]:
         run_as="root" if os.geteuid() == 0 else "mosquitto",
     )
     broker = Mosquitto(workdir=out, port=port, conf=conf)
+    for listener in (tls_port, ws_port):
+        wait_for_port(listener)
     yield HallBroker(broker, out, tls_port)
     broker.close()
 

@@ -33,6 +33,10 @@ def test_every_issued_ticket_ends_served_skipped_or_voided(day: DemoResult) -> N
     assert day.lost == 0
     assert day.stats.printed == sum(statuses.values())  # the crowd read every number off paper
     assert day.stats.slips >= 1  # someone tried a third ticket
+    with _db(day) as db:
+        lanes = dict(db.execute("SELECT priority, COUNT(*) FROM tickets GROUP BY priority"))
+    assert lanes.get("appointment", 0) >= 1 and lanes.get("elderly", 0) >= 1, lanes
+
     assert day.stats.unknown_calls == 0
 
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kiosk import idnumber, sam
-from kiosk.entry import IdEntry, NumberTyped, ServiceChosen
+from kiosk.entry import AppointmentChosen, IdEntry, NumberTyped, ServiceChosen
 from kiosk.escpos_status import decode
 from kiosk.flow import Issue, KioskFlow
 from kiosk.person import Person, from_identity, from_number, from_uid
@@ -166,6 +166,9 @@ def test_kiosk_flow_swipe_first_or_key_first_and_timeout() -> None:
     assert flow.override is None  # one ticket only
     single = KioskFlow(("enquiry",))
     assert single.present(person, 0) == Issue("enquiry", person, None)
+    single.appoint(10)  # 预约 key, then the card
+    assert single.present(person, 11) == Issue("enquiry", person, None, "appointment")
+    assert single.present(person, 12) == Issue("enquiry", person, None)  # once only
 
 
 def test_id_entry_keys() -> None:
@@ -175,6 +178,7 @@ def test_id_entry_keys() -> None:
         return KeyEvent(0.0, name, 0, 1)
 
     assert entry.press(key("KEY_F2")) == ServiceChosen("tax")
+    assert entry.press(key("KEY_A")) == AppointmentChosen()
     for name in ("KEY_1", "KEY_2", "KEY_9", "KEY_BACKSPACE", "KEY_KP3", "KEY_X"):
         entry.press(key(name))
     assert entry.press(key("KEY_ENTER")) == NumberTyped("123X")
