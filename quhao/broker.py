@@ -47,7 +47,6 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-
 def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while True:

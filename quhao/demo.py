@@ -126,6 +126,7 @@ class DemoHall:
         self.scenario, self.out, self.speed, self.seed = scenario, out.resolve(), speed, seed
         self.live = sys.stdout.isatty() if live is None else live
         self.render = render
+        self.fail_fast = False  # the surge benchmark stops a run at its first failure
         self.base = load(EXAMPLE)
         self.tz = self.base.site.timezone
         self.clock = Clock(origin_hall=hall_time(scenario, self.tz), speed=speed)
@@ -415,6 +416,9 @@ class DemoHall:
                 view.update()
                 if now > closes and crowd.finished():
                     break
+                if self.fail_fast and (crowd.stats.kiosk_failures or crowd.stats.unknown_calls):
+                    log.error("a citizen went without a ticket: this speed is too fast")
+                    break
                 dead = [n for n, p in self.procs.items() if p.poll() is not None]
                 if dead:
                     raise RuntimeError(f"{', '.join(dead)} died; see {self.out / 'logs'}")
@@ -587,6 +591,7 @@ def run_demo(
     day: date | None = None,
     live: bool | None = None,
     render: bool = True,
+    fail_fast: bool = False,
 ) -> DemoResult:
     day = day or date(2026, 11, 23)
     out = out or Path("out") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
@@ -594,6 +599,7 @@ def run_demo(
         shutil.rmtree(out)
     out.mkdir(parents=True)
     demo = DemoHall(SCENARIOS[scenario](day), out, speed, seed, live, render)
+    demo.fail_fast = fail_fast
     result = demo.run()
     s = result.stats
     print(

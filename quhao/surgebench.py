@@ -24,7 +24,8 @@ def run_surge_bench(speeds: tuple[float, ...] = SPEEDS) -> dict[str, Any]:
     fastest = None
     for speed in speeds:
         out = Path(tempfile.mkdtemp(prefix=f"quhao-surge-{speed:g}-"))
-        result = run_demo("surge", speed=speed, out=out, live=False, render=False)
+        result = run_demo("surge", speed=speed, out=out, live=False, render=False, fail_fast=True)
+
         s = result.stats
         ok = (
             result.lost == 0
