@@ -51,7 +51,7 @@ def run_surge_bench(speeds: tuple[float, ...] = SPEEDS) -> dict[str, Any]:
     print("\nsurge day (社保 ~1,400 tickets, windows 8 → 15 → 32)")
     for run in tried:
         print(
-            f"  ×{run['speed']:<5g} {'complete' if run['ok'] else 'LOST/FAILED':12}"
+            f"  ×{run['speed']:<5g} {'complete' if run['ok'] else 'incomplete':12}"
             f" tickets {run['tickets']}, lost {run['lost']}, kiosk failures "
             f"{run['kiosk_failures']}, {run['wall_s']} s"
         )
