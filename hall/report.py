@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from hall.store import TICKET_COLUMNS
+
 LEVELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
 
 
@@ -107,9 +109,7 @@ def build(
     tickets = [
         dict(r)
         for r in db.execute(
-            "SELECT id, number, origin_service, service, status, priority, kiosk, override_staff,"
-            " issued_at, first_called_at, called_at, finished_at, window, staff, recalls, path,"
-            " rating, rating_state, rating_reason FROM tickets WHERE day = ? ORDER BY issued_at",
+            f"SELECT {', '.join(TICKET_COLUMNS)} FROM tickets WHERE day = ? ORDER BY issued_at",
             (day,),
         )
     ]
@@ -282,26 +282,8 @@ def write(report: DayReport, out: Path, assets: list[tuple[str, Path]] | None = 
                 writer.writerow({"key": key, **group.row()})
             writer.writerow({"key": "total", **report.total.row()})
     with (out / "tickets.csv").open("w", newline="", encoding="utf-8") as handle:
-        fields = [
-            "id",
-            "number",
-            "origin_service",
-            "service",
-            "status",
-            "priority",
-            "kiosk",
-            "override_staff",
-            "issued_at",
-            "first_called_at",
-            "called_at",
-            "finished_at",
-            "window",
-            "staff",
-            "recalls",
-            "path",
-            "rating",
-            "rating_state",
-        ]
+        # the projection's columns, but the day (one file is one day) and complaint texts
+        fields = [c for c in TICKET_COLUMNS if c not in ("day", "rating_reason")]
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(report.tickets)

@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_at ON requests(at);
 """
 
-_TICKET_COLUMNS = (
+TICKET_COLUMNS = (
     "id",
     "day",
     "origin_service",
@@ -88,10 +88,10 @@ _TICKET_COLUMNS = (
     "rating_reason",
 )
 _UPSERT = (
-    f"INSERT INTO tickets ({', '.join(_TICKET_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _TICKET_COLUMNS)}) "
+    f"INSERT INTO tickets ({', '.join(TICKET_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in TICKET_COLUMNS)}) "
     "ON CONFLICT(id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _TICKET_COLUMNS if c != "id")
+    + ", ".join(f"{c} = excluded.{c}" for c in TICKET_COLUMNS if c != "id")
 )
 
 

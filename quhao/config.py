@@ -9,6 +9,7 @@ Unknown keys are errors too: a typo must not silently fall back to a default.
 from __future__ import annotations
 
 import re
+import string
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -386,7 +387,6 @@ def loads(text: str, file: str | FsPath = "site.toml") -> SiteConfig:
 
 
 def _ticket(r: _Reader, top: dict[str, Any]) -> TicketTemplate:
-    import string
 
     path: Path = ("ticket",)
     t = r.table(top.get("ticket", {}), path, {"lines", "slip_lines"})
@@ -397,22 +397,35 @@ def _ticket(r: _Reader, top: dict[str, Any]) -> TicketTemplate:
         for line in lines:
             if not isinstance(line, str):
                 raise r.fail((*path, name), "each line must be a string")
-            try:
-                used = {f for _, f, _, _ in string.Formatter().parse(line) if f is not None}
-            except ValueError as exc:
-                raise r.fail((*path, name), f"bad template line {line!r}: {exc}") from exc
-            unknown = used - TICKET_FIELDS - set(TICKET_STYLES) - {"qr"}
-            if unknown:
-                raise r.fail(
-                    (*path, name),
-                    f"unknown placeholder {{{sorted(unknown)[0]}}} in "
-                    f"{line!r} (allowed: {', '.join(sorted(TICKET_FIELDS))})",
-                )
+            _check_template(
+                r,
+                (*path, name),
+                line,
+                TICKET_FIELDS | set(TICKET_STYLES) | {"qr"},
+                shown=TICKET_FIELDS,
+            )
         out[name] = tuple(lines)
     return TicketTemplate(**out)
 
 
+def _check_template(
+    r: _Reader, path: Path, template: str, allowed: set[str], shown: set[str] | None = None
+) -> None:
+    """A format template may use only the allowed placeholders (the error lists `shown`)."""
+    try:
+        used = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise r.fail(path, f"bad template {template!r}: {exc}") from exc
+    unknown = used - allowed
+    if unknown:
+        names = ", ".join("{" + a + "}" for a in sorted(shown or allowed)) or "none"
+        raise r.fail(
+            path, f"unknown placeholder {{{sorted(unknown)[0]}}} in {template!r} (allowed: {names})"
+        )
+
+
 def _key_name(value: str) -> str | None:
+
     from evdev import ecodes
 
     return (
@@ -463,7 +476,6 @@ def _keys(r: _Reader, top: dict[str, Any]) -> Keys:
 
 
 def _texts(r: _Reader, top: dict[str, Any]) -> Texts:
-    import string
 
     path: Path = ("texts",)
     t = r.table(top.get("texts", {}), path, set(Texts.__dataclass_fields__))
@@ -471,17 +483,7 @@ def _texts(r: _Reader, top: dict[str, Any]) -> Texts:
     values: dict[str, Any] = {}
     for name, allowed in TEXT_FIELDS.items():
         template = r.get(t, path, name, str, getattr(d, name))
-        try:
-            used = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-        except ValueError as exc:
-            raise r.fail((*path, name), f"bad template: {exc}") from exc
-        unknown = used - allowed
-        if unknown:
-            raise r.fail(
-                (*path, name),
-                f"unknown placeholder {{{sorted(unknown)[0]}}} "
-                f"(allowed: {', '.join('{' + a + '}' for a in sorted(allowed)) or 'none'})",
-            )
+        _check_template(r, (*path, name), template, allowed)
         values[name] = template
     reasons = r.get(t, path, "rating_reasons", list, list(d.rating_reasons))
     if not 1 <= len(reasons) <= 5 or not all(isinstance(x, str) and x for x in reasons):
