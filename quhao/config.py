@@ -369,7 +369,18 @@ def loads(text: str, file: str | FsPath = "site.toml") -> SiteConfig:
     top = r.table(
         data,
         (),
-        {"site", "queue", "services", "windows", "staff", "kiosks", "counters", "keys", "texts"},
+        {
+            "site",
+            "queue",
+            "services",
+            "windows",
+            "staff",
+            "kiosks",
+            "counters",
+            "keys",
+            "texts",
+            "ticket",
+        },
     )
     site = _site(r, top, file)
     rules = _rules(r, top)

@@ -104,3 +104,20 @@ def test_cli_check_reports_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
         and f"{broken}:{line_of(broken.read_text(), 'max_recalls')}" in err
     )
     assert main(["check", "--config", str(EXAMPLE)]) == 0
+
+
+def test_texts_keys_and_ticket_template_are_configurable() -> None:
+    config = loads(
+        SITE.read_text() + '\n[texts]\ndisplay_call = "{ticket} 请到 {window} 号"\n'
+        '\n[keys.kiosk]\nappointment = "KEY_Y"\n'
+        '\n[ticket]\nlines = ["{center}{big}{number}", "{qr}"]\n',
+        "site.toml",
+    )
+    assert config.texts.display_call == "{ticket} 请到 {window} 号"
+    assert config.keys.kiosk.appointment == "KEY_Y"
+    assert config.ticket.lines == ("{center}{big}{number}", "{qr}")
+    text = SITE.read_text() + '\n[ticket]\nlines = ["{center}{numbr}"]\n'
+    err = error_for(text)
+    assert err.key == "ticket.lines" and "{numbr}" in err.message
+    err = error_for(SITE.read_text() + '\n[keys.caller]\ncall = "KEY_NOPE"\n')
+    assert err.key == "keys.caller.call"
