@@ -68,6 +68,7 @@ class Staff:
     services: tuple[str, ...] = ()
     can_override: bool = False
     cards: tuple[str, ...] = ()  # staff card UIDs, upper-case hex
+    pin_hash: str = ""  # PBKDF2 hash of the staff PIN (`quhao staff pin`); empty: card only
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class Kiosk:
     readers: tuple[str, ...] = ()
     keypad: str = ""
     printer: str = ""
+    card_absent_ms: int = 500  # a card counts as removed only after this long unseen
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Counter:
     display: str = ""
     rating: str = ""
     reader: str = ""
+    card_absent_ms: int = 500
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,8 @@ class KioskKeys:
     backspace: str = "KEY_BACKSPACE"
     cancel: str = "KEY_ESC"
     appointment: str = "KEY_A"  # pressed before the card: the ticket takes the appointment lane
+    staff: str = "KEY_S"  # then staff number, Enter, PIN, Enter: authorises one override ticket
+    green: str = "KEY_G"  # after a staff authorisation: the ticket takes the green channel
 
 
 @dataclass(frozen=True)
@@ -481,6 +486,8 @@ def _keys(r: _Reader, top: dict[str, Any]) -> Keys:
         r.get(kt, kiosk_path, "backspace", str, kd.backspace, _key_name),
         r.get(kt, kiosk_path, "cancel", str, kd.cancel, _key_name),
         r.get(kt, kiosk_path, "appointment", str, kd.appointment, _key_name),
+        r.get(kt, kiosk_path, "staff", str, kd.staff, _key_name),
+        r.get(kt, kiosk_path, "green", str, kd.green, _key_name),
     )
 
     return Keys(caller, RatingKeys(tuple(levels)), kiosk)
@@ -689,7 +696,11 @@ def _staff(r: _Reader, top: dict[str, Any], services: dict[str, Service]) -> dic
     cards: dict[str, str] = {}
     for i, item in enumerate(raw if isinstance(raw, list) else [raw]):
         path: Path = ("staff", i)
-        t = r.table(item, path, {"id", "name", "photo", "pledge", "services", "override", "cards"})
+        t = r.table(
+            item,
+            path,
+            {"id", "name", "photo", "pledge", "services", "override", "cards", "pin_hash"},
+        )
         sid = r.get(
             t,
             path,
@@ -720,8 +731,21 @@ def _staff(r: _Reader, top: dict[str, Any], services: dict[str, Service]) -> dic
             tuple(own),
             r.get(t, path, "override", bool, False),
             tuple(uids),
+            r.get(t, path, "pin_hash", str, "", _pin_hash),
         )
     return staff
+
+
+def _pin_hash(value: str) -> str | None:
+    from quhao.staffauth import PIN_HASH_PATTERN
+
+    if PIN_HASH_PATTERN.fullmatch(value):
+        return None
+    return "not a PIN hash (make one with `quhao staff pin`; never write a PIN here)"
+
+
+def _card_absent_ms(value: int) -> str | None:
+    return None if 0 <= value <= 10_000 else f"must be 0 to 10000 milliseconds, got {value}"
 
 
 def _device_name(r: _Reader, t: dict[str, Any], path: Path, taken: set[str]) -> str:
@@ -746,7 +770,9 @@ def _kiosks(r: _Reader, top: dict[str, Any], services: dict[str, Service]) -> di
     kiosks: dict[str, Kiosk] = {}
     for i, item in enumerate(top.get("kiosks", [])):
         path: Path = ("kiosks", i)
-        t = r.table(item, path, {"name", "services", "readers", "keypad", "printer"})
+        t = r.table(
+            item, path, {"name", "services", "readers", "keypad", "printer", "card_absent_ms"}
+        )
         name = _device_name(r, t, path, set(kiosks))
         offered = r.get(t, path, "services", list, list(services))
         for s in offered:
@@ -760,6 +786,7 @@ def _kiosks(r: _Reader, top: dict[str, Any], services: dict[str, Service]) -> di
             tuple(r.get(t, path, "readers", list, [])),
             r.get(t, path, "keypad", str, ""),
             r.get(t, path, "printer", str, ""),
+            r.get(t, path, "card_absent_ms", int, 500, _card_absent_ms),
         )
     return kiosks
 
@@ -770,7 +797,11 @@ def _counters(
     counters: dict[str, Counter] = {}
     for i, item in enumerate(top.get("counters", [])):
         path: Path = ("counters", i)
-        t = r.table(item, path, {"name", "window", "keypad", "display", "rating", "reader"})
+        t = r.table(
+            item,
+            path,
+            {"name", "window", "keypad", "display", "rating", "reader", "card_absent_ms"},
+        )
         name = _device_name(r, t, path, set(counters) | set(kiosks))
         window = r.get(t, path, "window", int)
         if window not in windows:
@@ -782,5 +813,6 @@ def _counters(
             r.get(t, path, "display", str, ""),
             r.get(t, path, "rating", str, ""),
             r.get(t, path, "reader", str, ""),
+            r.get(t, path, "card_absent_ms", int, 500, _card_absent_ms),
         )
     return counters
