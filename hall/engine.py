@@ -28,6 +28,7 @@ from typing import Any
 
 from hall.model import Event, Refused, Status, Terminal, Ticket
 from quhao.config import Service, SiteConfig
+from quhao.staffauth import StaffAuthority
 
 QueueEntry = tuple[float, float, str]  # (rank time, tie-break, ticket id)
 
@@ -39,9 +40,14 @@ class Outcome:
     error: Refused | None = None
 
 
+MAX_AGE = 130  # an age the kiosk read from a birth date; anything else is not a person's
+
+
 class Engine:
-    def __init__(self, config: SiteConfig) -> None:
+    def __init__(self, config: SiteConfig, secret: bytes | None = None) -> None:
         self.config = config
+        self.secret = secret
+        self.authority = StaffAuthority(config.staff, secret)
         self.tickets: dict[str, Ticket] = {}
         self.last_number: dict[tuple[str, str], int] = defaultdict(int)  # (day, service)
         self.terminals: dict[str, Terminal] = {
@@ -62,6 +68,7 @@ class Engine:
         (their device is refused from now on), so no ticket is stranded.
         """
         self.config = config
+        self.authority = StaffAuthority(config.staff, self.secret)
         for name, counter in config.counters.items():
             term = self.terminals.get(name)
             if term is None:
@@ -141,16 +148,19 @@ class Engine:
             if not (16 <= len(key) <= 128) or not all(c in "0123456789abcdef" for c in key):
                 raise Refused("bad_request", "person.key must be a lower-case hex digest")
             age = _field(person, "age", int, None)
+            if age is not None and not 0 <= age <= MAX_AGE:
+                raise Refused("bad_request", f"person.age must be 0 to {MAX_AGE}")
         elif service.id_required:
             raise Refused(
                 "bad_request", f"service {service.id!r} needs a person (ID card or number)"
             )
         staff_id = None
         if override is not None:
-            staff_id = _field(override, "staff", str)
-            staff = self.config.staff.get(staff_id)
-            if staff is None or not staff.can_override:
-                raise Refused("forbidden", f"staff {staff_id!r} may not override the quota")
+            staff_id = self._proven_staff(override)
+            if not self.config.staff[staff_id].can_override:
+                raise Refused("forbidden", f"staff {staff_id} may not override the quota")
+        if wanted == "green" and staff_id is None:
+            raise Refused("forbidden", "the green channel needs a staff card or PIN at the kiosk")
         if not self.is_open(now):
             raise Refused("closed", "the hall does not issue tickets now")
         day = self.day_of(now)
@@ -196,6 +206,22 @@ class Engine:
                 "override": staff_id is not None,
             }
         }, [event]
+
+    def _proven_staff(self, proof: dict[str, Any]) -> str:
+        """The staff member who proved presence at the device: card proof or id + PIN."""
+        if "card" in proof:
+            staff_id = self.authority.by_card(_field(proof, "card", str))
+            if staff_id is None:
+                raise Refused("forbidden", "not a staff card of this site")
+            return staff_id
+        claimed = _field(proof, "staff", str)
+        pin = _field(proof, "pin", str, None)
+        if pin is None:
+            raise Refused("forbidden", "a typed staff number needs the staff PIN (or the card)")
+        staff_id = self.authority.by_pin(claimed, pin)
+        if staff_id is None:
+            raise Refused("forbidden", "wrong staff number or PIN")
+        return staff_id
 
     def _priority(self, service: Service, wanted: str | None, age: int | None) -> str | None:
         if wanted is not None:
@@ -351,10 +377,9 @@ class Engine:
         return {"status": "idle"}, [Event("terminal.resumed", now, {"terminal": device})]
 
     def _login(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
-        staff_id = _field(p, "staff", str)
-        staff = self.config.staff.get(staff_id)
-        if staff is None:
-            raise Refused("unknown_staff", f"no staff {staff_id!r}")
+        if "card" not in p and _field(p, "staff", str) not in self.config.staff:
+            raise Refused("unknown_staff", f"no staff {p['staff']!r}")
+        staff = self.config.staff[self._proven_staff(p)]
         term = self.terminals[device]
         if term.current:
             raise Refused("busy", "finish or skip the current ticket before changing clerk")

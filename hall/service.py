@@ -45,8 +45,8 @@ class Request:
     problem: str | None = None  # why it cannot be decided at all (bad_request)
 
 
-def rebuild(config: SiteConfig, store: Store) -> Engine:
-    engine = Engine(config)
+def rebuild(config: SiteConfig, store: Store, secret: bytes | None = None) -> Engine:
+    engine = Engine(config, secret)
     for event in store.events():
         engine.apply(event)
     return engine
@@ -62,13 +62,15 @@ class HallService:
         *,
         password: str | None = None,
         tls: TlsFiles | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self.config = config
+        self.secret = secret
         self.clock = clock or Clock()
         self.topics = Topics(config.site.id)
         self.store = Store(Path(state_dir) / "hall.sqlite")
         started = time.perf_counter()
-        self.engine = rebuild(config, self.store)
+        self.engine = rebuild(config, self.store, secret)
         self.answered = self.store.remembered_requests()
         log.info(
             "state rebuilt from %d tickets in %.0f ms",
@@ -256,7 +258,7 @@ class HallService:
         except Exception:
             # The engine already applied what the disk refused: rebuild it from the disk.
             log.exception("commit failed; rebuilding state from the database")
-            self.engine = rebuild(self.config, self.store)
+            self.engine = rebuild(self.config, self.store, self.secret)
             return False
 
     # ---- publishing -------------------------------------------------------

@@ -22,7 +22,7 @@ log = logging.getLogger("quhao")
 DEFAULT_BROKER = "mqtt://localhost:1883"
 
 
-def _common(parser: argparse.ArgumentParser, *, state: bool = True) -> None:
+def _common(parser: argparse.ArgumentParser, *, state: bool = True, secret: bool = False) -> None:
     parser.add_argument("--config", required=True, type=Path, help="site TOML file")
     parser.add_argument(
         "--broker",
@@ -48,11 +48,34 @@ def _common(parser: argparse.ArgumentParser, *, state: bool = True) -> None:
         help="hall clock: 'system' or HALL_ISO_TIME[@REAL_EPOCH][xSPEED]",
     )
     parser.add_argument("--log-level", default="INFO")
+    if secret:
+        _secret_options(parser)
+
+
+def _secret_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--secret-file",
+        type=Path,
+        help="the site secret, instead of [site] secret_file (e.g. a systemd credential)",
+    )
+    parser.add_argument(
+        "--allow-example-secret",
+        action="store_true",
+        help="accept the published example secret (a simulated hall only)",
+    )
 
 
 def _load(args: argparse.Namespace) -> SiteConfig:
     logs.setup(args.log_level)
-    return load(args.config)
+    config = load(args.config)
+    changes: dict[str, object] = {}
+    if getattr(args, "secret_file", None):
+        changes["secret_file"] = args.secret_file
+    if getattr(args, "allow_example_secret", False):
+        changes["allow_example_secret"] = True
+    if changes:
+        config = dataclasses.replace(config, site=dataclasses.replace(config.site, **changes))
+    return config
 
 
 def stop_on_signals() -> threading.Event:
@@ -71,9 +94,17 @@ def cmd_hall(args: argparse.Namespace) -> int:
     from hall.service import HallService
 
     config = _load(args)
+    # The hall checks staff card proofs with the site secret (when the site has one).
+    secret = config.read_secret() if config.site.secret_file else None
     password, tls = credentials(args.credentials, "hall")
     service = HallService(
-        config, args.broker, args.state_dir, Clock.parse(args.clock), password=password, tls=tls
+        config,
+        args.broker,
+        args.state_dir,
+        Clock.parse(args.clock),
+        password=password,
+        tls=tls,
+        secret=secret,
     )
     stop = stop_on_signals()
     reload = threading.Event()
@@ -125,9 +156,6 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
     from kiosk.daemon import KioskDaemon
 
     config = _load(args)
-    if args.secret_file:
-        site = dataclasses.replace(config.site, secret_file=args.secret_file)
-        config = dataclasses.replace(config, site=site)
     kiosk = KioskDaemon(config, args.device, args.broker, Clock.parse(args.clock), args.credentials)
     stop = stop_on_signals()
     kiosk.start()
@@ -322,8 +350,38 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secret(args: argparse.Namespace) -> int:
+    import os
+    import secrets
+
+    if args.out.exists() and not args.force:
+        print(
+            f"quhao: {args.out} exists; a new secret changes every person key "
+            "(quota history is lost): pass --force to replace it",
+            file=sys.stderr,
+        )
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(48) + "\n")
+    os.chmod(args.out, 0o600)
+    print(f"{args.out}: a fresh site secret (mode 0600); give it to the hall and every kiosk")
+    return 0
+
+
+def cmd_staff(args: argparse.Namespace) -> int:
+    from quhao.staffauth import hash_pin
+
+    pin = args.pin if args.pin is not None else sys.stdin.readline().strip()
+    print(f'pin_hash = "{hash_pin(pin)}"')
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args)
+    if config.site.secret_file is not None:
+        config.read_secret()  # what the daemons will read: exists, long enough, not public
     print(
         f"{args.config}: ok — site {config.site.id} ({config.site.name}), "
         f"{len(config.services)} services, {len(config.windows)} windows, "
@@ -338,11 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("hall", help="run the hall: the queue authority")
-    _common(p)
+    _common(p, secret=True)
     p.set_defaults(func=cmd_hall)
 
     p = sub.add_parser("counter", help="run counter terminals (keypad, LED, rating pad)")
-    _common(p)
+    _common(p, secret=True)
     p.add_argument(
         "--device",
         action="append",
@@ -352,13 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_counter)
 
     p = sub.add_parser("kiosk", help="run a ticket machine (card readers, keypad, printer)")
-    _common(p)
+    _common(p, secret=True)
     p.add_argument("--device", required=True, help="a [[kiosks]] name, e.g. kiosk-K1")
-    p.add_argument(
-        "--secret-file",
-        type=Path,
-        help="the site secret, instead of [site] secret_file (e.g. a systemd credential)",
-    )
     p.set_defaults(func=cmd_kiosk)
 
     p = sub.add_parser("sim", help="device simulators")
@@ -453,8 +506,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a site configuration")
     p.add_argument("--config", required=True, type=Path)
+    _secret_options(p)
     p.add_argument("--log-level", default="WARNING")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("secret", help="make a fresh site secret (keys person pseudonyms)")
+    p.add_argument("action", choices=["gen"])
+    p.add_argument("--out", required=True, type=Path, help="file to write (mode 0600)")
+    p.add_argument("--force", action="store_true", help="replace an existing secret")
+    p.set_defaults(func=cmd_secret)
+
+    p = sub.add_parser("staff", help="staff PIN hashes for the site file")
+    p.add_argument("action", choices=["pin"])
+    p.add_argument("--pin", help="the PIN (default: read from standard input)")
+    p.set_defaults(func=cmd_staff)
 
     p = sub.add_parser("bench", help="benchmarks against a bare MQTT baseline")
     p.add_argument("target", choices=["hall", "kiosk", "counter", "surge", "all"])

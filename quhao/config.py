@@ -8,6 +8,7 @@ Unknown keys are errors too: a typo must not silently fall back to a default.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 import tomllib
@@ -23,6 +24,10 @@ from quhao.tomlpos import Path, key_lines, line_of
 PRIORITY_KINDS = ("elderly", "appointment", "green")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# SHA-256 of secrets published with this repository (examples/site.secret): person keys
+# made with them are the same at every hall that copied one, and reversible by anybody
+# who enumerates ID numbers. Only a simulated hall may use them.
+PUBLISHED_SECRETS = frozenset({"104bc7479f0183355e29f2861e01e8a96cefc3ae913a5b62f4e219bce6cb53b6"})
 
 
 class ConfigError(ValueError):
@@ -220,6 +225,7 @@ class Site:
     hours: tuple[tuple[dtime, dtime], ...]
     days: frozenset[int]  # 0 = Monday
     secret_file: FsPath | None = None
+    allow_example_secret: bool = False  # a simulated hall (demo, tests, `--allow-example-secret`)
 
 
 @dataclass(frozen=True)
@@ -261,7 +267,21 @@ class SiteConfig:
             raise ConfigError(
                 str(self.source), None, "site.secret_file", "secret shorter than 16 bytes"
             )
+        if is_published_secret(secret) and not self.site.allow_example_secret:
+            raise ConfigError(
+                str(self.source),
+                None,
+                "site.secret_file",
+                f"{self.site.secret_file} is the published example secret: person keys made "
+                "with it are the same at every hall that copied it and can be reversed by "
+                "enumerating ID numbers; make this hall's own with `quhao secret gen --out "
+                "FILE` (a simulated hall may pass --allow-example-secret)",
+            )
         return secret
+
+
+def is_published_secret(secret: bytes) -> bool:
+    return hashlib.sha256(secret.strip()).hexdigest() in PUBLISHED_SECRETS
 
 
 T = TypeVar("T")

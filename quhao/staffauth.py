@@ -24,7 +24,9 @@ from typing import Protocol
 PIN_SCHEME = "pbkdf2-sha256"
 PIN_ITERATIONS = 60_000  # ~30 ms per check here: slows guessing, never felt at a window
 PIN_PATTERN = re.compile(r"^[0-9]{4,12}$")
-PIN_HASH_PATTERN = re.compile(r"^pbkdf2-sha256\$[0-9]{4,7}\$[A-Za-z0-9+/=]{16,64}\$[A-Za-z0-9+/=]{40,64}$")
+PIN_HASH_PATTERN = re.compile(
+    r"^pbkdf2-sha256\$[0-9]{4,7}\$[A-Za-z0-9+/=]{16,64}\$[A-Za-z0-9+/=]{40,64}$"
+)
 CARD_PROOF_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 

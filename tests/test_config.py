@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,30 @@ def test_the_example_hall_loads() -> None:
     assert list(config.kiosks) == [f"kiosk-K{i}" for i in range(1, 15)]
     assert list(config.counters) == [f"counter-W{i}" for i in range(1, 26)]
     assert 8 <= len(config.services) <= 12
-    assert len(config.read_secret()) >= 16
+    with pytest.raises(ConfigError, match="published example secret"):
+        config.read_secret()  # a hall that copies the example must not use it silently
+    simulated = dataclasses.replace(
+        config, site=dataclasses.replace(config.site, allow_example_secret=True)
+    )
+    assert len(simulated.read_secret()) >= 16
+
+
+def test_check_reports_the_example_secret_and_secret_gen_makes_a_fresh_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from quhao.cli import main
+
+    assert main(["check", "--config", str(EXAMPLE)]) == 2
+    assert "published example secret" in capsys.readouterr().err
+    assert main(["check", "--config", str(EXAMPLE), "--allow-example-secret"]) == 0
+    fresh = tmp_path / "site.secret"
+    assert main(["secret", "gen", "--out", str(fresh)]) == 0
+    assert fresh.stat().st_mode & 0o777 == 0o600 and len(fresh.read_bytes().strip()) >= 48
+    assert main(["secret", "gen", "--out", str(fresh)]) == 2  # never replaced silently
+    assert main(["check", "--config", str(EXAMPLE), "--secret-file", str(fresh)]) == 0
+    missing = tmp_path / "nope.secret"
+    assert main(["check", "--config", str(EXAMPLE), "--secret-file", str(missing)]) == 2
+    assert "cannot read" in capsys.readouterr().err
 
 
 def test_wrong_type_names_key_and_line() -> None:
@@ -103,7 +127,7 @@ def test_cli_check_reports_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
         "queue.max_recalls" in err
         and f"{broken}:{line_of(broken.read_text(), 'max_recalls')}" in err
     )
-    assert main(["check", "--config", str(EXAMPLE)]) == 0
+    assert main(["check", "--config", str(EXAMPLE), "--allow-example-secret"]) == 0
 
 
 def test_texts_keys_and_ticket_template_are_configurable() -> None:

@@ -31,6 +31,12 @@ TERMINALS = list(CONFIG.counters)
 KIOSKS = list(CONFIG.kiosks)
 SERVICES = [*CONFIG.services, "nope"]
 PERSONS = [f"{i:02x}" * 16 for i in range(6)]
+PINS = {"S001": "1111", "S002": "2222"}  # tests/sites/small.toml
+OVERRIDES = {
+    "S001": {"staff": "S001", "pin": "1111"},  # may override: proven by PIN
+    "S001-forged": {"staff": "S001"},  # named without proof: must be refused
+    "S002": {"staff": "S002", "pin": "2222"},  # proven, but without the right
+}
 START = datetime(2026, 11, 23, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
 
 
@@ -68,7 +74,7 @@ class EngineMachine(RuleBasedStateMachine):
         person=st.one_of(st.none(), st.sampled_from(PERSONS)),
         age=st.integers(20, 90),
         priority=st.sampled_from([None, None, "appointment", "green", "vip"]),
-        override=st.sampled_from([None, None, None, "S001", "S002"]),
+        override=st.sampled_from([None, None, None, "S001", "S001-forged", "S002"]),
     )
     def issue(self, kiosk, service, person, age, priority, override) -> None:
         self._issue(kiosk, service, person, age, priority, override)
@@ -89,7 +95,7 @@ class EngineMachine(RuleBasedStateMachine):
             "service": service,
             "person": {"key": person, "age": age} if person else None,
             "priority": priority,
-            "override": {"staff": override} if override else None,
+            "override": OVERRIDES[override] if override else None,
         }
         response = self._do(kiosk, "issue", payload)
         if response is None:
@@ -101,8 +107,10 @@ class EngineMachine(RuleBasedStateMachine):
         assert key not in self.numbers, "a number was given twice"
         self.numbers.add(key)
         quota = CONFIG.services[service].quota
-        if person is not None and quota and override is None:
-            assert held < quota.tickets, "quota exceeded without override"
+        if person is not None and quota and override != "S001":
+            assert held < quota.tickets, "quota exceeded without a proven override"
+        if ticket["priority"] == "green":
+            assert override == "S001", "green channel without proven staff authority"
 
     @rule(ages=st.lists(st.sampled_from([30, 70]), min_size=2, max_size=5))
     def crowd(self, ages) -> None:
@@ -156,7 +164,7 @@ class EngineMachine(RuleBasedStateMachine):
 
     @rule(terminal=st.sampled_from(TERMINALS), staff=st.sampled_from(["S001", "S002", "S999"]))
     def login(self, terminal, staff) -> None:
-        self._do(terminal, "login", {"staff": staff})
+        self._do(terminal, "login", {"staff": staff, "pin": PINS.get(staff, "0000")})
 
     @rule(terminal=st.sampled_from(TERMINALS), service=st.sampled_from(SERVICES))
     def transfer(self, terminal, service) -> None:

@@ -12,15 +12,19 @@ from hall.engine import Engine
 from hall.model import Status
 from hall.views import hall_state, window_state
 from quhao.config import load, loads
+from quhao.staffauth import card_proof
 
 SITE = Path(__file__).parent / "sites" / "small.toml"
+SECRET = b"engine-rules-test-secret"
+S001 = {"staff": "S001", "pin": "1111"}  # may override (tests/sites/small.toml)
+S002 = {"staff": "S002", "pin": "2222"}  # may not
 TZ = ZoneInfo("Asia/Shanghai")
 NINE = datetime(2026, 11, 23, 9, 0, tzinfo=TZ).timestamp()
 
 
 @pytest.fixture
 def engine() -> Engine:
-    return Engine(load(SITE))
+    return Engine(load(SITE), SECRET)
 
 
 def person(n: int, age: int = 30) -> dict:
@@ -79,12 +83,12 @@ def test_quota_is_a_sliding_window_and_override_is_recorded(engine: Engine) -> N
             engine,
             "kiosk-K1",
             "issue",
-            {"service": "social", "person": person(7), "override": {"staff": "S002"}},
+            {"service": "social", "person": person(7), "override": S002},
             NINE + 140,
         )
         == "forbidden"
     )
-    overridden = issue(engine, "social", NINE + 150, 7, override={"staff": "S001"})
+    overridden = issue(engine, "social", NINE + 150, 7, override=S001)
     assert overridden["override"] is True
     assert engine.tickets[overridden["id"]].override_staff == "S001"
     # two hours after the first ticket, one slot is free again
@@ -170,7 +174,45 @@ def test_appointment_and_green_lanes_must_exist_for_the_service() -> None:
         )
         == "forbidden"
     )
-    assert issue(engine, "social", NINE, 1, priority="green")["priority"] == "green"
+    assert issue(engine, "social", NINE, 1, priority="green", override=S001)["priority"] == "green"
+
+
+def test_a_named_staff_member_is_not_authority(engine: Engine) -> None:
+    """Overrides and green tickets need a card proof or the PIN, never a bare staff id."""
+    issue(engine, "social", NINE, 7)
+    issue(engine, "social", NINE + 1, 7)
+    beyond = {"service": "social", "person": person(7)}
+    for claim in (
+        {"staff": "S001"},  # named, not proven
+        {"staff": "S001", "pin": "1112"},  # wrong PIN
+        {"staff": "S001", "pin": "2222"},  # someone else's PIN
+        {"card": card_proof(b"another-secret-entirely", "04A10001")},  # forged proof
+        {"card": "04A10001"},  # the UID itself is not a proof
+    ):
+        assert refused(engine, "kiosk-K1", "issue", {**beyond, "override": claim}, NINE + 2) == (
+            "forbidden"
+        ), claim
+    green = {"service": "social", "person": person(8), "priority": "green"}
+    assert refused(engine, "kiosk-K1", "issue", green, NINE + 3) == "forbidden"
+    by_card = issue(
+        engine, "social", NINE + 4, 7, override={"card": card_proof(SECRET, "04a10001")}
+    )
+    assert engine.tickets[by_card["id"]].override_staff == "S001"
+    assert engine.tickets[issue(engine, "social", NINE + 5, 7, override=S001)["id"]].override_staff
+
+
+def test_a_hall_without_the_secret_refuses_card_proofs() -> None:
+    engine = Engine(load(SITE))
+    claim = {"card": card_proof(SECRET, "04A10001")}
+    assert refused(engine, "counter-W1", "login", claim, NINE) == "forbidden"
+    assert engine.handle("counter-W1", "login", S001, NINE).error is None
+
+
+def test_ages_outside_a_lifetime_are_refused(engine: Engine) -> None:
+    for age in (-1, 131, 10**6):
+        payload = {"service": "social", "person": person(9, age)}
+        assert refused(engine, "kiosk-K1", "issue", payload, NINE) == "bad_request"
+    assert issue(engine, "social", NINE, 9, age=130)["priority"] == "elderly"
 
 
 def test_call_while_serving_finishes_current_and_expect_guards_double_press(engine: Engine) -> None:
@@ -258,8 +300,12 @@ def test_unrated_is_recorded_as_unrated_not_satisfied(engine: Engine) -> None:
 
 def test_pause_resume_login_logout(engine: Engine) -> None:
     issue(engine, "social", NINE, 1)
-    assert engine.handle("counter-W1", "login", {"staff": "S001"}, NINE).error is None
-    assert refused(engine, "counter-W1", "login", {"staff": "S404"}, NINE) == "unknown_staff"
+    assert refused(engine, "counter-W1", "login", {"staff": "S001"}, NINE) == "forbidden"
+    assert refused(engine, "counter-W1", "login", {**S001, "pin": "9999"}, NINE) == "forbidden"
+    assert engine.handle("counter-W1", "login", S001, NINE).error is None
+    assert refused(engine, "counter-W1", "login", {"staff": "S404", "pin": "1"}, NINE) == (
+        "unknown_staff"
+    )
     assert engine.handle("counter-W1", "pause", {}, NINE + 1).error is None
     assert window_state(engine, 1)["status"] == "paused"
     assert refused(engine, "counter-W1", "call", {}, NINE + 2) == "paused"
@@ -276,7 +322,7 @@ def test_window_profile_shows_the_clerk(engine: Engine) -> None:
     from hall.views import window_profile
 
     assert window_profile(engine, 1)["staff"] == []
-    engine.handle("counter-W1", "login", {"staff": "S001"}, NINE)
+    engine.handle("counter-W1", "login", {"card": card_proof(SECRET, "04A10001")}, NINE)
     profile = window_profile(engine, 1)
     assert profile["services"] == ["社保业务", "税务业务"]
     assert [c["name"] for c in profile["staff"]] == ["李敏"]
@@ -287,7 +333,7 @@ def test_require_login() -> None:
     engine = Engine(loads(text, SITE))
     issue(engine, "social", NINE, 1)
     assert refused(engine, "counter-W1", "call", {}, NINE + 1) == "not_logged_in"
-    engine.handle("counter-W1", "login", {"staff": "S002"}, NINE + 2)
+    engine.handle("counter-W1", "login", S002, NINE + 2)
     assert call(engine, "counter-W1", NINE + 3)["number"] == "A001"
 
 
