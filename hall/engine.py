@@ -23,12 +23,13 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from hall.model import Event, Refused, Status, Terminal, Ticket
 from quhao.config import Service, SiteConfig
 from quhao.staffauth import StaffAuthority
+from quhao.wire import shown
 
 QueueEntry = tuple[float, float, str]  # (rank time, tie-break, ticket id)
 
@@ -91,7 +92,22 @@ class Engine:
         if local.weekday() not in self.config.site.days:
             return False
         moment = local.time()
-        return any(start <= moment < end for start, end in self.config.site.hours)
+        return any(
+            start <= moment and (end is None or moment < end)
+            for start, end in self.config.site.hours
+        )
+
+    def day_ends_at(self, day: str) -> float:
+        """When a day's waiting tickets expire: the end of its last opening span, plus
+        `site.expire_after_minutes`, and never later than the day itself."""
+        site = self.config.site
+        date = datetime.fromisoformat(day).date()
+        midnight = datetime.combine(date + timedelta(days=1), datetime.min.time(), site.timezone)
+        ends = [end for _, end in site.hours]
+        if None in ends or not ends:
+            return midnight.timestamp()
+        last = datetime.combine(date, max(e for e in ends if e is not None), site.timezone)
+        return min(last.timestamp() + site.expire_after_s, midnight.timestamp())
 
     # ---- deciding ---------------------------------------------------------
 
@@ -100,10 +116,10 @@ class Engine:
         try:
             role = self.config.device_role(device)
             if role is None:
-                raise Refused("forbidden", f"{device!r} is not a device of this site")
+                raise Refused("forbidden", f"{shown(device)} is not a device of this site")
             handler = _ACTIONS.get(action)
             if handler is None:
-                raise Refused("unknown_action", f"no action {action!r}")
+                raise Refused("unknown_action", f"no action {shown(action)}")
             allowed_role, method = handler
             if role != allowed_role:
                 raise Refused("forbidden", f"a {role} may not {action}")
@@ -144,7 +160,7 @@ class Engine:
         wanted = _field(p, "priority", str, None)
         key = age = None
         if person is not None:
-            key = _field(person, "key", str)
+            key = _field(person, "key", str, max_len=128)
             if not (16 <= len(key) <= 128) or not all(c in "0123456789abcdef" for c in key):
                 raise Refused("bad_request", "person.key must be a lower-case hex digest")
             age = _field(person, "age", int, None)
@@ -378,7 +394,7 @@ class Engine:
 
     def _login(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
         if "card" not in p and _field(p, "staff", str) not in self.config.staff:
-            raise Refused("unknown_staff", f"no staff {p['staff']!r}")
+            raise Refused("unknown_staff", f"no staff {shown(p['staff'])}")
         staff = self.config.staff[self._proven_staff(p)]
         term = self.terminals[device]
         if term.current:
@@ -414,7 +430,7 @@ class Engine:
             now,
             {"ticket": ticket.id, "terminal": device, "from": ticket.service, "to": target.id},
         )
-        ahead = self._ahead(ticket.day, target.id, ticket.priority is not None)
+        ahead = self._ahead(ticket.queue_day, target.id, ticket.priority is not None)
         view = {**ticket.public(), "service": target.id, "status": "waiting", "window": None}
         return {"ticket": view, "ahead": ahead}, [event]
 
@@ -427,7 +443,7 @@ class Engine:
             )
         if ticket.service not in self.config.windows[term.window].services:
             raise Refused("forbidden", f"window {term.window} does not serve {ticket.service}")
-        queue = self.queues.get((ticket.day, ticket.service, ticket.priority is not None), [])
+        queue = self.queues.get((ticket.queue_day, ticket.service, ticket.priority is not None), [])
         behind = self.config.rules.reinstate_behind
         if behind == 0 and queue:
             order = (queue[0][0], queue[0][1] - 0.5)
@@ -452,7 +468,7 @@ class Engine:
         term = self.terminals[device]
         ticket = self._ticket(_field(p, "ticket", str), now)
         level = _field(p, "level", int, None)
-        reason = _field(p, "reason", str, "").strip()
+        reason = _field(p, "reason", str, "", max_len=MAX_REASON).strip()
         if ticket.window != term.window or ticket.status != Status.FINISHED:
             raise Refused(
                 "bad_state", f"ticket {ticket.number} was not finished at window {term.window}"
@@ -482,14 +498,14 @@ class Engine:
     def _service(self, service_id: str) -> Service:
         service = self.config.services.get(service_id)
         if service is None:
-            raise Refused("unknown_service", f"no service {service_id!r}")
+            raise Refused("unknown_service", f"no service {shown(service_id)}")
         return service
 
     def _ticket(self, ref: str, now: float) -> Ticket:
         ticket_id = ref if "/" in ref else f"{self.day_of(now)}/{ref}"
         ticket = self.tickets.get(ticket_id)
         if ticket is None:
-            raise Refused("unknown_ticket", f"no ticket {ref!r}")
+            raise Refused("unknown_ticket", f"no ticket {shown(ref)}")
         return ticket
 
     def _open_terminal(self, device: str, now: float, opening: bool = True) -> Terminal:
@@ -509,12 +525,38 @@ class Engine:
     def _current_view(self, term: Terminal) -> dict[str, Any] | None:
         return self.tickets[term.current].public() if term.current else None
 
+    def forget_person_keys(self, issued_before: float) -> int:
+        """Forget in memory what the store erases: person keys of older tickets."""
+        forgotten = 0
+        for ticket in self.tickets.values():
+            if ticket.person_key and ticket.issued_at < issued_before:
+                ticket.person_key = None
+                forgotten += 1
+        for key in [k for k, history in self.person_history.items() if history]:
+            history = self.person_history[key]
+            history[:] = [(at, tid) for at, tid in history if at >= issued_before]
+            if not history:
+                del self.person_history[key]
+        return forgotten
+
+    def person_keys_expire_before(self, now: float) -> float:
+        """Tickets issued before this time no longer need their person key: the end of
+        the Nth day after their own day is past (`privacy.person_key_days`)."""
+        tz = self.config.site.timezone
+        today = datetime.fromtimestamp(now, tz).date()
+        first_kept = today - timedelta(days=self.config.privacy.person_key_days)
+        return datetime.combine(first_kept, datetime.min.time(), tz).timestamp()
+
     # ---- ticking ----------------------------------------------------------
 
     def tick(self, now: float) -> list[Event]:
-        """Time-driven facts: a waiting ticket passing its service's maximum wait."""
+        """Time-driven facts: the end of a day for tickets still waiting, and a waiting
+        ticket passing its service's maximum wait."""
         day = self.day_of(now)
-        events = []
+        events = self._day_end(day, now)
+        for event in events:
+            self.apply(event)
+        alerts: list[Event] = []
         for (queue_day, service_id, _), queue in self.queues.items():
             service = self.config.services.get(service_id)
             if queue_day != day or service is None:
@@ -523,7 +565,7 @@ class Engine:
             for _rank, _tie, tid in queue:
                 ticket = self.tickets[tid]
                 if now - ticket.issued_at > limit and not ticket.wait_alerted:
-                    events.append(
+                    alerts.append(
                         Event(
                             "alert.max_wait",
                             now,
@@ -535,8 +577,28 @@ class Engine:
                             },
                         )
                     )
-        for event in events:
+        for event in alerts:
             self.apply(event)
+        return events + alerts
+
+    def _day_end(self, today: str, now: float) -> list[Event]:
+        """Waiting tickets of a day that has ended: expired, or carried into today."""
+        carry = self.config.site.day_end == "carry_over"
+        events: list[Event] = []
+        for (queue_day, _service, _prio), queue in self.queues.items():
+            if not queue:
+                continue
+            if carry:
+                if queue_day < today:
+                    events += [
+                        Event("ticket.carried", now, {"ticket": tid, "to_day": today})
+                        for _, _, tid in queue
+                    ]
+            elif queue_day < today or now >= self.day_ends_at(queue_day):
+                events += [
+                    Event("ticket.expired", now, {"ticket": tid, "reason": "day_end"})
+                    for _, _, tid in queue
+                ]
         return events
 
     # ---- applying ---------------------------------------------------------
@@ -548,12 +610,12 @@ class Engine:
 
     def _enqueue(self, ticket: Ticket) -> None:
         bisect.insort(
-            self.queues[(ticket.day, ticket.service, ticket.priority is not None)],
+            self.queues[(ticket.queue_day, ticket.service, ticket.priority is not None)],
             (*ticket.order, ticket.id),
         )
 
     def _dequeue(self, ticket: Ticket) -> None:
-        queue = self.queues[(ticket.day, ticket.service, ticket.priority is not None)]
+        queue = self.queues[(ticket.queue_day, ticket.service, ticket.priority is not None)]
         entry = (*ticket.order, ticket.id)
         index = bisect.bisect_left(queue, entry)
         if index < len(queue) and queue[index] == entry:
@@ -571,9 +633,10 @@ class Engine:
             issued_at=e.at,
             kiosk=d["kiosk"],
             priority=d["priority"],
-            person_key=d["person_key"],
+            person_key=d.get("person_key"),  # erased once no quota window needs it
             override_staff=d["override_staff"],
             order=(e.at, float(d["seq"])),
+            queue_day=d["day"],
         )
         self.tickets[ticket.id] = ticket
         number = int(ticket.number[1:])
@@ -639,6 +702,17 @@ class Engine:
         self._dequeue(ticket)
         ticket.status = Status.VOIDED
 
+    def _apply_expired(self, e: Event) -> None:
+        ticket = self.tickets[e.data["ticket"]]
+        self._dequeue(ticket)
+        ticket.status = Status.EXPIRED
+
+    def _apply_carried(self, e: Event) -> None:
+        ticket = self.tickets[e.data["ticket"]]
+        self._dequeue(ticket)
+        ticket.queue_day = e.data["to_day"]
+        self._enqueue(ticket)
+
     def _apply_rated(self, e: Event) -> None:
         ticket = self.tickets[e.data["ticket"]]
         ticket.rating = e.data["level"]
@@ -666,8 +740,14 @@ class Engine:
         term.paused, term.since = False, e.at
 
 
-def _field(payload: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
-    """Read one payload field; a missing or mistyped field is a `bad_request`."""
+MAX_TEXT = 64  # ids, numbers, services, PINs, proofs: nothing a device sends is longer
+MAX_REASON = 200  # a rating reason typed on a touch screen
+
+
+def _field(
+    payload: dict[str, Any], name: str, kind: type, default: Any = ..., max_len: int = MAX_TEXT
+) -> Any:
+    """Read one payload field; a missing, mistyped or oversized field is a `bad_request`."""
     if name not in payload or (payload[name] is None and default is not ...):
         if default is ...:
             raise Refused("bad_request", f"missing field {name!r}")
@@ -675,6 +755,8 @@ def _field(payload: dict[str, Any], name: str, kind: type, default: Any = ...) -
     value = payload[name]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise Refused("bad_request", f"field {name!r} must be {kind.__name__}")
+    if isinstance(value, str) and len(value) > max_len:
+        raise Refused("bad_request", f"field {name!r} is longer than {max_len} characters")
     return value
 
 
@@ -704,6 +786,8 @@ _APPLY = {
     "ticket.transferred": Engine._apply_transferred,
     "ticket.reinstated": Engine._apply_reinstated,
     "ticket.voided": Engine._apply_voided,
+    "ticket.expired": Engine._apply_expired,
+    "ticket.carried": Engine._apply_carried,
     "ticket.rated": Engine._apply_rated,
     "alert.max_wait": Engine._apply_max_wait,
     "terminal.login": Engine._apply_login,

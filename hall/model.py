@@ -13,6 +13,7 @@ class Status(StrEnum):
     FINISHED = "finished"
     SKIPPED = "skipped"  # no-show
     VOIDED = "voided"  # never printed: the number is never called
+    EXPIRED = "expired"  # still waiting when its day ended (site.day_end = "expire")
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Ticket:
     rating_state: str = "none"  # none | rated | unrated
     rating_reason: str = ""
     wait_alerted: bool = False
+    queue_day: str = ""  # the day whose queue holds it: its own, or a later one if carried
 
     def public(self) -> dict[str, Any]:
         """What may leave the hall: everything but the person key."""
@@ -112,4 +114,5 @@ ERROR_CODES = {
     "bad_state": "the ticket is not in a state that allows this",
     "reason_required": "不满意/非常不满意 need a reason",
     "unavailable": "the hall could not store the change; retry with the same rid",
+    "rate_limited": "this device sent more requests than any real one would; slow down",
 }

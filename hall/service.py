@@ -1,21 +1,32 @@
 """The hall's MQTT adapter: requests in, committed answers, events and retained state out.
 
-One thread owns the engine and the database. The MQTT network thread only
-parses requests and queues them. The owner takes every request waiting (a
-batch), decides them in order, commits the batch in ONE SQLite transaction
-(group commit: one fsync for many kiosks), and only then answers and publishes.
+One thread owns the engine, the database and the MQTT socket (paho driven inline by
+`loop_once`). Each round it reads whatever arrived (a batch), decides the requests in
+order, commits the batch in ONE SQLite transaction (group commit: one fsync for many
+kiosks), and only then answers and publishes.
+
+Every request crosses a trust boundary on the way in (`_on_request`): the device is the
+broker-authenticated name in the topic, never a payload's claim; retained requests are
+ignored; the answer goes only to the device's own reply topic; a device over its rate is
+answered `rate_limited`; a payload that cannot be stored safely is answered `bad_request`
+before it reaches the engine. One bad request never fails another.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from hall import record
 from hall.engine import Engine
+from hall.limits import DeviceLimiter
 from hall.model import Event
 from hall.store import Store
 from hall.views import hall_state, window_profile, window_state
@@ -24,7 +35,7 @@ from quhao.config import ConfigError, SiteConfig
 from quhao.config import load as load_config
 from quhao.mqtt import Bus, Message, TlsFiles
 from quhao.topics import Topics
-from quhao.wire import BadPayload, decode_object, error, ok
+from quhao.wire import BadPayload, decode_object, error, ok, shown
 
 log = logging.getLogger("quhao.hall")
 
@@ -32,6 +43,9 @@ MAX_BATCH = 256
 HALL_STATE_INTERVAL_S = 0.25  # real seconds between hall/state publications at most
 TICK_INTERVAL_S = 1.0
 REQUEST_MEMORY_S = 2 * 86400  # how long a rid's answer is kept for retries
+MAX_RID = 128
+MAX_REPLY_TOPIC = 256
+HOUSEKEEPING_S = 5.0  # real seconds between disk checks, marker updates, checkpoints
 
 
 @dataclass
@@ -47,9 +61,19 @@ class Request:
 
 def rebuild(config: SiteConfig, store: Store, secret: bytes | None = None) -> Engine:
     engine = Engine(config, secret)
-    for event in store.events():
-        engine.apply(event)
+    try:
+        for event in store.events():
+            engine.apply(event)
+    except sqlite3.DatabaseError as exc:
+        raise record.RecordError(
+            f"{store.path}: damaged database ({exc}); restore the latest backup with "
+            "`quhao restore`"
+        ) from exc
     return engine
+
+
+class StorageRefused(Exception):
+    """A request whose answer or events cannot be stored (a bug if it ever happens)."""
 
 
 class HallService:
@@ -68,7 +92,14 @@ class HallService:
         self.secret = secret
         self.clock = clock or Clock()
         self.topics = Topics(config.site.id)
-        self.store = Store(Path(state_dir) / "hall.sqlite")
+        # The record first: a missing, foreign or damaged database is refused here, with
+        # one line saying how to restore, before anything could issue a number again.
+        self.state_dir = Path(state_dir)
+        self._lock: IO[str] | None = record.lock(self.state_dir)
+        record.check(self.state_dir, config.site.id)
+        self.store = Store(self.state_dir / record.DATABASE, site=config.site.id)
+        self._marked_seq = -1
+        self._mark_record()
         started = time.perf_counter()
         self.engine = rebuild(config, self.store, secret)
         self.answered = self.store.remembered_requests()
@@ -86,6 +117,11 @@ class HallService:
             availability_topic=self.topics.availability("hall"),
         )
         self.inbox: list[Request] = []
+        self.limiter = DeviceLimiter(
+            {"kiosk": config.limits.kiosk, "counter": config.limits.counter}
+        )
+        self.health: dict[str, Any] = {"state": "ok", "disk": "ok"}
+        self._health_published: dict[str, Any] = {}
         self._republish = threading.Event()
         self._hall_dirty = True
         self._hall_published_at = 0.0
@@ -108,6 +144,7 @@ class HallService:
         """Serve until stop is set; re-read config_path whenever reload is set."""
         next_tick = time.monotonic()
         next_prune = time.monotonic()
+        next_housekeeping = time.monotonic()
         while not stop.is_set():
             self.heartbeat = time.monotonic()
             if reload is not None and reload.is_set() and config_path is not None:
@@ -134,8 +171,10 @@ class HallService:
                 self._tick()
             if now_mono >= next_prune:
                 next_prune = now_mono + 3600
-                forgotten = self.store.forget_requests_before(self.clock.now() - REQUEST_MEMORY_S)
-                self.answered.difference_update(forgotten)
+                self._prune()
+            if now_mono >= next_housekeeping:
+                next_housekeeping = now_mono + HOUSEKEEPING_S
+                self._housekeeping()
             self._maybe_publish_hall_state()
 
     def reload(self, path: str | Path) -> bool:
@@ -165,7 +204,14 @@ class HallService:
 
     def close(self) -> None:
         self.bus.stop()
+        try:
+            self._mark_record()
+        except OSError as exc:
+            log.warning("record marker not updated at stop: %s", exc)
         self.store.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def _on_connect(self) -> None:
         self._republish.set()  # published from the loop, not from inside paho's callback
@@ -175,27 +221,51 @@ class HallService:
     def _on_request(self, message: Message) -> None:
         parsed = self.topics.parse_request(message.topic)
         if parsed is None:
-            log.warning("ignored request on malformed topic %r", message.topic)
+            log.warning("ignored request on malformed topic %s", shown(message.topic, 80))
             return
         device, action = parsed
+        if message.retain:
+            # A retained request would be redelivered on every reconnect of the hall.
+            log.warning("ignored a retained request from %s/%s", shown(device), shown(action))
+            return
         own_reply = self.topics.reply(device)
-        # Answer only under the asker's own reply topic, whatever it asked for.
-        wanted = message.response_topic or own_reply
-        reply_topic = (
-            wanted if wanted == own_reply or wanted.startswith(own_reply + "/") else own_reply
-        )
-        request = Request(device, action, reply_topic, message.correlation)
+        request = Request(device, action, self._reply_topic(own_reply, message), None)
+        request.correlation = (message.correlation or b"")[:128] or None
+        role = self.config.device_role(device)
+        if role is not None and not self.limiter.allow(device, role, time.monotonic()):
+            request.problem = "rate_limited"
+            self.inbox.append(request)
+            return
         try:
             payload = decode_object(message.payload)
         except BadPayload as exc:
             request.problem = str(exc)
         else:
             request.rid = payload.get("rid")
-            if not isinstance(request.rid, str) or not 1 <= len(request.rid) <= 128:
-                request.problem = "field 'rid' must be a string of 1 to 128 characters"
-                request.rid = request.rid if isinstance(request.rid, str | int) else None
+            if not isinstance(request.rid, str) or not 1 <= len(request.rid) <= MAX_RID:
+                request.problem = f"field 'rid' must be a string of 1 to {MAX_RID} characters"
+                request.rid = request.rid if _echoable(request.rid) else None
             request.payload = payload
         self.inbox.append(request)
+
+    @staticmethod
+    def _reply_topic(own_reply: str, message: Message) -> str:
+        """The asker's own reply topic, or a plain sub-topic of it; never anything else.
+
+        A wildcard, an empty level or an over-long name would make the publish fail (or
+        reach others): such a request is answered on the plain reply topic instead."""
+        wanted = message.response_topic
+        if not wanted or wanted == own_reply:
+            return own_reply
+        rest = wanted[len(own_reply) + 1 :] if wanted.startswith(own_reply + "/") else None
+        if (
+            rest
+            and len(wanted) <= MAX_REPLY_TOPIC
+            and all(rest.split("/"))
+            and not any(c in rest for c in "+#\0")
+        ):
+            return wanted
+        return own_reply
 
     def process(self, batch: list[Request]) -> None:
         answers: list[tuple[Request, dict[str, Any]]] = []
@@ -204,10 +274,7 @@ class HallService:
         decided: dict[tuple[str, str], dict[str, Any]] = {}
         for request in batch:
             if request.problem:
-                log.info(
-                    "bad request from %s/%s: %s", request.device, request.action, request.problem
-                )
-                answers.append((request, error(request.rid, "bad_request", request.problem)))
+                answers.append((request, self._problem_answer(request)))
                 continue
             key = (request.device, request.rid)
             previous = decided.get(key) or (
@@ -217,49 +284,156 @@ class HallService:
                 answers.append((request, previous))  # a retry: same answer, no effect
                 continue
             now = self.clock.now()
-            outcome = self.engine.handle(request.device, request.action, request.payload or {}, now)
-            if outcome.error:
-                log.info(
-                    "%s %s refused: %s (%s)",
-                    request.device,
-                    request.action,
-                    outcome.error.code,
-                    outcome.error.message,
-                )
-                response = error(request.rid, outcome.error.code, outcome.error.message)
-            else:
-                response = ok(request.rid, outcome.response)
+            try:
+                response, new_events = self._decide(request, now)
+            except StorageRefused as exc:
+                # The engine holds events it cannot store: keep what this batch decided
+                # before, then rebuild from the disk so the engine matches it again.
+                log.error("request from %s refused at the store: %s", request.device, exc)
+                if to_store and not self._commit(events, to_store):
+                    answers = self._unavailable(answers, decided)
+                    events = []
+                elif to_store:
+                    self.answered.update((d, r) for d, r, _, _ in to_store)
+                self._publish_answers(answers)
+                self._publish_events(events)
+                answers, events, to_store, decided = [], [], [], {}
+                self.engine = rebuild(self.config, self.store, self.secret)
+                answers.append((request, error(request.rid, "bad_request", str(exc))))
+                continue
             decided[key] = response
             to_store.append((request.device, request.rid, now, response))
-            events.extend(outcome.events)
+            events.extend(new_events)
             answers.append((request, response))
         if to_store and self._commit(events, to_store):
             self.answered.update((device, rid) for device, rid, _, _ in to_store)
         elif to_store:
-            answers = [
-                (
-                    r,
-                    error(r.rid, "unavailable", "the hall could not store this; retry")
-                    if not r.problem and (r.device, r.rid) in decided
-                    else a,
-                )
-                for r, a in answers
-            ]
+            answers = self._unavailable(answers, decided)
             events = []
-        for request, response in answers:
-            self.bus.publish(request.reply_topic, response, correlation=request.correlation)
+        self._publish_answers(answers)
         self._publish_events(events)
+
+    def _problem_answer(self, request: Request) -> dict[str, Any]:
+        if request.problem == "rate_limited":
+            log.warning("rate limited %s/%s", request.device, shown(request.action))
+            return error(None, "rate_limited", "too many requests from this device; slow down")
+        log.info(
+            "bad request from %s/%s: %s", request.device, shown(request.action), request.problem
+        )
+        return error(request.rid, "bad_request", request.problem or "bad request")
+
+    def _decide(self, request: Request, now: float) -> tuple[dict[str, Any], list[Event]]:
+        """The engine's answer, checked to be storable before the batch goes on."""
+        outcome = self.engine.handle(request.device, request.action, request.payload or {}, now)
+        if outcome.error:
+            log.info(
+                "%s %s refused: %s (%s)",
+                request.device,
+                request.action,
+                outcome.error.code,
+                outcome.error.message,
+            )
+            response = error(request.rid, outcome.error.code, outcome.error.message)
+        else:
+            response = ok(request.rid, outcome.response)
+        try:
+            for item in (response, *(e.data for e in outcome.events)):
+                json.dumps(item, ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise StorageRefused(f"cannot be stored: {exc}") from exc
+        return response, outcome.events
+
+    @staticmethod
+    def _unavailable(
+        answers: list[tuple[Request, dict[str, Any]]], decided: dict[tuple[str, str], Any]
+    ) -> list[tuple[Request, dict[str, Any]]]:
+        """Nothing of the batch is stored: its decided requests are answered `unavailable`
+        (retry with the same rid); problems and earlier answers stay as they were."""
+        return [
+            (
+                r,
+                error(r.rid, "unavailable", "the hall could not store this; retry")
+                if not r.problem and (r.device, r.rid) in decided
+                else a,
+            )
+            for r, a in answers
+        ]
+
+    def _publish_answers(self, answers: list[tuple[Request, dict[str, Any]]]) -> None:
+        for request, response in answers:
+            try:
+                self.bus.publish(request.reply_topic, response, correlation=request.correlation)
+            except (ValueError, TypeError, OSError) as exc:
+                # One answer that cannot be sent must not stop the hall or the others.
+                log.error("answer to %s not sent: %s", request.device, exc)
 
     def _commit(self, events: list[Event], to_store: list[tuple[str, str, float, dict]]) -> bool:
         touched = {e.data["ticket"] for e in events if "ticket" in e.data}
         try:
             self.store.commit(events, [self.engine.tickets[t] for t in touched], to_store)
+            self._set_health(state="ok")
             return True
-        except Exception:
+        except Exception as exc:
             # The engine already applied what the disk refused: rebuild it from the disk.
-            log.exception("commit failed; rebuilding state from the database")
+            log.error("commit failed (%s); rebuilding state from the database", exc)
+            self._set_health(state="storage_failed", detail=str(exc)[:200])
             self.engine = rebuild(self.config, self.store, self.secret)
             return False
+
+    # ---- housekeeping -----------------------------------------------------
+
+    def _mark_record(self) -> None:
+        """Tell the state directory how far its record goes (never past a commit)."""
+        seq = self.store.last_seq()
+        if seq != self._marked_seq:
+            record.write_marker(
+                self.state_dir,
+                record.Marker(self.config.site.id, self.store.database_id, seq, time.time()),
+            )
+            self._marked_seq = seq
+
+    def _housekeeping(self) -> None:
+        try:
+            self._mark_record()
+            self.store.checkpoint()
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("housekeeping: %s", exc)
+        try:
+            usage = os.statvfs(self.state_dir)
+            free_mb = usage.f_bavail * usage.f_frsize // (1 << 20)
+        except OSError:
+            return
+        low = free_mb < self.config.limits.disk_low_mb
+        if low and self.health.get("disk") != "low":
+            log.warning("disk low: %d MB free in %s", free_mb, self.state_dir)
+        self._set_health(disk="low" if low else "ok", disk_free_mb=free_mb)
+
+    def _prune(self) -> None:
+        now = self.clock.now()
+        try:
+            forgotten = self.store.forget_requests_before(now - REQUEST_MEMORY_S)
+            self.answered.difference_update(forgotten)
+            before = self.engine.person_keys_expire_before(now)
+            erased = self.store.erase_person_keys(before)
+            self.engine.forget_person_keys(before)
+            if erased:
+                log.info("erased the person keys of %d tickets (retention)", erased)
+        except sqlite3.Error as exc:
+            log.warning("pruning postponed: %s", exc)
+
+    def _set_health(self, **changes: Any) -> None:
+        self.health.update(changes)
+        if changes.get("state") == "ok":
+            self.health.pop("detail", None)
+        public = {k: v for k, v in self.health.items() if k != "disk_free_mb"}
+        if public != self._health_published:
+            self._health_published = dict(public)
+            try:
+                self.bus.publish(
+                    self.topics.status("hall"), {**self.health, "at": self.clock.now()}, retain=True
+                )
+            except (ValueError, OSError) as exc:
+                log.warning("hall status not published: %s", exc)
 
     # ---- publishing -------------------------------------------------------
 
@@ -332,3 +506,8 @@ class HallService:
         events = self.engine.tick(now)
         if events and self._commit(events, []):
             self._publish_events(events)
+
+
+def _echoable(rid: Any) -> bool:
+    """A malformed rid may be echoed back only if it is small and plain."""
+    return isinstance(rid, str | int) and not isinstance(rid, bool) and len(str(rid)) <= MAX_RID

@@ -8,7 +8,9 @@
   returns the same answer and changes nothing.
 
 Person keys (HMAC pseudonyms) are kept only inside `ticket.issued` events, for the
-quota; the raw ID number never reaches the hall.
+quota, and erased (`erase_person_keys`) once no quota window can need them; the raw
+ID number never reaches the hall. `secure_delete` overwrites what is erased, and the
+WAL is kept small, so an erased key does not linger in free pages or an old log.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hall.model import Event, Ticket
+from hall.record import RecordError, new_database_id
 
 SCHEMA_VERSION = 1
 
@@ -95,20 +98,63 @@ _UPSERT = (
 )
 
 
+WAL_AUTOCHECKPOINT_PAGES = 256  # ~1 MB: the log never grows to refill a freed disk
+JOURNAL_SIZE_LIMIT = 1 << 20  # after a checkpoint the WAL file is cut back to this
+
+
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, site: str | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # a ticket is on disk before it is answered
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.executescript(_SCHEMA)
-        row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if row is None:
-            self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: schema {row[0]}, this hall knows {SCHEMA_VERSION}")
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")  # on disk before it is answered
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self.db.execute("PRAGMA secure_delete=ON")  # erased person keys are overwritten
+            self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+            self.db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+            self.db.executescript(_SCHEMA)
+            meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise RecordError(
+                f"{self.path}: cannot use the database: {exc}; restore the latest backup "
+                "(`quhao restore`) or move the file aside"
+            ) from exc
+        if "schema" not in meta:
+            self._set_meta("schema", str(SCHEMA_VERSION))
+        elif int(meta["schema"]) != SCHEMA_VERSION:
+            raise RecordError(
+                f"{self.path}: schema {meta['schema']}, this hall knows {SCHEMA_VERSION}"
+            )
+        if site is not None and meta.get("site", site) != site:
+            raise RecordError(f"{self.path}: the record of site {meta['site']!r}, not {site!r}")
+        self.database_id = meta.get("database_id") or new_database_id()
+        if "database_id" not in meta:
+            self._set_meta("database_id", self.database_id)
+        if site is not None and "site" not in meta:
+            self._set_meta("site", site)
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def last_seq(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+
+    def checkpoint(self) -> None:
+        """Move the WAL into the database and cut the log file back."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def erase_person_keys(self, issued_before: float) -> int:
+        """Drop the person key from every ticket issued before this time (PIPL: keep the
+        minimum). What reports need — times, service, priority — stays."""
+        cursor = self.db.execute(
+            "UPDATE events SET data = json_remove(data, '$.person_key') "
+            "WHERE type = 'ticket.issued' AND at < ? "
+            "AND json_extract(data, '$.person_key') IS NOT NULL",
+            (issued_before,),
+        )
+        return cursor.rowcount
 
     def remembered_requests(self) -> set[tuple[str, str]]:
         """Every (device, rid) with a stored answer: lets the hall skip a query per request."""

@@ -91,21 +91,32 @@ def stop_on_signals() -> threading.Event:
 
 
 def cmd_hall(args: argparse.Namespace) -> int:
+    from hall import record
     from hall.service import HallService
 
     config = _load(args)
+    if args.reinit:
+        record.check_writable(args.state_dir)
+        moved = record.reinit(args.state_dir)
+        log.warning("--reinit: a new, empty record starts; set aside: %s", moved)
     # The hall checks staff card proofs with the site secret (when the site has one).
     secret = config.read_secret() if config.site.secret_file else None
     password, tls = credentials(args.credentials, "hall")
-    service = HallService(
-        config,
-        args.broker,
-        args.state_dir,
-        Clock.parse(args.clock),
-        password=password,
-        tls=tls,
-        secret=secret,
-    )
+    try:
+        service = HallService(
+            config,
+            args.broker,
+            args.state_dir,
+            Clock.parse(args.clock),
+            password=password,
+            tls=tls,
+            secret=secret,
+        )
+    except record.RecordError as exc:
+        # A person must act: systemd does not restart on this status (quhao-hall.service).
+        log.error("not starting: %s", exc)
+        print(f"quhao hall: {exc}", file=sys.stderr)
+        return record.EXIT_RECORD
     stop = stop_on_signals()
     reload = threading.Event()
     signal.signal(signal.SIGHUP, lambda signum, frame: reload.set())
@@ -397,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("hall", help="run the hall: the queue authority")
     _common(p, secret=True)
+    p.add_argument(
+        "--reinit",
+        action="store_true",
+        help="start a new, empty record; the old database is set aside, never deleted",
+    )
     p.set_defaults(func=cmd_hall)
 
     p = sub.add_parser("counter", help="run counter terminals (keypad, LED, rating pad)")

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from quhao.tomlpos import Path, key_lines, line_of
 
 PRIORITY_KINDS = ("elderly", "appointment", "green")
+DAY_END_POLICIES = ("expire", "carry_over")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # SHA-256 of secrets published with this repository (examples/site.secret): person keys
@@ -106,6 +107,33 @@ class QueueRules:
     number_width: int = 3
     rating_timeout_s: int = 30
     require_login: bool = False
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A token bucket: `per_s` requests a second on average, `burst` at once."""
+
+    per_s: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one device may ask of the hall (real seconds), and when the disk is low.
+
+    Defaults a real device never meets: a kiosk issues a ticket in no less than a few
+    seconds of a citizen's time; a clerk presses a key or two a second at most."""
+
+    kiosk: Rate = Rate(1.0, 5)
+    counter: Rate = Rate(5.0, 20)
+    disk_low_mb: int = 200  # device/hall/status says disk_low below this much free space
+
+
+@dataclass(frozen=True)
+class Privacy:
+    # A person key is erased from the hall's store at the end of the Nth day after the
+    # ticket's day (1: the end of the next day) — no quota window can need it later.
+    person_key_days: int = 1
 
 
 @dataclass(frozen=True)
@@ -222,9 +250,16 @@ class Site:
     id: str
     name: str
     timezone: ZoneInfo
-    hours: tuple[tuple[dtime, dtime], ...]
+    hours: tuple[tuple[dtime, dtime | None], ...]  # end None: until midnight (24:00)
     days: frozenset[int]  # 0 = Monday
     secret_file: FsPath | None = None
+    # What happens to tickets still waiting when the day ends: "expire" (closed as
+    # expired at the end of opening hours, so every day's record closes) or "carry_over"
+    # (a 24-hour or late hall: they keep their place, issue time and priority).
+    day_end: str = "expire"
+    # "expire" happens this long after the last opening span ends (hours are when tickets
+    # are issued; a hall may keep serving the ones issued a while after that).
+    expire_after_s: int = 0
     allow_example_secret: bool = False  # a simulated hall (demo, tests, `--allow-example-secret`)
 
 
@@ -240,6 +275,8 @@ class SiteConfig:
     keys: Keys = Keys()
     texts: Texts = Texts()
     ticket: TicketTemplate = TicketTemplate()
+    limits: Limits = Limits()
+    privacy: Privacy = Privacy()
     source: FsPath = field(default_factory=lambda: FsPath("site.toml"))
 
     def device_role(self, device: str) -> str | None:
@@ -353,8 +390,8 @@ def _non_negative(value: int) -> str | None:
     return None if value >= 0 else f"must be zero or more, got {value}"
 
 
-def _parse_hours(spans: list[Any]) -> tuple[tuple[dtime, dtime], ...] | str:
-    parsed = []
+def _parse_hours(spans: list[Any]) -> tuple[tuple[dtime, dtime | None], ...] | str:
+    parsed: list[tuple[dtime, dtime | None]] = []
     for span in spans:
         match = re.fullmatch(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})", str(span))
         if not match:
@@ -363,11 +400,11 @@ def _parse_hours(spans: list[Any]) -> tuple[tuple[dtime, dtime], ...] | str:
         if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2, m2) > (24, 0):
             return f"not a time of day: {span!r}"
         start = dtime(h1, m1)
-        end = dtime(23, 59, 59) if h2 == 24 else dtime(h2, m2)
-        if end <= start:
+        end = None if h2 == 24 else dtime(h2, m2)  # 24:00 is the end of the day itself
+        if end is not None and end <= start:
             return f"span ends before it starts: {span!r}"
         parsed.append((start, end))
-    return tuple(sorted(parsed))
+    return tuple(sorted(parsed, key=lambda span: span[0]))
 
 
 def load(path: str | FsPath) -> SiteConfig:
@@ -405,6 +442,8 @@ def loads(text: str, file: str | FsPath = "site.toml") -> SiteConfig:
             "keys",
             "texts",
             "ticket",
+            "limits",
+            "privacy",
         },
     )
     site = _site(r, top, file)
@@ -417,9 +456,58 @@ def loads(text: str, file: str | FsPath = "site.toml") -> SiteConfig:
     keys = _keys(r, top)
     texts = _texts(r, top)
     ticket = _ticket(r, top)
+    limits = _limits(r, top)
+    privacy = _privacy(r, top, services)
     return SiteConfig(
-        site, rules, services, windows, staff, kiosks, counters, keys, texts, ticket, file
+        site,
+        rules,
+        services,
+        windows,
+        staff,
+        kiosks,
+        counters,
+        keys,
+        texts,
+        ticket,
+        limits,
+        privacy,
+        file,
     )
+
+
+def _rate(r: _Reader, table: dict[str, Any], path: Path, key: str, default: Rate) -> Rate:
+    if key not in table:
+        return default
+    at: Path = (*path, key)
+    t = r.table(table[key], at, {"per_s", "burst"})
+    return Rate(
+        float(r.get(t, at, "per_s", (int, float), default.per_s, _positive)),
+        r.get(t, at, "burst", int, default.burst, _positive),
+    )
+
+
+def _limits(r: _Reader, top: dict[str, Any]) -> Limits:
+    path: Path = ("limits",)
+    t = r.table(top.get("limits", {}), path, {"kiosk", "counter", "disk_low_mb"})
+    d = Limits()
+    return Limits(
+        _rate(r, t, path, "kiosk", d.kiosk),
+        _rate(r, t, path, "counter", d.counter),
+        r.get(t, path, "disk_low_mb", int, d.disk_low_mb, _non_negative),
+    )
+
+
+def _privacy(r: _Reader, top: dict[str, Any], services: dict[str, Service]) -> Privacy:
+    path: Path = ("privacy",)
+    t = r.table(top.get("privacy", {}), path, {"person_key_days"})
+    days = r.get(t, path, "person_key_days", int, Privacy().person_key_days, _positive)
+    longest = max((s.quota.seconds for s in services.values() if s.quota), default=0)
+    if days * 86400 < longest:
+        raise r.fail(
+            (*path, "person_key_days"),
+            f"keys must outlive the longest quota window ({longest // 3600} hours)",
+        )
+    return Privacy(days)
 
 
 def _ticket(r: _Reader, top: dict[str, Any]) -> TicketTemplate:
@@ -534,7 +622,18 @@ def _texts(r: _Reader, top: dict[str, Any]) -> Texts:
 def _site(r: _Reader, top: dict[str, Any], file: FsPath) -> Site:
     path: Path = ("site",)
     t = r.table(
-        top.get("site", {}), path, {"id", "name", "timezone", "hours", "days", "secret_file"}
+        top.get("site", {}),
+        path,
+        {
+            "id",
+            "name",
+            "timezone",
+            "hours",
+            "days",
+            "secret_file",
+            "day_end",
+            "expire_after_minutes",
+        },
     )
     site_id = r.get(
         t,
@@ -563,8 +662,31 @@ def _site(r: _Reader, top: dict[str, Any], file: FsPath) -> Site:
         raise r.fail((*path, "days"), f"unknown day {bad[0]!r} (use {', '.join(WEEKDAYS)})")
     secret = r.get(t, path, "secret_file", str, "")
     secret_path = (file.parent / secret) if secret else None
+    day_end = r.get(
+        t,
+        path,
+        "day_end",
+        str,
+        "expire",
+        lambda v: None if v in DAY_END_POLICIES else f"use {' or '.join(DAY_END_POLICIES)}",
+    )
+    expire_after = r.get(
+        t,
+        path,
+        "expire_after_minutes",
+        int,
+        0,
+        lambda v: None if 0 <= v <= 24 * 60 else "must be 0 to 1440 minutes",
+    )
     return Site(
-        site_id, name, tz, hours, frozenset(WEEKDAYS.index(d) for d in days_raw), secret_path
+        site_id,
+        name,
+        tz,
+        hours,
+        frozenset(WEEKDAYS.index(d) for d in days_raw),
+        secret_path,
+        day_end,
+        expire_after * 60,
     )
 
 
