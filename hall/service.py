@@ -131,7 +131,7 @@ class HallService:
     # ---- running ----------------------------------------------------------
 
     def start(self) -> None:
-        self.bus.subscribe(self.topics.request_filter, self._on_request)
+        self.bus.subscribe(self.topics.request_filter, self._on_request, retain_as_published=True)
         self.bus.on_connect(self._on_connect)
         self.bus.connect_inline(required=False)
 
