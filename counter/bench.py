@@ -39,6 +39,10 @@ id = "{SITE_ID}"
 name = "基准测试大厅"
 hours = ["00:00-24:00"]
 
+[limits]
+kiosk = {{ per_s = 100000, burst = 100000 }}
+counter = {{ per_s = 100000, burst = 100000 }}
+
 [[services]]
 id = "bench"
 name = "基准业务"

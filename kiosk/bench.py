@@ -46,6 +46,10 @@ name = "基准测试大厅"
 hours = ["00:00-24:00"]
 secret_file = "bench.secret"
 
+[limits]
+kiosk = {{ per_s = 100000, burst = 100000 }}
+counter = {{ per_s = 100000, burst = 100000 }}
+
 [[services]]
 id = "bench"
 name = "基准业务"
