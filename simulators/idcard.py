@@ -7,6 +7,11 @@ on, 2 reset, 4 ATR request) or a command APDU, answered with the response APDU.
 
 The card answers `00 36 00 00 08` (the second-generation ID card's serial number)
 and `FF CA 00 00 00` with its 8-byte UID.
+
+A radio dropout (`VirtualIdCard.dropout`) is the card leaving the reader and
+coming back a moment later: pcscd, which asks vpcd every 400 ms, then reports the
+reader EMPTY for one of its polls (or two, for a longer dropout) while the card
+has in effect stayed.
 """
 
 from __future__ import annotations
@@ -105,6 +110,14 @@ class VirtualIdCard:
         self.inserted_at = time.perf_counter()
         self._thread = threading.Thread(target=self._serve, args=(sock,), daemon=True, name="vicc")
         self._thread.start()
+
+    def dropout(self, seconds: float = 0.05) -> None:
+        """The card drops off the reader for `seconds` and comes back, the same card.
+        Returns once it is back."""
+        uid = self.uid.hex()
+        self.remove()
+        time.sleep(seconds)
+        self.insert(uid)
 
     def remove(self) -> None:
         if self._sock is not None:

@@ -8,7 +8,10 @@ card on the reader (resident ID card, J, I and Y cards), and faults:
 - `no_card`: nothing on the reader (find → 0x80);
 - `bad_checksum`: the next answer goes out with a wrong checksum;
 - `read_failure`: reading the card fails (0x41);
-- `silent`: answers nothing.
+- `silent`: answers nothing;
+- a radio dropout (`dropout(polls)`): the card stays on the reader, but the next
+  `polls` find commands answer "no card" (0x80), as a real reader's field does
+  when a card lies at its edge or is nudged.
 """
 
 from __future__ import annotations
@@ -121,6 +124,8 @@ class SamSimulator:
         self.fault = ""
         self.commands: list[tuple[int, int]] = []
         self.last_frame_at = 0.0
+        self._dropout = 0  # find polls still to answer "no card" while the card stays
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._fds: tuple[int, int] | None = None
@@ -151,6 +156,18 @@ class SamSimulator:
 
     def remove(self) -> None:
         self.holder = None
+
+    def dropout(self, polls: int) -> None:
+        """The card stays on the reader, but the next `polls` find commands answer
+        "no card": a brief radio dropout."""
+        with self._lock:
+            self._dropout = polls
+
+    @property
+    def dropout_left(self) -> int:
+        """Find polls the current dropout still answers "no card" (0: it is over)."""
+        with self._lock:
+            return self._dropout
 
     def _serve(self, master: int) -> None:
         buffer = bytearray()
@@ -202,6 +219,10 @@ class SamSimulator:
         if command == (0x12, 0xFF):
             return self._status(0x90, bytes(16))
         if command == (0x20, 0x01):
+            with self._lock:
+                if card and self._dropout > 0:
+                    self._dropout -= 1
+                    card = None
             return self._status(0x9F, bytes(4)) if card else self._status(0x80)
         if command == (0x20, 0x02):
             return self._status(0x90, bytes(8)) if card else self._status(0x81)

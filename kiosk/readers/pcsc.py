@@ -3,20 +3,31 @@
 URI: `pcsc://` (the first reader) or `pcsc://?reader=Virtual%20PCD%2000%2000` (a
 reader whose name starts with that). A card is noticed the moment pcscd sees it
 (SCardGetStatusChange, no polling); its serial number is read with the ID card's
-APDU `00 36 00 00 08` (falling back to the PC/SC `FF CA 00 00 00`). A card left
-on the reader is read once. pcscd going away, or the reader being unplugged, is
-reported and waited out.
+APDU `00 36 00 00 08` (falling back to the PC/SC `FF CA 00 00 00`). pcscd going
+away, or the reader being unplugged, is reported and waited out.
+
+One presentation, one read (`kiosk.readers.presence`): a card left on the reader
+is read once. pcscd's reader state can flicker (SCARD_STATE_EMPTY for a moment,
+often for just one of its polls), so a card counts as removed only after the
+reader has been EMPTY for `absent_s` without a break. Every time pcscd reports a
+card (it counts insertions in the upper 16 bits of the event state, so a quick
+swap between two reports is seen too) its serial number is read and compared with
+the held card's by a keyed digest: the same card within `absent_s` is not
+delivered again; a different card is. A card held when pcscd or the reader went
+away is still held when it comes back (silence is not absence).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from smartcard import scard
 
 from kiosk.readers import CardRead
+from kiosk.readers.presence import DEFAULT_ABSENT_S, Fingerprints, Presence
 from quhao.devices import uri as uris
 from quhao.devices.state import DeviceState
 
@@ -35,12 +46,20 @@ class PcscReader:
         label: str,
         on_card: Callable[[CardRead], None],
         on_state: Callable[[str, str], None] | None = None,
+        *,
+        absent_s: float = DEFAULT_ABSENT_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`absent_s`: how long the reader must be EMPTY before the card counts as
+        removed; `clock`: monotonic seconds (injectable for tests)."""
         self.uri = uris.parse(uri, ("pcsc",))
         self.wanted = self.uri.params.get("reader", "")
         self.label = label
         self.on_card = on_card
         self.health = DeviceState("reader", label, log, on_state)
+        self.presence = Presence(absent_s)
+        self.clock = clock
+        self._fingerprints = Fingerprints()
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -68,10 +87,12 @@ class PcscReader:
             return
         self.health.set("ok", name)
         known = scard.SCARD_STATE_UNAWARE
-        present = False
+        present, empty, insertions = False, False, -1
         while not stop.is_set():
             rc, states = scard.SCardGetStatusChange(context, WAIT_MS, [(name, known)])
             if rc == scard.SCARD_E_TIMEOUT:
+                if empty:
+                    self.presence.absent(self.clock())  # still empty: a held card may expire
                 continue
             if rc != scard.SCARD_S_SUCCESS:
                 self.health.set("offline", f"reader lost: {scard.SCardGetErrorMessage(rc)}")
@@ -82,11 +103,23 @@ class PcscReader:
                 self.health.set("offline", "reader unplugged")
                 return
             now_present = bool(event_state & scard.SCARD_STATE_PRESENT)
-            if now_present and not present:
-                uid = self._read_uid(context, name)
-                if uid:
-                    self.on_card(CardRead(self.label, uid=uid))
-            present = now_present
+            empty = bool(event_state & scard.SCARD_STATE_EMPTY) and not now_present
+            count = event_state >> 16  # pcsc-lite: card insertions and removals so far
+            if empty:
+                self.presence.absent(self.clock())
+            elif now_present and (not present or count != insertions):
+                self._card_there(context, name)
+            present, insertions = now_present, count
+
+    def _card_there(self, context: int, name: str) -> None:
+        uid = self._read_uid(context, name)
+        now = self.clock()
+        if uid is None:
+            self.presence.present(now)  # a card, but which one is unknown
+        elif self.presence.identified(self._fingerprints.of(uid.encode()), now):
+            self.on_card(CardRead(self.label, uid=uid))
+        else:
+            log.debug("%s: the same card, back after a dropout: not read again", self.label)
 
     def _read_uid(self, context: int, name: str) -> str | None:
         rc, card, protocol = scard.SCardConnect(

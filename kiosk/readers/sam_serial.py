@@ -3,11 +3,20 @@
 URI: `serial:///dev/ttyUSB0?baud=115200`.
 
 At start: reset (10 FF) and status (11 FF). Then it polls: find card (20 01) →
-select (20 02) → read base message (30 01). A card that stays on the reader is
-read once; it can be read again after `find` has said it is gone. SW3 results
-other than success are logged with their meaning; a damaged frame (checksum,
-length) is logged and dropped — never a crash — and the exchange is tried again
-at the next poll. The port going away is reported and the port reopened.
+select (20 02) → read base message (30 01).
+
+One presentation, one read (`kiosk.readers.presence`): a card that stays on the
+reader is read once. A single "no card" answer to find is not the card leaving —
+real readers drop out for a poll or two — the card counts as removed only after
+find has said "no card" for `absent_s` without a break. The find answer does not
+say which card is there, so after any break the card is read again and compared
+with the held one by a keyed digest of its text (in memory only, never logged):
+the same card within `absent_s` is not delivered again; a different card is.
+
+SW3 results other than success are logged with their meaning; a damaged frame
+(checksum, length) is logged and dropped — never a crash — and the exchange is
+tried again at the next poll. The port going away is reported and the port
+reopened; a card held before that is still held (silence is not absence).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import serial
 
 from kiosk import sam
 from kiosk.readers import CardRead
+from kiosk.readers.presence import DEFAULT_ABSENT_S, Fingerprints, Presence
 from quhao.devices import uri as uris
 from quhao.devices.state import DeviceState
 
@@ -41,7 +51,12 @@ class SamReader:
         label: str,
         on_card: Callable[[CardRead], None],
         on_state: Callable[[str, str], None] | None = None,
+        *,
+        absent_s: float = DEFAULT_ABSENT_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`absent_s`: how long find must say "no card" before the card counts as
+        removed; `clock`: monotonic seconds (injectable for tests)."""
         self.uri = uris.parse(uri, ("serial",))
         self.baud = self.uri.int_param("baud", 115200)
         self.label = label
@@ -50,6 +65,9 @@ class SamReader:
         self.dropped_frames = 0
         self._port: serial.Serial | None = None
         self._decoder = sam.Decoder()
+        self.presence = Presence(absent_s)
+        self.clock = clock
+        self._fingerprints = Fingerprints()
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -86,17 +104,19 @@ class SamReader:
             )
             return
         self.health.set("ok", "")
-        present = False
         while not stop.is_set():
             found = self._exchange(sam.FIND_CARD)
             if found is None:
                 stop.wait(POLL_S)
                 continue
             if found.sw3 != sam.FOUND:
-                present = False
+                if found.sw3 == sam.NO_CARD:
+                    self.presence.absent(self.clock())
+                else:  # an error is no evidence either way
+                    log.debug("%s: find: %s", self.label, found.meaning)
                 stop.wait(POLL_S)
                 continue
-            if present:
+            if not self.presence.present(self.clock()):
                 stop.wait(POLL_S)  # the same card, still there
                 continue
             selected = self._exchange(sam.SELECT_CARD)
@@ -114,8 +134,11 @@ class SamReader:
             except sam.FrameError as exc:
                 log.warning("%s: unreadable card text: %s", self.label, exc)
                 continue
-            present = True
-            self.on_card(CardRead(self.label, identity=identity))
+            card = self._fingerprints.of(message.data[4 : 4 + 256])  # the card's text
+            if self.presence.identified(card, self.clock()):
+                self.on_card(CardRead(self.label, identity=identity))
+            else:
+                log.debug("%s: the same card, back after a dropout: not read again", self.label)
 
     def _exchange(self, cmd: tuple[int, int]) -> sam.Response | None:
         port = self._port
