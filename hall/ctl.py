@@ -12,7 +12,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from quhao.brokergen import DISPLAY_USER
+from quhao.brokergen import CTL_USER
 from quhao.config import SiteConfig
 from quhao.mqtt import Bus, Message, credentials
 from quhao.topics import Topics
@@ -84,11 +84,14 @@ def run_ctl(
 ) -> int:
     topics = Topics(config.site.id)
     view = HallView(config)
-    password, tls = credentials(credentials_dir, DISPLAY_USER)
+    # Logged in as the read-only user `ctl`, the broker makes the client id `ctl`
+    # (one session per user): it does not disturb a display or the demo's view.
+    # Without credentials (a development broker) any distinct client id will do.
+    password, tls = credentials(credentials_dir, CTL_USER)
     bus = Bus(
         broker,
-        f"ctl-{int(time.time() * 1000) % 100000}",
-        username=DISPLAY_USER if password else None,
+        CTL_USER if password or tls else f"ctl-{int(time.time() * 1000) % 100000}",
+        username=CTL_USER if password or tls else None,
         password=password,
         tls=tls,
     )

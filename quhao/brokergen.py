@@ -1,16 +1,47 @@
 """`quhao broker gen`: a hall's Mosquitto configuration from its site file.
 
 Writes into one folder:
-- `mosquitto.conf`: a loopback listener, a TLS listener for the LAN, a websockets
-  listener for browser displays; persistence; TCP_NODELAY; queue limits;
-- `passwd`: one user per device (and `hall`, `display`), PBKDF2-SHA512 hashes in
-  Mosquitto's `$7$` format;
-- `acl`: a device publishes requests only under `hall/req/{its name}/…`, reads only
-  its own `reply/{name}` and public state; only the hall publishes state and
-  events; `display` only reads; anonymous clients are refused;
+- `mosquitto.conf`: three listeners, each with its own settings
+  (`per_listener_settings true`); persistence; TCP_NODELAY; queue limits;
+- `passwd`: every user's password, PBKDF2-SHA512 in Mosquitto's `$7$` format;
+  `passwd-ws`: the same for `display` alone (the websockets listener);
+- `acl`: what each user may publish and read (below);
 - `ca/`: a private CA; `server.crt`/`server.key` for the TLS listener;
-- `credentials/{user}/`: what one device host needs — `password`, `ca.crt`,
-  `client.crt`, `client.key`.
+- `credentials/{user}/`: what one user's host needs — `password`, `ca.crt`, and
+  (all but the hall) `client.crt`, `client.key`.
+
+Listeners — who gets in, and as whom:
+- loopback `port` on 127.0.0.1: every user, with its password (the hall and tools
+  on the hall server; the tests and the demo run their devices here too);
+- TLS `tls_port` on the LAN address: kiosks, counters and read-only users, with a
+  client certificate signed by the hall's CA. The certificate is the identity
+  (`require_certificate`, `use_identity_as_username`): its CN is the user name, a
+  user name or password sent there is ignored, so no certificate logs in under
+  another user's name;
+- websockets `ws_port` on the loopback interface: `display` only, with its password
+  (its password file holds nothing else) — for a local web gateway that serves hall
+  screens; browsers never hold broker credentials. Bound by interface name (`lo`):
+  Mosquitto 2.0.11's libwebsockets binds an IP address given here to every address.
+
+Sessions: on every listener the client id is replaced by the user name
+(`use_username_as_clientid`), so nobody can take over another's session — nobody
+can knock the hall or a kiosk off, or fire its offline Last Will, by connecting with
+its client id. Two connections of one user do take each other over, so each kind of
+read-only program has its own user and they run side by side: `display` (the web
+gateway for hall screens), `ctl` (`quhao ctl`), `monitor` (the demo's live view, or
+any other read-only tool). Two copies of one program share a session: the newer
+takes it over. The hall gets no client certificate: it connects on loopback only.
+
+ACL (the same on every listener; anonymous clients are refused everywhere):
+- `hall` reads and writes everything under `quhao/{site}/`;
+- a device (kiosk or counter) publishes requests only under
+  `hall/req/{its name}/…`, reads only its own `reply/{its name}` and the public
+  state (hall state, window state and profile, the hall's availability), and
+  reads and writes its own `device/{its name}/…`;
+- read-only users read the hall state, windows, events, and devices'
+  availability and status, and publish nothing.
+A Last Will is a publish like any other: a kiosk's Will on the hall's availability
+is dropped when it fires.
 
 Run it again after adding devices: existing passwords, the CA and existing client
 certificates are kept, new ones are added; send Mosquitto SIGHUP to reload.
@@ -31,7 +62,12 @@ from typing import Any
 from quhao.config import SiteConfig
 
 PBKDF2_ROUNDS = 1000
-HALL_USER, DISPLAY_USER = "hall", "display"
+HALL_USER, DISPLAY_USER, CTL_USER, MONITOR_USER = "hall", "display", "ctl", "monitor"
+READ_ONLY_USERS = (DISPLAY_USER, CTL_USER, MONITOR_USER)
+# Users that only ever connect on the hall server's loopback: no client certificate.
+LOOPBACK_ONLY_USERS = (HALL_USER,)
+# The only user the websockets listener lets in.
+WEBSOCKETS_USERS = (DISPLAY_USER,)
 
 
 def password_hash(password: str, salt: bytes | None = None) -> str:
@@ -43,7 +79,7 @@ def password_hash(password: str, salt: bytes | None = None) -> str:
 
 
 def users(config: SiteConfig) -> list[str]:
-    return [HALL_USER, *config.kiosks, *config.counters, DISPLAY_USER]
+    return [HALL_USER, *config.kiosks, *config.counters, *READ_ONLY_USERS]
 
 
 def acl(config: SiteConfig) -> str:
@@ -71,15 +107,16 @@ def acl(config: SiteConfig) -> str:
             *(f"topic read {topic}" for topic in public_reads),
             "",
         ]
-    lines += [
-        f"user {DISPLAY_USER}",
-        f"topic read {root}/hall/state",
-        f"topic read {root}/window/#",
-        f"topic read {root}/event/#",
-        f"topic read {root}/device/+/availability",
-        f"topic read {root}/device/+/status",
-        "",
-    ]
+    for reader in READ_ONLY_USERS:
+        lines += [
+            f"user {reader}",
+            f"topic read {root}/hall/state",
+            f"topic read {root}/window/#",
+            f"topic read {root}/event/#",
+            f"topic read {root}/device/+/availability",
+            f"topic read {root}/device/+/status",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -89,10 +126,11 @@ def mosquitto_conf(
     return f"""# Generated by `quhao broker gen` for a hall. Paths are absolute.
 # Started as root, Mosquitto drops to this user (which must read the files here).
 user {run_as}
-per_listener_settings false
-allow_anonymous false
-password_file {out}/passwd
-acl_file {out}/acl
+
+# Who may log in, as whom, and what they may do is set per listener below.
+# On every listener the client id is replaced by the user name
+# (use_username_as_clientid): no client can take over another's session.
+per_listener_settings true
 
 persistence true
 persistence_location {data}/
@@ -111,20 +149,35 @@ log_type warning
 log_type notice
 connection_messages true
 
-# Daemons on the hall server itself.
+# Daemons and tools on the hall server itself: every user, with its password.
 listener {port} 127.0.0.1
+allow_anonymous false
+password_file {out}/passwd
+acl_file {out}/acl
+use_username_as_clientid true
 
-# Kiosks and counters on the LAN: TLS with a client certificate and a password.
+# Kiosks, counters and read-only users on the LAN. The client certificate is
+# the identity: its CN is the user name (a password sent here is not used).
 listener {tls_port} {lan_bind}
 cafile {out}/ca/ca.crt
 certfile {out}/server.crt
 keyfile {out}/server.key
 require_certificate true
+use_identity_as_username true
 tls_version tlsv1.2
+allow_anonymous false
+acl_file {out}/acl
+use_username_as_clientid true
 
-# Browser displays (read-only user `{DISPLAY_USER}`).
-listener {ws_port} {lan_bind}
+# A web gateway on the hall server (browsers never hold broker credentials):
+# only the read-only user `{DISPLAY_USER}` is in its password file. Loopback only,
+# named by interface: given 127.0.0.1, libwebsockets would listen on every address.
+listener {ws_port} lo
 protocol websockets
+allow_anonymous false
+password_file {out}/passwd-ws
+acl_file {out}/acl
+use_username_as_clientid true
 """
 
 
@@ -145,9 +198,9 @@ def generate(
     data.mkdir(parents=True, exist_ok=True)
     credentials = out / "credentials"
     passwords = {user: _password(credentials / user) for user in users(config)}
-    _write(
-        out / "passwd", "".join(f"{u}:{password_hash(p)}\n" for u, p in passwords.items()), 0o600
-    )
+    hashes = {user: password_hash(p) for user, p in passwords.items()}
+    _write(out / "passwd", "".join(f"{u}:{h}\n" for u, h in hashes.items()), 0o600)
+    _write(out / "passwd-ws", "".join(f"{u}:{hashes[u]}\n" for u in WEBSOCKETS_USERS), 0o600)
     _write(out / "acl", acl(config), 0o644)
     ca_key, ca_cert = _ca(out / "ca", config.site.id)
     names = tuple(dict.fromkeys((*hosts, socket.gethostname(), "localhost", "127.0.0.1", "::1")))
@@ -164,16 +217,11 @@ def generate(
     for user in passwords:
         folder = credentials / user
         _write_bytes(folder / "ca.crt", ca_pem, 0o644)
-        if not (folder / "client.crt").exists():
-            _issue(
-                ca_key,
-                ca_cert,
-                folder / "client.crt",
-                folder / "client.key",
-                user,
-                (),
-                server=False,
-            )
+        if user in LOOPBACK_ONLY_USERS or (folder / "client.crt").exists():
+            continue
+        # The CN is the user name the TLS listener gives this certificate.
+        crt, key = folder / "client.crt", folder / "client.key"
+        _issue(ca_key, ca_cert, crt, key, user, (), server=False)
     conf = out / "mosquitto.conf"
     _write(conf, mosquitto_conf(out, port, tls_port, ws_port, lan_bind, run_as, data), 0o644)
     _hand_over(out, data, run_as)
@@ -190,7 +238,7 @@ def _hand_over(out: Path, data: Path, run_as: str) -> None:
         entry = pwd.getpwnam(run_as)
     except KeyError:
         return
-    for path in (out / "passwd", out / "acl", out / "server.key", data):
+    for path in (out / "passwd", out / "passwd-ws", out / "acl", out / "server.key", data):
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 

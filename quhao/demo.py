@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from quhao.broker import Mosquitto, free_ports
-from quhao.brokergen import DISPLAY_USER, generate
+from quhao.brokergen import MONITOR_USER, generate
 from quhao.clock import Clock
 from quhao.config import SiteConfig, load
 from quhao.mqtt import Bus, credentials
@@ -511,9 +511,9 @@ class _View:
 
         self.demo, self.config = demo, config
         self.view = HallView(config)
-        password, _ = credentials(demo.out / "broker" / "credentials", DISPLAY_USER)
+        password, _ = credentials(demo.out / "broker" / "credentials", MONITOR_USER)
 
-        self.bus = Bus(demo.broker_url, "demo-view", username=DISPLAY_USER, password=password)
+        self.bus = Bus(demo.broker_url, MONITOR_USER, username=MONITOR_USER, password=password)
         topics = Topics(config.site.id)
         self.bus.subscribe(topics.hall_state, self.view.on_message)
         self.bus.subscribe(topics.window_state("+"), self.view.on_message)

@@ -72,21 +72,36 @@ class TlsFiles:
 
 
 def credentials(root: str | Path | None, user: str) -> tuple[str | None, TlsFiles | None]:
-    """A device's password and TLS files from a `quhao broker gen` credentials folder."""
+    """A user's password and TLS files, from a credentials folder in either layout.
+
+    - `quhao broker gen`'s: `root/{user}/password`, `ca.crt`, `client.crt`, `client.key`;
+    - systemd's, where a unit loads that user's folder as one credential
+      (`LoadCredential={user}:/etc/quhao/credentials/{user}`) and `root` is
+      `$CREDENTIALS_DIRECTORY`: systemd.exec(5) says "If an absolute path referring
+      to a directory is specified, every file in that directory (recursively) will
+      be loaded as a separate credential. The ID for each credential will be the
+      provided ID suffixed with "_$FILENAME"", so the files are
+      `root/{user}_password`, `root/{user}_ca.crt`, `root/{user}_client.crt`,
+      `root/{user}_client.key`.
+
+    A missing file is None (no password: log in without one; no CA: no TLS files).
+    """
     if root is None:
         return None, None
-    folder = Path(root) / user
-    password_file = folder / "password"
-    password = password_file.read_text().strip() if password_file.exists() else None
-    tls = None
-    if (folder / "ca.crt").exists():
-        cert, key = folder / "client.crt", folder / "client.key"
-        tls = TlsFiles(
-            str(folder / "ca.crt"),
-            str(cert) if cert.exists() else None,
-            str(key) if key.exists() else None,
-        )
-    return password, tls
+    base = Path(root)
+    folder = base / user
+
+    def file(name: str) -> Path | None:
+        path = folder / name if folder.is_dir() else base / f"{user}_{name}"
+        return path if path.is_file() else None
+
+    password_file = file("password")
+    password = password_file.read_text().strip() if password_file else None
+    ca = file("ca.crt")
+    if ca is None:
+        return password, None
+    cert, key = file("client.crt"), file("client.key")
+    return password, TlsFiles(str(ca), str(cert) if cert else None, str(key) if key else None)
 
 
 def device_bus(

@@ -161,14 +161,22 @@ MATRIX = [
     ("display", "read", f"{R}/event/ticket.called", True),
     ("display", "read", f"{R}/hall/req/kiosk-K1/issue", False),
     ("display", "read", f"{R}/reply/kiosk-K1", False),
+    ("ctl", "pub", f"{R}/window/1/state", False),
+    ("ctl", "pub", f"{R}/device/ctl/status", False),
+    ("ctl", "read", f"{R}/window/1/state", True),
+    ("ctl", "read", f"{R}/reply/counter-W1", False),
+    ("monitor", "pub", f"{R}/hall/req/monitor/issue", False),
+    ("monitor", "read", f"{R}/hall/state", True),
+    ("monitor", "read", f"{R}/hall/req/counter-W1/call", False),
     ("hall", "pub", f"{R}/window/1/state", True),
     ("hall", "read", f"{R}/hall/req/kiosk-K1/issue", True),
 ]
 
 
 def test_acl_matrix_of_roles_topics_and_directions(hall_broker: HallBroker) -> None:
-    probes: dict[str, Probe] = {}
     publisher = Probe(hall_broker.broker.port, "hall", hall_broker.password("hall"))
+    # one connection per user: a second login as the same user takes over the session
+    probes: dict[str, Probe] = {"hall": publisher}
     try:
         for user, action, topic, allowed in MATRIX:
             if user not in probes:
@@ -178,7 +186,7 @@ def test_acl_matrix_of_roles_topics_and_directions(hall_broker: HallBroker) -> N
             got = probe.may_publish(topic) if action == "pub" else probe.may_read(topic, publisher)
             assert got is allowed, f"{user} {action} {topic}: allowed={got}, want {allowed}"
     finally:
-        for probe in [*probes.values(), publisher]:
+        for probe in probes.values():
             probe.close()
 
 
@@ -287,11 +295,13 @@ def test_the_suite_runs_through_the_generated_authenticated_broker(
         assert issued["ticket"]["number"] == "A001"
         keys.tap("KEY_KPENTER")
         led.wait_for(lambda t: "A001" in t)
-        # the counter's own name cannot be borrowed to act for another window
+        bus.stop()
+        # the counter's own name cannot be borrowed to act for another window (after
+        # the counter stopped: a second login as counter-W1 takes over its session)
+        assert counter.stop() == 0
         impostor = Probe(hall_broker.broker.port, "counter-W1", hall_broker.password("counter-W1"))
         assert not impostor.may_publish(f"{R}/hall/req/counter-W2/call")
         impostor.close()
-        bus.stop()
     finally:
         counter.stop()
         hall.stop()
@@ -395,3 +405,35 @@ def test_counter_and_kiosk_say_ready(broker: Mosquitto, tmp_path: Path) -> None:
     for daemon in daemons:
         assert daemon.stop() == 0
     sock.close()
+
+
+def test_broker_gen_again_keeps_every_secret_and_binds_identity(tmp_path: Path) -> None:
+    out = tmp_path / "broker"
+    kwargs = {"lan_bind": "10.0.0.2", "run_as": "mosquitto"}
+    generate(load(SITE), out, **kwargs)
+    secrets_ = sorted(
+        p for p in out.rglob("*") if p.is_file() and p.name not in ("passwd", "passwd-ws")
+    )
+    before = {p: p.read_bytes() for p in secrets_ if p.name not in ("server.crt", "server.key")}
+    generate(load(SITE), out, **kwargs)
+    assert {p: p.read_bytes() for p in before} == before
+    users = [line.split(":")[0] for line in (out / "passwd").read_text().splitlines()]
+    assert {"hall", "display", "ctl", "monitor", "kiosk-K1", "counter-W1"} <= set(users)
+    assert [line.split(":")[0] for line in (out / "passwd-ws").read_text().splitlines()] == [
+        "display"
+    ]
+    # the hall connects on loopback only: no client certificate to present on the LAN
+    assert not (out / "credentials" / "hall" / "client.crt").exists()
+    for user in ("kiosk-K1", "display", "ctl", "monitor"):
+        assert (out / "credentials" / user / "client.crt").exists(), user
+    listeners = (out / "mosquitto.conf").read_text().split("\nlistener ")[1:]
+    assert [block.split("\n")[0] for block in listeners] == [
+        "1883 127.0.0.1",
+        "8883 10.0.0.2",
+        "9001 lo",
+    ]
+    for block in listeners:
+        assert "use_username_as_clientid true" in block and "allow_anonymous false" in block
+    assert "use_identity_as_username true" in listeners[1]
+    assert "require_certificate true" in listeners[1] and "password_file" not in listeners[1]
+    assert f"password_file {out}/passwd-ws" in listeners[2]
