@@ -25,6 +25,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from quhao.wire import encode
 
@@ -133,7 +134,7 @@ class Bus:
         self._stopping = False
         self._inline = False
         self._next_reconnect = 0.0
-        self._subscriptions: dict[str, int] = {}
+        self._subscriptions: dict[str, SubscribeOptions] = {}
         self._on_connect_hooks: list[Callable[[], None]] = []
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
         # A device logs in under its own name: the ACL is written for that name.
@@ -238,8 +239,8 @@ class Bus:
         if reason.is_failure:
             log.error("broker refused connection as %s: %s", self.client_id, reason)
             return
-        for topic_filter, qos in self._subscriptions.items():
-            client.subscribe(topic_filter, qos)
+        for topic_filter, options in self._subscriptions.items():
+            client.subscribe(topic_filter, options=options)
         if self.availability_topic:
             self.publish(self.availability_topic, {"state": "online"}, retain=True)
         self.connected.set()
@@ -257,7 +258,12 @@ class Bus:
     # ---- messages ---------------------------------------------------------
 
     def subscribe(
-        self, topic_filter: str, handler: Callable[[Message], None], qos: int = 1
+        self,
+        topic_filter: str,
+        handler: Callable[[Message], None],
+        qos: int = 1,
+        *,
+        retain_as_published: bool = False,
     ) -> None:
         def callback(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
             props = getattr(msg, "properties", None)
@@ -275,9 +281,12 @@ class Bus:
                 log.exception("handler for %s failed", msg.topic)
 
         self.client.message_callback_add(topic_filter, callback)
-        self._subscriptions[topic_filter] = qos
+        # retainAsPublished: a subscriber can tell a retained message from a live one even
+        # when it arrives live (the hall ignores retained requests).
+        options = SubscribeOptions(qos=qos, retainAsPublished=retain_as_published)
+        self._subscriptions[topic_filter] = options
         if self.connected.is_set():
-            self.client.subscribe(topic_filter, qos)
+            self.client.subscribe(topic_filter, options=options)
 
     def publish(
         self,
