@@ -15,7 +15,10 @@ Rules, all from the site configuration:
   there is called (anti-starvation);
 - per-person quota as a sliding window over the person key; a staff override
   issues anyway and records the staff id;
-- several terminals at one window call independently (一窗双岗).
+- several terminals at one window call independently (一窗双岗);
+- the live state stays small however long the hall runs: once a day `tick` archives
+  the settled tickets of the days before yesterday (`tickets.archived`) — the store
+  keeps them for reports; an action naming one is answered `unknown_ticket`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from hall.model import Event, Refused, Status, Terminal, Ticket
@@ -42,6 +45,8 @@ class Outcome:
 
 
 MAX_AGE = 130  # an age the kiosk read from a birth date; anything else is not a person's
+ARCHIVE_AFTER_DAYS = 1  # settled tickets of days before yesterday leave the live state
+SETTLED = frozenset({Status.FINISHED, Status.SKIPPED, Status.VOIDED, Status.EXPIRED})
 
 
 class Engine:
@@ -255,10 +260,13 @@ class Engine:
         return None
 
     def _tickets_held(self, key: str, service: str, now: float, seconds: int) -> int:
+        # An archived ticket (no longer in `tickets`) was settled and not voided: archiving
+        # drops voided tickets from the history.
         return sum(
             1
             for at, tid in self.person_history.get((key, service), ())
-            if now - at < seconds and self.tickets[tid].status != Status.VOIDED
+            if now - at < seconds
+            and ((ticket := self.tickets.get(tid)) is None or ticket.status != Status.VOIDED)
         )
 
     def _ahead(self, day: str, service: str, priority: bool) -> int:
@@ -550,12 +558,17 @@ class Engine:
     # ---- ticking ----------------------------------------------------------
 
     def tick(self, now: float) -> list[Event]:
-        """Time-driven facts: the end of a day for tickets still waiting, and a waiting
-        ticket passing its service's maximum wait."""
+        """Time-driven facts: the end of a day for tickets still waiting, the archiving of
+        settled tickets of earlier days, and a waiting ticket passing its service's
+        maximum wait."""
         day = self.day_of(now)
         events = self._day_end(day, now)
         for event in events:
             self.apply(event)
+        archive = self._archive(day, now)
+        for event in archive:
+            self.apply(event)
+        events += archive
         alerts: list[Event] = []
         for (queue_day, service_id, _), queue in self.queues.items():
             service = self.config.services.get(service_id)
@@ -580,6 +593,19 @@ class Engine:
         for event in alerts:
             self.apply(event)
         return events + alerts
+
+    def _archive(self, today: str, now: float) -> list[Event]:
+        """Once a day: settled tickets of the days before yesterday leave the live state.
+
+        Nothing the rules decide needs them (their numbers and queues are past; the store
+        keeps them for reports), and the live state — what a snapshot holds and start-up
+        loads — stays one or two days of tickets however long the hall has run. Settled
+        tickets of yesterday stay, so a rating or a reinstatement just after midnight still
+        finds its ticket. Due whenever a day before yesterday still has a number counter."""
+        before = (date.fromisoformat(today) - timedelta(days=ARCHIVE_AFTER_DAYS)).isoformat()
+        if not any(day < before for day, _ in self.last_number):
+            return []
+        return [Event("tickets.archived", now, {"before": before})]
 
     def _day_end(self, today: str, now: float) -> list[Event]:
         """Waiting tickets of a day that has ended: expired, or carried into today."""
@@ -719,6 +745,29 @@ class Engine:
         ticket.rating_state = "unrated" if e.data["level"] is None else "rated"
         ticket.rating_reason = e.data.get("reason", "")
 
+    def _apply_archived(self, e: Event) -> None:
+        """Drop what only days before `before` needed: settled tickets, number counters,
+        service times, empty queues, and quota history no window can see any more."""
+        before = e.data["before"]
+        for ticket in [
+            t for t in self.tickets.values() if t.queue_day < before and t.status in SETTLED
+        ]:
+            del self.tickets[ticket.id]
+            if ticket.status == Status.VOIDED and ticket.person_key:
+                history = self.person_history.get((ticket.person_key, ticket.origin_service))
+                if history and (ticket.issued_at, ticket.id) in history:
+                    history.remove((ticket.issued_at, ticket.id))
+        for key in [k for k in self.last_number if k[0] < before]:
+            del self.last_number[key]
+        for key in [k for k in self.service_time if k[0] < before]:
+            del self.service_time[key]
+        for qkey in [k for k, queue in self.queues.items() if k[0] < before and not queue]:
+            del self.queues[qkey]
+        for hkey, history in list(self.person_history.items()):
+            history[:] = [(at, tid) for at, tid in history if e.at - at < self.longest_quota_s]
+            if not history:
+                del self.person_history[hkey]
+
     def _apply_max_wait(self, e: Event) -> None:
         self.tickets[e.data["ticket"]].wait_alerted = True
 
@@ -789,6 +838,7 @@ _APPLY = {
     "ticket.expired": Engine._apply_expired,
     "ticket.carried": Engine._apply_carried,
     "ticket.rated": Engine._apply_rated,
+    "tickets.archived": Engine._apply_archived,
     "alert.max_wait": Engine._apply_max_wait,
     "terminal.login": Engine._apply_login,
     "terminal.logout": Engine._apply_logout,

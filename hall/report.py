@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hall.store import TICKET_COLUMNS
+from hall.store import TICKET_COLUMNS, day_events
 
 LEVELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
 
@@ -113,10 +112,7 @@ def build(
             (day,),
         )
     ]
-    events = [
-        (r["at"], r["type"], json.loads(r["data"]))
-        for r in db.execute("SELECT at, type, data FROM events ORDER BY seq")
-    ]
+    events = day_events(db, day)  # one day's, by index: a year of log is not read
     db.close()
     names = dict(service_names or {})
     services: dict[str, Group] = {}

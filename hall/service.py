@@ -28,6 +28,10 @@ from hall import record
 from hall.engine import Engine
 from hall.limits import DeviceLimiter
 from hall.model import Event
+from hall.snapshot import EVERY_EVENTS as SNAPSHOT_EVERY
+from hall.snapshot import FORMAT as SNAPSHOT_FORMAT
+from hall.snapshot import SnapshotError, decode, restore
+from hall.snapshot import save as save_snapshot
 from hall.store import Store
 from hall.views import hall_state, window_profile, window_state
 from quhao.clock import Clock
@@ -59,17 +63,85 @@ class Request:
     problem: str | None = None  # why it cannot be decided at all (bad_request)
 
 
-def rebuild(config: SiteConfig, store: Store, secret: bytes | None = None) -> Engine:
-    engine = Engine(config, secret)
+@dataclass(frozen=True)
+class Rebuilt:
+    engine: Engine
+    snapshot_seq: int  # the snapshot it started from; 0: the whole log was replayed
+    replayed: int  # events applied after it
+    ms: float
+
+
+def rebuild(
+    config: SiteConfig, store: Store, secret: bytes | None = None, *, snapshots: bool = True
+) -> Engine:
+    return load_state(config, store, secret, snapshots=snapshots).engine
+
+
+def load_state(
+    config: SiteConfig, store: Store, secret: bytes | None = None, *, snapshots: bool = True
+) -> Rebuilt:
+    """The engine as the store records it: the newest snapshot that loads, plus the events
+    after it (or every event, when there is none). A snapshot that does not load
+    (damaged, another format) is skipped with a warning and an older one tried."""
+    started = time.perf_counter()
     try:
-        for event in store.events():
-            engine.apply(event)
+        found = _newest_usable_snapshot(config, store, secret) if snapshots else None
+        engine, since = found or (Engine(config, secret), 0)
+        replayed = 0
+        try:
+            for event in store.events_after(since):
+                engine.apply(event)
+                replayed += 1
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if not since:
+                raise
+            log.warning(
+                "the events after the snapshot at seq %d do not apply to it (%r); "
+                "replaying the whole log instead",
+                since,
+                exc,
+            )
+            return load_state(config, store, secret, snapshots=False)
     except sqlite3.DatabaseError as exc:
         raise record.RecordError(
             f"{store.path}: damaged database ({exc}); restore the latest backup with "
             "`quhao restore`"
         ) from exc
-    return engine
+    ms = (time.perf_counter() - started) * 1000
+    if since:
+        log.info(
+            "state rebuilt from snapshot at seq %d + %d events in %.0f ms (%d live tickets)",
+            since,
+            replayed,
+            ms,
+            len(engine.tickets),
+        )
+    else:
+        log.info(
+            "state rebuilt from all %d events (no snapshot) in %.0f ms (%d live tickets)",
+            replayed,
+            ms,
+            len(engine.tickets),
+        )
+    return Rebuilt(engine, since, replayed, ms)
+
+
+def _newest_usable_snapshot(
+    config: SiteConfig, store: Store, secret: bytes | None
+) -> tuple[Engine, int] | None:
+    last = store.last_seq()
+    below: int | None = None
+    while (stored := store.latest_snapshot(below)) is not None:
+        below = stored.seq
+        try:
+            if stored.seq > last:
+                raise SnapshotError(f"it is ahead of the last event ({last})")
+            if stored.format != SNAPSHOT_FORMAT:
+                raise SnapshotError(f"format {stored.format}, this hall reads {SNAPSHOT_FORMAT}")
+            return restore(config, secret, decode(stored.state)), stored.seq
+        except SnapshotError as exc:
+            log.warning("snapshot at seq %d skipped: %s", stored.seq, exc)
+    return None
 
 
 class StorageRefused(Exception):
@@ -87,9 +159,11 @@ class HallService:
         password: str | None = None,
         tls: TlsFiles | None = None,
         secret: bytes | None = None,
+        snapshot_every: int = SNAPSHOT_EVERY,
     ) -> None:
         self.config = config
         self.secret = secret
+        self.snapshot_every = snapshot_every
         self.clock = clock or Clock()
         self.topics = Topics(config.site.id)
         # The record first: a missing, foreign or damaged database is refused here, with
@@ -100,14 +174,10 @@ class HallService:
         self.store = Store(self.state_dir / record.DATABASE, site=config.site.id)
         self._marked_seq = -1
         self._mark_record()
-        started = time.perf_counter()
-        self.engine = rebuild(config, self.store, secret)
+        self._snapshot_seq = 0  # the newest snapshot this hall loaded or wrote
+        self._events_since_snapshot = 0
+        self.engine = self._rebuild()
         self.answered = self.store.remembered_requests()
-        log.info(
-            "state rebuilt from %d tickets in %.0f ms",
-            len(self.engine.tickets),
-            (time.perf_counter() - started) * 1000,
-        )
         self.bus = Bus(
             broker,
             "hall",
@@ -175,6 +245,8 @@ class HallService:
             if now_mono >= next_housekeeping:
                 next_housekeeping = now_mono + HOUSEKEEPING_S
                 self._housekeeping()
+            if self._events_since_snapshot >= self.snapshot_every:
+                self.write_snapshot(f"{self._events_since_snapshot} events since the last")
             self._maybe_publish_hall_state()
 
     def reload(self, path: str | Path) -> bool:
@@ -298,7 +370,7 @@ class HallService:
                 self._publish_answers(answers)
                 self._publish_events(events)
                 answers, events, to_store, decided = [], [], [], {}
-                self.engine = rebuild(self.config, self.store, self.secret)
+                self.engine = self._rebuild()
                 answers.append((request, error(request.rid, "bad_request", str(exc))))
                 continue
             decided[key] = response
@@ -372,12 +444,13 @@ class HallService:
         try:
             self.store.commit(events, [self.engine.tickets[t] for t in touched], to_store)
             self._set_health(state="ok")
+            self._events_since_snapshot += len(events)
             return True
         except Exception as exc:
             # The engine already applied what the disk refused: rebuild it from the disk.
             log.error("commit failed (%s); rebuilding state from the database", exc)
             self._set_health(state="storage_failed", detail=str(exc)[:200])
-            self.engine = rebuild(self.config, self.store, self.secret)
+            self.engine = self._rebuild()
             return False
 
     # ---- housekeeping -----------------------------------------------------
@@ -418,8 +491,44 @@ class HallService:
             self.engine.forget_person_keys(before)
             if erased:
                 log.info("erased the person keys of %d tickets (retention)", erased)
+            if self._snapshot_seq and self._snapshot_seq not in self.store.snapshot_seqs():
+                # the erasure dropped the snapshots holding those keys: take a clean one
+                self.write_snapshot("person keys erased")
         except sqlite3.Error as exc:
             log.warning("pruning postponed: %s", exc)
+
+    # ---- snapshots --------------------------------------------------------
+
+    def _rebuild(self) -> Engine:
+        rebuilt = load_state(self.config, self.store, self.secret)
+        self._snapshot_seq = rebuilt.snapshot_seq
+        self._events_since_snapshot = rebuilt.replayed  # many: the loop takes one soon
+        return rebuilt.engine
+
+    def write_snapshot(self, why: str) -> bool:
+        """Store the engine's state as of the last committed event (the loop calls this
+        between batches, so the engine is exactly the fold of the stored events)."""
+        try:
+            saved = save_snapshot(self.store, self.engine, self.clock.now())
+        except (SnapshotError, sqlite3.Error, OSError, ValueError) as exc:
+            log.warning("snapshot not written (%s): %s", why, exc)
+            self._events_since_snapshot = 0  # try again after as many events
+            return False
+        self._snapshot_seq, self._events_since_snapshot = saved.seq, 0
+        log.info(
+            "snapshot at seq %d (%s): %d live tickets, %d KB (%d KB of JSON), "
+            "%.0f ms (state %.0f, JSON+zlib %.0f, write %.0f)",
+            saved.seq,
+            why,
+            saved.tickets,
+            saved.stored_bytes // 1024,
+            saved.json_bytes // 1024,
+            saved.state_ms + saved.encode_ms + saved.write_ms,
+            saved.state_ms,
+            saved.encode_ms,
+            saved.write_ms,
+        )
+        return True
 
     def _set_health(self, **changes: Any) -> None:
         self.health.update(changes)
@@ -499,6 +608,7 @@ class HallService:
     def _tick(self) -> None:
         now = self.clock.now()
         day = self.engine.day_of(now)
+        day_ended = bool(self._day) and day != self._day
         if day != self._day:
             if self._day:
                 log.info("new day %s: numbering starts again", day)
@@ -506,6 +616,12 @@ class HallService:
         events = self.engine.tick(now)
         if events and self._commit(events, []):
             self._publish_events(events)
+        if day_ended:
+            # The day's end is settled (expired or carried, archived): erase the person
+            # keys that are due, then keep that state, so a start-up tomorrow begins here.
+            self._prune()
+            if self._snapshot_seq != self.store.last_seq():
+                self.write_snapshot("day end")
 
 
 def _echoable(rid: Any) -> bool:

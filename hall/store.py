@@ -6,6 +6,10 @@
   given twice, whatever the code above does.
 - `requests`: the stored response to each (device, rid), so a repeated request
   returns the same answer and changes nothing.
+- `snapshots`: the engine's state as of an event (hall/snapshot.py), the newest few:
+  start-up loads the newest that is usable and replays only the events after it.
+  Events are indexed by time and by day (`EVENT_DAY`), so a day's report and the
+  erasure of person keys read one range, not the whole log.
 
 Person keys (HMAC pseudonyms) are kept only inside `ticket.issued` events, for the
 quota, and erased (`erase_person_keys`) once no quota window can need them; the raw
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +31,12 @@ from hall.record import RecordError, new_database_id
 
 SCHEMA_VERSION = 1
 
-_SCHEMA = """
+# The day an event belongs to, for the report: the ticket's id ("2026-11-23/A001") for
+# ticket events and alerts, the day for refusals. Indexed, so one day is one range scan.
+EVENT_DAY = "coalesce(json_extract(data, '$.ticket'), json_extract(data, '$.day'))"
+ERASE_MARGIN_S = 2 * 86400  # an erasure looks this far behind the previous one (clock steps)
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     seq  INTEGER PRIMARY KEY,
@@ -66,6 +76,15 @@ CREATE TABLE IF NOT EXISTS requests (
     PRIMARY KEY (device, rid)
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests(at);
+CREATE INDEX IF NOT EXISTS events_at ON events(at);
+CREATE INDEX IF NOT EXISTS events_day ON events({EVENT_DAY});
+CREATE TABLE IF NOT EXISTS snapshots (
+    seq               INTEGER PRIMARY KEY,
+    at                REAL NOT NULL,
+    format            INTEGER NOT NULL,
+    person_keys_since REAL,
+    state             BLOB NOT NULL
+);
 """
 
 TICKET_COLUMNS = (
@@ -147,14 +166,100 @@ class Store:
 
     def erase_person_keys(self, issued_before: float) -> int:
         """Drop the person key from every ticket issued before this time (PIPL: keep the
-        minimum). What reports need — times, service, priority — stays."""
-        cursor = self.db.execute(
-            "UPDATE events SET data = json_remove(data, '$.person_key') "
-            "WHERE type = 'ticket.issued' AND at < ? "
-            "AND json_extract(data, '$.person_key') IS NOT NULL",
-            (issued_before,),
+        minimum). What reports need — times, service, priority — stays. Every snapshot
+        that holds such a key is rewritten without it (deleted, if it cannot be read);
+        returns the events changed.
+
+        Only the time since the previous erasure (less a margin) is searched, through the
+        index on time, so a year of events is not read every hour."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'keys_erased_before'").fetchone()
+            since = float(row[0]) - ERASE_MARGIN_S if row else float("-inf")
+            cursor = db.execute(
+                "UPDATE events SET data = json_remove(data, '$.person_key') "
+                "WHERE at >= ? AND at < ? AND type = 'ticket.issued' "
+                "AND json_extract(data, '$.person_key') IS NOT NULL",
+                (since, issued_before),
+            )
+            erased = cursor.rowcount
+            self._erase_from_snapshots(issued_before)
+            if not row or float(row[0]) < issued_before:
+                self._set_meta("keys_erased_before", repr(issued_before))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return erased
+
+    def _erase_from_snapshots(self, issued_before: float) -> None:
+        from hall import snapshot  # the snapshot format lives there (it needs the engine)
+
+        rows = self.db.execute(
+            "SELECT seq, state FROM snapshots WHERE person_keys_since < ?", (issued_before,)
+        ).fetchall()
+        for seq, blob in rows:
+            try:
+                data = snapshot.forget_person_keys(snapshot.decode(blob), issued_before)
+                since = snapshot.person_keys_since(data)
+            except (snapshot.SnapshotError, KeyError, TypeError, ValueError):
+                self.db.execute("DELETE FROM snapshots WHERE seq = ?", (seq,))
+                continue
+            self.db.execute(
+                "UPDATE snapshots SET state = ?, person_keys_since = ? WHERE seq = ?",
+                (snapshot.encode(data), since, seq),
+            )
+
+    # ---- snapshots ----------------------------------------------------------
+
+    def save_snapshot(
+        self,
+        seq: int,
+        at: float,
+        format: int,
+        state: bytes,
+        person_keys_since: float | None,
+        keep: int = 3,
+    ) -> None:
+        """Store the engine's state as of event `seq`; keep only the newest `keep`."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT OR REPLACE INTO snapshots (seq, at, format, person_keys_since, state) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (seq, at, format, person_keys_since, state),
+            )
+            db.execute(
+                "DELETE FROM snapshots WHERE seq NOT IN "
+                "(SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)",
+                (keep,),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def latest_snapshot(self, below: int | None = None) -> StoredSnapshot | None:
+        """The newest snapshot (older than event `below`, if given), or None."""
+        row = self.db.execute(
+            "SELECT seq, at, format, state FROM snapshots WHERE seq < ? ORDER BY seq DESC LIMIT 1",
+            (below if below is not None else 1 << 62,),
+        ).fetchone()
+        return (
+            StoredSnapshot(int(row[0]), float(row[1]), int(row[2]), bytes(row[3])) if row else None
         )
-        return cursor.rowcount
+
+    def snapshot_seqs(self) -> list[int]:
+        return [int(r[0]) for r in self.db.execute("SELECT seq FROM snapshots ORDER BY seq")]
+
+    def events_after(self, seq: int) -> Iterator[Event]:
+        """The events after `seq`, in order: what a snapshot at `seq` has not seen."""
+        for at, kind, data in self.db.execute(
+            "SELECT at, type, data FROM events WHERE seq > ? ORDER BY seq", (seq,)
+        ):
+            yield Event(kind, at, json.loads(data))
 
     def remembered_requests(self) -> set[tuple[str, str]]:
         """Every (device, rid) with a stored answer: lets the hall skip a query per request."""
@@ -164,8 +269,7 @@ class Store:
         self.db.close()
 
     def events(self) -> Iterator[Event]:
-        for at, kind, data in self.db.execute("SELECT at, type, data FROM events ORDER BY seq"):
-            yield Event(kind, at, json.loads(data))
+        return self.events_after(0)
 
     def response(self, device: str, rid: str) -> dict[str, Any] | None:
         row = self.db.execute(
@@ -205,6 +309,27 @@ class Store:
                 "DELETE FROM requests WHERE at < ? RETURNING device, rid", (at,)
             )
         ]
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    seq: int  # the last event it has folded in
+    at: float  # hall time it was taken
+    format: int
+    state: bytes  # zlib-compressed JSON (hall/snapshot.py)
+
+
+def day_events(db: sqlite3.Connection, day: str) -> list[tuple[float, str, dict[str, Any]]]:
+    """(at, type, data) of every event of one day's tickets and of that day's refusals,
+    in commit order: one range scan of the `events_day` index, however long the log."""
+    return [
+        (at, kind, json.loads(data))
+        for at, kind, data in db.execute(
+            f"SELECT at, type, data FROM events WHERE {EVENT_DAY} >= ? AND {EVENT_DAY} < ? "
+            "ORDER BY seq",
+            (day, day + "0"),  # "2026-11-23" and "2026-11-23/…", and nothing after ("/" < "0")
+        )
+    ]
 
 
 def _ticket_row(t: Ticket) -> tuple[Any, ...]:

@@ -111,6 +111,7 @@ def cmd_hall(args: argparse.Namespace) -> int:
             password=password,
             tls=tls,
             secret=secret,
+            snapshot_every=max(1, args.snapshot_every),
         )
     except record.RecordError as exc:
         # A person must act: systemd does not restart on this status (quhao-hall.service).
@@ -275,6 +276,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from quhao.surgebench import run_surge_bench
 
         results["surge"] = run_surge_bench()
+    if args.target == "startup":  # not in "all": building its record takes minutes once
+        from hall.history import run_startup_bench
+
+        results["startup"] = run_startup_bench(args.days, args.per_day, args.cache)
     if args.target == "all":
         _bench_summary(results)
     if args.json:
@@ -452,6 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start a new, empty record; the old database is set aside, never deleted",
     )
+    p.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=20_000,
+        help="events between snapshots of the state (start-up replays at most about this "
+        "many); one is also taken at each day's end (default 20000)",
+    )
     p.set_defaults(func=cmd_hall)
 
     p = sub.add_parser("counter", help="run counter terminals (keypad, LED, rating pad)")
@@ -607,7 +619,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_staff)
 
     p = sub.add_parser("bench", help="benchmarks against a bare MQTT baseline")
-    p.add_argument("target", choices=["hall", "kiosk", "counter", "surge", "all"])
+    p.add_argument("target", choices=["hall", "kiosk", "counter", "surge", "startup", "all"])
+    p.add_argument("--days", type=int, default=365, help="startup: days of record")
+    p.add_argument("--per-day", type=int, default=2000, help="startup: tickets a day")
+    p.add_argument("--cache", type=Path, help="startup: where the record is built and reused")
     p.add_argument("--swipes", type=int, default=60, help="kiosk: cards per reader type")
     p.add_argument("--presses", type=int, default=200, help="counter: key presses")
     p.add_argument("--clients", type=int, default=14)

@@ -8,7 +8,13 @@ Invariants checked after every step:
 - no ticket is called twice without first going back to waiting;
 - the quota is never exceeded without a staff override;
 - the anti-starvation interleave holds;
-- replaying the event log rebuilds exactly the same state.
+- replaying the event log rebuilds exactly the same state;
+- a snapshot (taken at any step, through JSON and zlib) plus the events after it gives
+  exactly the same state as well, and so does a snapshot of the state just reached;
+- archiving drops only settled tickets of days before yesterday;
+- after person keys are erased (retention), neither the state nor a snapshot kept
+  holds one of them, and a kept snapshot rewritten without them still gives exactly the
+  state of a full replay of the erased log.
 """
 
 from __future__ import annotations
@@ -22,8 +28,16 @@ from hypothesis import event as label
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from hall.engine import Engine
+from hall.engine import SETTLED, Engine
 from hall.model import Event, Status
+from hall.snapshot import (
+    decode,
+    encode,
+    forget_person_keys,
+    person_keys_since,
+    restore,
+    snapshot,
+)
 from quhao.config import load
 
 CONFIG = load(Path(__file__).parent / "sites" / "small.toml")
@@ -47,6 +61,12 @@ class EngineMachine(RuleBasedStateMachine):
         self.now = START
         self.log: list[Event] = []
         self.issued_ids: set[str] = set()
+        self.archived: set[str] = set()
+        # the log folded into a fresh engine, and into the engine restored from a snapshot
+        self.replayed, self.replayed_upto = Engine(CONFIG), 0
+        self.stored: tuple[bytes, int, float | None] | None = None  # blob, log length, keys
+        self.restored: Engine | None = None
+        self.restored_upto = 0
         self.numbers: set[tuple[str, str, str]] = set()
         self.streak = dict.fromkeys(TERMINALS, 0)
 
@@ -197,14 +217,63 @@ class EngineMachine(RuleBasedStateMachine):
 
     @rule()
     def tick(self) -> None:
-        self.log.extend(self.engine.tick(self.now))
+        before = {tid: t for tid, t in self.engine.tickets.items()}
+        events = self.engine.tick(self.now)
+        self.log.extend(events)
+        gone = set(before) - set(self.engine.tickets)
+        archived = [e.data["before"] for e in events if e.type == "tickets.archived"]
+        if gone:
+            label("tick: tickets archived")
+            assert archived, "tickets vanished without being archived"
+            assert all(
+                before[tid].status in SETTLED and before[tid].queue_day < archived[0]
+                for tid in gone
+            ), "an unsettled or recent ticket was archived"
+        self.archived |= gone
+
+    @rule()
+    def take_snapshot(self) -> None:
+        """Serialise the state here (JSON + zlib, as stored); replay the rest on top."""
+        data = snapshot(self.engine)
+        self.stored = (encode(data), len(self.log), person_keys_since(data))
+        self._restore()
+
+    def _restore(self) -> None:
+        assert self.stored is not None
+        blob, self.restored_upto, _ = self.stored
+        self.restored = restore(CONFIG, None, decode(blob))
+
+    @rule(days=st.integers(0, 3))
+    def erase_person_keys(self, days: int) -> None:
+        """Retention, as the hall does it: the store erases the keys from the log and
+        rewrites a snapshot holding one of them without it, and the engine forgets them."""
+        before = self.now - days * 86400
+        self.engine.forget_person_keys(before)
+        self.log = [
+            Event(e.type, e.at, {k: v for k, v in e.data.items() if k != "person_key"})
+            if e.type == "ticket.issued" and e.at < before
+            else e
+            for e in self.log
+        ]
+        self.replayed, self.replayed_upto = Engine(CONFIG), 0  # a full replay of the new log
+        if self.stored is not None:
+            blob, upto, keys_since = self.stored
+            if keys_since is not None and keys_since < before:
+                label("erase: a snapshot rewritten")
+                data = forget_person_keys(decode(blob), before)  # as Store.erase_person_keys
+                assert (person_keys_since(data) or before) >= before
+                self.stored = (encode(data), upto, person_keys_since(data))
+            self._restore()  # the kept snapshot, then the rest of the log as it is now
+        kept = person_keys_since(snapshot(self.engine))
+        assert kept is None or kept >= before, "the state still holds an erased key"
 
     # ---- invariants -------------------------------------------------------
 
     @invariant()
     def nothing_vanishes(self) -> None:
         engine = self.engine
-        assert set(engine.tickets) == self.issued_ids
+        assert set(engine.tickets) | self.archived == self.issued_ids
+        assert not set(engine.tickets) & self.archived
         queued = [entry[2] for queue in engine.queues.values() for entry in queue]
         assert len(queued) == len(set(queued)), "a ticket is queued twice"
         waiting = {tid for tid, t in engine.tickets.items() if t.status == Status.WAITING}
@@ -219,25 +288,44 @@ class EngineMachine(RuleBasedStateMachine):
 
     @invariant()
     def replay_rebuilds_the_same_state(self) -> None:
-        if len(self.log) % 7:  # replaying every step is slow; every few is plenty
-            return
-        replayed = Engine(CONFIG)
-        for event in self.log:
-            replayed.apply(event)
-        assert _snapshot(replayed) == _snapshot(self.engine)
+        # The log folded into a fresh engine so far, one step's events at a time: the
+        # same as replaying the whole log from the start (started again after erasures).
+        for event in self.log[self.replayed_upto :]:
+            self.replayed.apply(event)
+        self.replayed_upto = len(self.log)
+        assert state(self.replayed) == state(self.engine)
+
+    @invariant()
+    def snapshot_and_tail_rebuild_the_same_state(self) -> None:
+        if self.restored is not None:
+            for event in self.log[self.restored_upto :]:
+                self.restored.apply(event)
+            self.restored_upto = len(self.log)
+            assert state(self.restored) == state(self.engine)
+        here = restore(CONFIG, None, decode(encode(snapshot(self.engine))))
+        assert state(here) == state(self.engine)
 
 
-def _snapshot(engine: Engine) -> tuple:
-    tickets = {
-        tid: (t.status, t.service, t.window, t.order, t.recalls, t.rating_state)
-        for tid, t in engine.tickets.items()
-    }
-    terms = {
-        name: (t.current, t.open, t.paused, t.staff, t.priority_streak)
-        for name, t in engine.terminals.items()
-    }
-    queues = {k: list(v) for k, v in engine.queues.items() if v}
-    return tickets, terms, queues, dict(engine.last_number)
+def state(engine: Engine) -> tuple:
+    """Everything the engine holds, compared without the snapshot code's help: every
+    field of every ticket and terminal (dataclass equality), queues and terminals in
+    their order (it decides the order of events), counters, history, times, seq."""
+    assert set(vars(engine)) == ENGINE_ATTRIBUTES, "new engine state: teach the snapshot"
+    return (
+        list(engine.tickets.items()),
+        list(engine.terminals.items()),
+        [(k, list(v)) for k, v in engine.queues.items()],
+        dict(engine.last_number),
+        {k: list(v) for k, v in engine.person_history.items()},
+        dict(engine.service_time),
+        engine.seq,
+    )
+
+
+ENGINE_ATTRIBUTES = {
+    *("config", "secret", "authority", "longest_quota_s"),
+    *("tickets", "last_number", "terminals", "queues", "person_history", "service_time", "seq"),
+}
 
 
 EngineMachine.TestCase.settings = settings(
