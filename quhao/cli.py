@@ -446,6 +446,28 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    import json
+
+    from hall.chaos import Plan, run_chaos
+
+    plan = Plan.short() if args.short else Plan()
+    chosen = {
+        "kills": args.kills,
+        "kiosks": args.kiosks,
+        "counters": args.counters,
+        "malformed": args.malformed,
+        "broker_restarts": args.broker_restarts,
+    }
+    plan = dataclasses.replace(plan, **{k: v for k, v in chosen.items() if v is not None})
+    result = run_chaos(plan, args.out)
+    if args.json:
+        args.json.write_text(json.dumps({**result.figures, "ok": result.ok}, indent=2) + "\n")
+    if result.work is not None:
+        print(f"the run's files: {result.work}")
+    return 0 if result.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quhao", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -630,6 +652,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--log-level", default="WARNING")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("chaos", help="SIGKILL, flood and starve a hall under load; lose nothing")
+    p.add_argument("--short", action="store_true", help="the small version `make test` runs")
+    p.add_argument("--kills", type=int, help="SIGKILLs of the serving hall (default 100)")
+    p.add_argument("--kiosks", type=int, help="kiosk processes (default 6)")
+    p.add_argument("--counters", type=int, help="counter processes (default 3)")
+    p.add_argument("--malformed", type=int, help="malformed requests (default 30000)")
+    p.add_argument("--broker-restarts", type=int, help="Mosquitto kills (default 4)")
+    p.add_argument("--out", type=Path, help="keep the run's files here (default: a temp dir)")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    p.set_defaults(func=cmd_chaos)
     return parser
 
 
