@@ -181,7 +181,7 @@ def test_only_the_newest_few_snapshots_are_kept(tmp_path: Path) -> None:
 # ---- retention ---------------------------------------------------------------
 
 
-def test_erasing_person_keys_drops_every_snapshot_that_holds_one(tmp_path: Path) -> None:
+def test_erasing_person_keys_rewrites_every_snapshot_that_holds_one(tmp_path: Path) -> None:
     config = load(SITE)
     store = Store(tmp_path / "hall.sqlite")
     engine = Engine(config, SECRET)
