@@ -177,7 +177,13 @@ class HallService:
         self._snapshot_seq = 0  # the newest snapshot this hall loaded or wrote
         self._events_since_snapshot = 0
         self.engine = self._rebuild()
-        self.answered = self.store.remembered_requests()
+        try:
+            self.answered = self.store.remembered_requests()
+        except sqlite3.DatabaseError as exc:
+            raise record.RecordError(
+                f"{self.store.path}: damaged database ({exc}); restore the latest backup "
+                "with `quhao restore`"
+            ) from exc
         self.bus = Bus(
             broker,
             "hall",

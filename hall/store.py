@@ -161,8 +161,15 @@ class Store:
         return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
 
     def checkpoint(self) -> None:
-        """Move the WAL into the database and cut the log file back."""
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Move the WAL into the database and cut the log file back.
+
+        Never waits: with a reader open (a backup copying) TRUNCATE would block the hall's
+        loop for up to busy_timeout; it returns busy at once and a later round truncates."""
+        self.db.execute("PRAGMA busy_timeout=0")
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self.db.execute("PRAGMA busy_timeout=5000")
 
     def erase_person_keys(self, issued_before: float) -> int:
         """Drop the person key from every ticket issued before this time (PIPL: keep the
