@@ -32,6 +32,7 @@ def test_short_chaos_run(tmp_path: Path) -> None:
     assert min(f["p50_ratio"], f["p50_ratio_vs_echo"]) <= plan.latency_limit
     assert set(f["ok_by_action"]) >= {"issue", "call", "recall", "skip", "transfer", "finish"}
     phases = f["phases"]
-    assert phases["damaged records"].startswith("8 of 8"), transcript
+    handled, _, cases = phases["damaged records"].split()[:3]  # "8 of 8 handled …"
+    assert handled == cases and int(cases) >= 8, transcript
     assert "midnight expire" in phases and "midnight carry_over" in phases
     assert time.monotonic() - began < 180, transcript

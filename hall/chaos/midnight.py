@@ -3,7 +3,10 @@
 A 24-hour site (`day_end` = "expire" or "carry_over") and a hall whose clock starts a
 few seconds before a local midnight. A kiosk issues without pause across midnight; a
 counter calls one ticket before it. Just after midnight (hall time) the hall is SIGKILLed
-and started again with the same clock. Then the counter calls again.
+— under "expire" 0.2–0.6 s after, before its first tick of the new day has ended the old
+one; under "carry_over" right after that tick, once the day-end snapshot is written, so
+the next hall starts from it — and started again with the same clock. Then the counter
+calls again.
 
 Checked from the database: each day's numbers of each service run 1, 2, 3 … with no gap
 and no repeat (the new day starts again at 00001); the old day's waiting tickets are all
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 TZ = ZoneInfo("Asia/Shanghai")
 OLD_DAY, NEW_DAY = "2030-01-01", "2030-01-02"
 MIDNIGHT = datetime(2030, 1, 2, 0, 0, tzinfo=TZ)
+DAY_END = b"(day end)"  # the hall's log line for the snapshot it writes when a day ends
 
 
 def _wait_hall_time(clock: Clock, at: float) -> None:
@@ -83,7 +87,14 @@ def midnight_phase(run: ChaosRun, policy: str) -> None:
         _wait_hall_time(clock, MIDNIGHT.timestamp() - 1.0)
         first = counter.ask("call", {}, "c.before")
         calls.append((first.final or {}).get("ticket"))
-        _wait_hall_time(clock, MIDNIGHT.timestamp() + run.rng.uniform(0.2, 0.6))
+        if policy == "expire":
+            # before the hall's first tick of the new day has done the day's end
+            _wait_hall_time(clock, MIDNIGHT.timestamp() + run.rng.uniform(0.2, 0.6))
+        else:
+            # just after it: the day-end snapshot is written, the next hall starts from it
+            deadline = time.monotonic() + 2.0
+            while DAY_END not in hall.new_output() and time.monotonic() < deadline:
+                time.sleep(0.005)
         killed_at = clock.now() - MIDNIGHT.timestamp()
         hall.kill()
         run.figures["kills"] += 1
@@ -106,8 +117,9 @@ def midnight_phase(run: ChaosRun, policy: str) -> None:
     snapshot(state / DATABASE, copy)
     summary = _check_days(run, policy, copy, calls)
     run.report_findings(site_id, check_records(records, copy))
+    started_from = "a snapshot" if b"rebuilt from snapshot" in hall.new_output() else "the log"
     run.figures.setdefault("phases", {})[f"midnight {policy}"] = (
-        f"killed {killed_at:.2f} s after midnight; {summary}"
+        f"killed {killed_at:.2f} s after midnight, restarted from {started_from}; {summary}"
     )
 
 

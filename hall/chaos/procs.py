@@ -87,16 +87,18 @@ class HallProc:
         raise TimeoutError(f"the hall did not serve within {timeout:g} s; see {self.log}")
 
     def refusal(self, *extra: str, timeout: float = 60.0) -> tuple[int, str]:
-        """Run a hall that is expected not to start: (exit status, its `quhao hall:` line)."""
+        """Run a hall that is expected not to start: (exit status, its `quhao hall:` line).
+        If it starts serving instead, it is killed and the status is -1."""
         proc = self.spawn(*extra)
-        try:
-            status = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return -1, "it started"
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            if READY in self.new_output() or time.monotonic() > deadline:
+                self.kill()
+                return -1, "it started"
+            time.sleep(0.02)
         lines = self.new_output().decode("utf-8", "replace").splitlines()
         said = [line for line in lines if line.startswith("quhao hall: ")]
-        return status, " | ".join(said)
+        return proc.returncode, " | ".join(said)
 
     @property
     def alive(self) -> bool:

@@ -129,6 +129,8 @@ class ChaosRun:
             self.latency("before")
             self.fuzz_phase()
             self.latency("after")
+            echo_stop.set()  # before the broker restarts: it has done its part
+            echo.join(10)
             self.copy_older_record()
             self.kill_phase()
             self.final_checks()
