@@ -305,7 +305,9 @@ class Store:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # A full disk may have rolled the transaction back already: say what failed.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
 
     def forget_requests_before(self, at: float) -> list[tuple[str, str]]:
