@@ -3,25 +3,30 @@
 Threads, each with one job:
 - keypad reader: key events → intents, stamped at press time with a rid and
   with `expect` (the number the clerk sees as current), then queued;
+- staff card reader (optional, PC/SC): a staff card logs its clerk in with a card
+  proof (HMAC of the UID with the site secret; the UID never leaves the counter);
 - actions: sends queued intents to the hall one at a time, in order;
 - display worker (LedDisplay): makes the LED show what the window state says;
 - rating reader and rating clock: the 好差评 pad.
 The LED follows the retained `window/{n}/state`, so it is right after any
-restart of the counter, the hall or the broker.
+restart of the counter, the hall or the broker; until that state has arrived it
+is sent nothing (it keeps what it showed), never a blank frame.
+
+A clerk proves who they are: staff number, PIN (the LED asks for it and never
+shows the digits), or the staff card. The hall checks the proof.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from counter.keypad import CallerKeypad, Ignored, Intent
+from counter.keypad import AskPin, CallerKeypad, Ignored, Intent, staff_id_for
 from counter.led.display import LedDisplay
 from counter.rating import LEVEL_NAMES, Rating, RatingPad
 from kiosk.readers import CardRead
@@ -31,6 +36,7 @@ from quhao.devices.inputevent import KeyEvent
 from quhao.devices.keysource import KeySource
 from quhao.mqtt import Message, device_bus
 from quhao.rpc import HallClient, HallUnavailable
+from quhao.staffauth import card_proof
 from quhao.topics import Topics
 from quhao.wire import BadPayload, decode_object
 
@@ -42,10 +48,14 @@ REFUSAL_NOTICES = {
     "busy": "请先完成当前业务",
     "no_ticket": "当前无办理号",
     "not_logged_in": "请先登录工号",
-    "unknown_staff": "工号不存在",
+    "unknown_staff": "工号或密码错误",
     "unknown_service": "业务编号不存在",
     "unavailable": "系统繁忙 请重试",
 }
+# A refused login: a wrong PIN, an unknown staff number, a card the hall does not know.
+LOGIN_REFUSED = {"unknown_staff": "工号或密码错误", "forbidden": "工号或密码错误"}
+CARD_REFUSED = "工作证无效"
+PIN_PROMPT = "请输入密码"
 NOTICE_S = 3.0
 QUEUE_EMPTY_NOTICE = "暂无等候"
 
@@ -73,6 +83,8 @@ class CounterTerminal:
         self.config, self.device = config, device
         self.counter = config.counters[device]
         self.window = self.counter.window
+        # A staff card is proven to the hall with the site secret, so a reader needs it.
+        self.secret = config.read_secret() if self.counter.reader else None
         self.clock = clock or Clock()
         self.topics = Topics(config.site.id)
         self.bus = device_bus(broker, device, self.topics.availability(device), credentials_dir)
@@ -95,6 +107,7 @@ class CounterTerminal:
         self.window_state: dict[str, Any] | None = None
         self._shown_call: float | None = None
         self._notice_until = 0.0
+        self._prompting = False  # the LED asks for the PIN
         self.actions: queue.Queue[Pending] = queue.Queue()
         self.health: dict[str, str] = {}
         self.stop = threading.Event()
@@ -124,6 +137,7 @@ class CounterTerminal:
                 f"{self.device} staff card reader",
                 self._on_staff_card,
                 lambda state, why: self._health("reader", state),
+                absent_s=self.counter.card_absent_ms / 1000,
             )
             self._spawn("reader", reader.run, self.stop)
         if self.counter.rating:
@@ -158,19 +172,27 @@ class CounterTerminal:
                 log.info("%s: key %s ignored: %s", self.device, result.key, result.why)
             else:
                 log.debug("%s: key %s ignored: bounce", self.device, result.key)
+        elif isinstance(result, AskPin):
+            log.info("%s: staff number typed; asking for the PIN", self.device)
+            self._prompting = True
+            self._notice(PIN_PROMPT, self.keypad.pin_timeout_s, flash=False)
         elif isinstance(result, Intent):
             self.press(result)
+        if self._prompting and not self.keypad.waiting_for_pin:
+            self._prompting = False  # PIN confirmed, login cancelled: the prompt goes
+            self._end_notice()
 
     def _on_staff_card(self, read: CardRead) -> None:
         """A staff card logs its clerk in; the same card again logs out."""
-        staff = self.config.staff_by_card(read.uid or "")
-        if staff is None:
+        uid = read.uid or ""
+        staff = self.config.staff_by_card(uid)
+        if staff is None or self.secret is None:
             log.info("%s: a card that is not a staff card", self.device)
             self._notice("非工作人员卡")
         elif staff.id == self.staff:
             self.press(Intent("logout"))
         else:
-            self.press(Intent("login", staff.id))
+            self.press(Intent("login", staff.id, card=card_proof(self.secret, uid)))
 
     def press(self, intent: Intent) -> None:
         """Queue an intent as pressed now: one rid per press, and what the clerk saw."""
@@ -194,13 +216,15 @@ class CounterTerminal:
         payload: dict[str, Any] = {}
         if intent.action == "call":
             payload["expect"] = pending.expect
+        elif intent.action == "login" and intent.card:
+            payload["card"] = intent.card  # the hall finds the clerk from the card proof
         elif intent.action == "login":
-            staff = self._staff_for(intent.argument)
+            staff = staff_id_for(self.config.staff, intent.argument)
             if staff is None:
-                log.info("%s: no staff number %s", self.device, intent.argument)
-                self._notice(REFUSAL_NOTICES["unknown_staff"])
+                log.info("%s: login refused here: no staff number %s", self.device, intent.argument)
+                self._notice(LOGIN_REFUSED["unknown_staff"])
                 return
-            payload["staff"] = staff
+            payload["staff"], payload["pin"] = staff, intent.pin
         elif intent.action == "transfer":
             service = self._service_for(intent.argument)
             if service is None:
@@ -211,7 +235,9 @@ class CounterTerminal:
         if not response.get("ok"):
             code = response.get("error", {}).get("code", "")
             log.info("%s: %s refused: %s", self.device, intent.action, code)
-            if code in REFUSAL_NOTICES:
+            if intent.action == "login" and code in LOGIN_REFUSED:
+                self._notice(CARD_REFUSED if intent.card else LOGIN_REFUSED[code])
+            elif code in REFUSAL_NOTICES:
                 self._notice(REFUSAL_NOTICES[code])
             return
         self._after(intent.action, response)
@@ -240,16 +266,6 @@ class CounterTerminal:
             self.keypad.paused = True
         elif action == "resume":
             self.keypad.paused = False
-
-    def _staff_for(self, typed: str) -> str | None:
-        """A typed staff number: the exact id, or the id's digits (S007 ← 7, 007)."""
-        if typed in self.config.staff:
-            return typed
-        for staff_id in self.config.staff:
-            digits = re.sub(r"\D", "", staff_id)
-            if digits and int(digits) == int(typed):
-                return staff_id
-        return None
 
     def _service_for(self, typed: str) -> str | None:
         """A typed service number: its position (from 1) in the site file."""
@@ -344,12 +360,20 @@ class CounterTerminal:
             self._shown_call = 0.0  # from now on, any call is new
         self.display.show(text, flash)
 
-    def _notice(self, text: str) -> None:
+    def _notice(self, text: str, seconds: float = NOTICE_S, flash: bool = True) -> None:
+        """Show text instead of the window state for a while (a refusal, the PIN prompt)."""
         if self.display is None:
             return
-        self._notice_until = time.time() + NOTICE_S
-        self.display.show(text, flash=True)
-        threading.Timer(NOTICE_S + 0.05, self._render).start()
+        self._notice_until = time.time() + seconds
+        self.display.show(text, flash=flash)
+        timer = threading.Timer(seconds + 0.05, self._render)
+        timer.daemon = True
+        timer.start()
+
+    def _end_notice(self) -> None:
+        """Back to the window state now."""
+        self._notice_until = 0.0
+        self._render()
 
     # ---- health -------------------------------------------------------------
 

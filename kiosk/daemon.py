@@ -7,6 +7,10 @@ a clock for timeouts and printer checks. Card data is turned into a `Person`
 
 The kiosk is out of service while the printer cannot print or the hall does not
 answer: nothing is issued, `device/{name}/status` says why.
+
+Staff authority is proven, never named: a staff card read here becomes a card
+proof (HMAC of its UID with the site secret; the UID never leaves the kiosk), a
+staff number typed here goes with the PIN typed after it. The hall checks either.
 """
 
 from __future__ import annotations
@@ -19,10 +23,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from counter.keypad import staff_id_for
 from kiosk import idnumber, ticket
-from kiosk.entry import AppointmentChosen, Cleared, IdEntry, NumberTyped, ServiceChosen
+from kiosk.entry import (
+    AppointmentChosen,
+    Cleared,
+    GreenChosen,
+    IdEntry,
+    NumberTyped,
+    ServiceChosen,
+    StaffStep,
+    StaffTyped,
+)
 from kiosk.escpos_status import PrinterState
-from kiosk.flow import Issue, KioskFlow
+from kiosk.flow import Issue, KioskFlow, StaffProof
 from kiosk.person import Person, from_identity, from_number, from_uid
 from kiosk.printer import TicketPrinter
 from kiosk.readers import CardRead
@@ -32,12 +46,14 @@ from quhao.devices.inputevent import KeyEvent
 from quhao.devices.keysource import KeySource
 from quhao.mqtt import Message, device_bus
 from quhao.rpc import HallClient, HallUnavailable
+from quhao.staffauth import card_proof
 from quhao.topics import Topics
 from quhao.wire import BadPayload, decode_object
 
 log = logging.getLogger("quhao.kiosk")
 
 PRINTER_CHECK_S = 5.0  # real seconds between printer checks while idle
+RESULT_S = 5.0  # real seconds the outcome (请取票 A001, a refusal) stays on the screen
 FLOW_TIMEOUT_S = 30.0  # hall seconds a swipe or a service key waits for the other
 REFUSAL_SLIPS = {"daily_cap_reached": "今日号源已满，请改日办理"}
 REFUSAL_MESSAGES = {
@@ -46,6 +62,18 @@ REFUSAL_MESSAGES = {
     "closed": "当前不在取号时间",
     "unknown_service": "业务暂停办理",
 }
+# What the screen says to staff (授权: one ticket beyond the quota, or the green channel).
+STAFF_PROMPTS = {
+    "number": "工作人员授权：请输入工号，按确认键",
+    "pin": "工作人员授权：请输入密码，按确认键",
+}
+STAFF_REFUSED = {  # the hall refused the proof (forbidden): no ticket
+    "pin": "工作人员授权未通过：工号或密码错误，本次未取号",
+    "card": "工作人员授权未通过：工作证无效，本次未取号",
+}
+UNKNOWN_STAFF_NUMBER = "工号或密码错误，请重新授权"
+NO_OVERRIDE_RIGHT = "该工作人员无超额授权权限"
+GREEN_NEEDS_STAFF = "绿色通道须工作人员先刷工作证或输入工号密码"
 PRIORITY_NAMES = {"elderly": "老年人优先", "appointment": "预约优先", "green": "绿色通道"}
 
 
@@ -69,7 +97,7 @@ class KioskDaemon:
         self.hall = HallClient(self.bus, self.topics, device)
         self.flow = KioskFlow(self.kiosk.services, FLOW_TIMEOUT_S)
         self.flow_lock = threading.Lock()
-        self.entry = IdEntry(config.keys.kiosk, self.kiosk.services)
+        self.entry = IdEntry(config.keys.kiosk, self.kiosk.services, FLOW_TIMEOUT_S)
         self.printer = TicketPrinter(self.kiosk.printer) if self.kiosk.printer else None
         self.work: queue.Queue[Issue] = queue.Queue()
         self.stop = threading.Event()
@@ -82,6 +110,7 @@ class KioskDaemon:
             else PrinterState("offline", "not checked yet")
         )
         self.message = ""
+        self.result_until = 0.0  # monotonic time until which the screen shows an outcome
         self.issued = 0
         self.heartbeat = time.monotonic()  # the issuing loop's last round, for the watchdog
 
@@ -102,7 +131,7 @@ class KioskDaemon:
             self._spawn("keypad", lambda: keys.run(self._on_key, self.stop))
         self._spawn("worker", self._work_loop)
         self._spawn("clock", self._clock_loop)
-        self._say(self.flow.prompt)
+        self._say(self._prompt())
         log.info(
             "%s: ready with %d reader(s), services %s",
             self.device,
@@ -126,14 +155,15 @@ class KioskDaemon:
             self.health["readers"][label] = state if not detail else f"{state}: {detail}"
             self._publish_status()
 
+        absent_s = self.kiosk.card_absent_ms / 1000
         if uri.startswith("pcsc:"):
             from kiosk.readers.pcsc import PcscReader
 
-            reader: Any = PcscReader(uri, label, self._on_card, on_state)
+            reader: Any = PcscReader(uri, label, self._on_card, on_state, absent_s=absent_s)
         elif uri.startswith("serial:"):
             from kiosk.readers.sam_serial import SamReader
 
-            reader = SamReader(uri, label, self._on_card, on_state)
+            reader = SamReader(uri, label, self._on_card, on_state, absent_s=absent_s)
         else:
             raise ValueError(f"{self.device}: reader URI {uri!r} is not pcsc:// or serial://")
         return lambda: reader.run(self.stop)
@@ -143,19 +173,20 @@ class KioskDaemon:
     def _today(self) -> Any:
         return datetime.fromtimestamp(self.clock.now(), self.config.site.timezone).date()
 
+    def _prompt(self) -> str:
+        """What the screen asks for now: the next step of a staff entry, or the flow's."""
+        stage = self.entry.stage
+        return STAFF_PROMPTS[stage] if stage else self.flow.prompt
+
     def _on_card(self, read: CardRead) -> None:
+        self.result_until = 0.0  # a new presentation: the last outcome gives way
         if read.uid is not None:
             staff = self.config.staff_by_card(read.uid)
             if staff is not None:
-                if staff.can_override:
-                    with self.flow_lock:
-                        self.flow.authorise(staff.id, self.clock.now())
-                    log.info(
-                        "%s: staff %s authorised one ticket beyond the quota", self.device, staff.id
-                    )
-                    self._say(self.flow.prompt)
-                else:
-                    log.info("%s: staff card of %s has no override right", self.device, staff.id)
+                # Known here as staff; proven to the hall by the card proof, not the UID.
+                self._authorise(
+                    staff.id, StaffProof(staff.id, card=card_proof(self.secret, read.uid))
+                )
                 return
             person = from_uid(self.secret, read.uid)
         else:
@@ -168,12 +199,30 @@ class KioskDaemon:
                 return
         self._person(person)
 
+    def _authorise(self, staff_id: str, proof: StaffProof) -> None:
+        staff = self.config.staff[staff_id]
+        if not staff.can_override:
+            log.info("%s: staff %s has no override right (%s)", self.device, staff_id, proof.by)
+            self._say(NO_OVERRIDE_RIGHT)
+            return
+        with self.flow_lock:
+            self.flow.authorise(proof, self.clock.now())
+        log.info(
+            "%s: staff %s authorised one ticket beyond the quota (%s)",
+            self.device,
+            staff_id,
+            proof.by,
+        )
+        self._say(self._prompt())
+
     def _on_key(self, event: KeyEvent) -> None:
-        result = self.entry.press(event)
+        self.result_until = 0.0
+        with self.flow_lock:
+            result = self.entry.press(event, self.clock.now())
         if isinstance(result, ServiceChosen):
             with self.flow_lock:
                 issue = self.flow.choose(result.service, self.clock.now())
-            self._say(self.flow.prompt)
+            self._say(self._prompt())
             if issue:
                 self.work.put(issue)
         elif isinstance(result, NumberTyped):
@@ -188,10 +237,25 @@ class KioskDaemon:
             with self.flow_lock:
                 self.flow.appoint(self.clock.now())
             self._say("已选择预约取号，请刷身份证")
+        elif isinstance(result, StaffStep):
+            self._say(STAFF_PROMPTS[result.stage])
+        elif isinstance(result, StaffTyped):
+            staff_id = staff_id_for(self.config.staff, result.number)
+            if staff_id is None:
+                log.info("%s: typed staff number %s is not known", self.device, result.number)
+                self._say(UNKNOWN_STAFF_NUMBER)
+                return
+            self._authorise(staff_id, StaffProof(staff_id, pin=result.pin))
+        elif isinstance(result, GreenChosen):
+            with self.flow_lock:
+                green = self.flow.choose_green(self.clock.now())
+            if green:
+                log.info("%s: green channel chosen for the authorised ticket", self.device)
+            self._say(self._prompt() if green else GREEN_NEEDS_STAFF)
         elif isinstance(result, Cleared):
             with self.flow_lock:
                 self.flow.reset()
-            self._say(self.flow.prompt)
+            self._say(self._prompt())
 
     def _person(self, person: Person) -> None:
         log.debug("%s: person from %s", self.device, person.source)
@@ -200,7 +264,7 @@ class KioskDaemon:
         if issue:
             self.work.put(issue)
         else:
-            self._say(self.flow.prompt)
+            self._say(self._prompt())
 
     def _on_hall_availability(self, message: Message) -> None:
         try:
@@ -225,7 +289,10 @@ class KioskDaemon:
                 self._issue(issue)
             except Exception:
                 log.exception("%s: issuing failed", self.device)
-            self._say(self.flow.prompt)
+                self._say(self._prompt())
+            # The outcome stays on the screen a moment (the clock brings the prompt back);
+            # the next key or card replaces it at once.
+            self.result_until = time.monotonic() + RESULT_S
 
     def _issue(self, issue: Issue) -> None:
         if self.printer is not None:
@@ -237,8 +304,8 @@ class KioskDaemon:
                 return
         log.debug("%s: printer %s; asking the hall", self.device, self.printer_state.state)
         request: dict[str, Any] = {"service": issue.service, "person": issue.person.wire()}
-        if issue.override_staff:
-            request["override"] = {"staff": issue.override_staff}
+        if issue.override:
+            request["override"] = issue.override.wire()
         if issue.priority:
             request["priority"] = issue.priority
         try:
@@ -306,7 +373,7 @@ class KioskDaemon:
     def _refused(self, issue: Issue, error: dict[str, Any]) -> None:
         code = error.get("code", "")
         log.info("%s: no ticket for %s: %s", self.device, issue.service, code)
-        self._say(REFUSAL_MESSAGES.get(code, "暂时无法取号"))
+        self._say(self._refusal_message(issue, code))
         slip = self.config.texts.quota_slip if code == "quota_exceeded" else REFUSAL_SLIPS.get(code)
         if slip and self.printer is not None:
             service = self.config.services.get(issue.service)
@@ -316,6 +383,16 @@ class KioskDaemon:
                 ticket.render(self.config.ticket.slip_lines, fields, None)
             )
 
+    def _refusal_message(self, issue: Issue, code: str) -> str:
+        if code != "forbidden":
+            return REFUSAL_MESSAGES.get(code, "暂时无法取号")
+        service = self.config.services.get(issue.service)
+        if issue.priority and service and issue.priority not in service.priorities:
+            return f"本业务不设{PRIORITY_NAMES.get(issue.priority, issue.priority)}"
+        if issue.override:
+            return STAFF_REFUSED[issue.override.by]
+        return "暂时无法取号"
+
     # ---- time, health -------------------------------------------------------
 
     def _clock_loop(self) -> None:
@@ -323,8 +400,14 @@ class KioskDaemon:
         while not self.stop.wait(0.2):
             with self.flow_lock:
                 dropped = self.flow.tick(self.clock.now())
+                if self.entry.tick(self.clock.now()):
+                    log.info("%s: staff entry left unfinished; dropped", self.device)
+                    dropped = True
+            if self.result_until and time.monotonic() >= self.result_until:
+                self.result_until = 0.0
+                dropped = True
             if dropped:
-                self._say(self.flow.prompt)
+                self._say(self._prompt())
             if time.monotonic() >= next_check and self.work.empty():
                 next_check = time.monotonic() + PRINTER_CHECK_S
                 self._check_printer()

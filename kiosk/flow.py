@@ -2,23 +2,50 @@
 
 A ticket needs a service and a person, in either order: swipe first or key
 first. Each waits `timeout_s`; then it is forgotten. A kiosk with one service
-needs no key. A staff card with the override right, shown before the citizen's
-card, lets the next ticket go beyond the quota; it is recorded with the staff id.
+needs no key.
+
+A staff member with the override right may authorise the next ticket beyond the
+quota, before the citizen's card: with their staff card at the kiosk's reader, or
+with their staff number and PIN on the keypad. The authorisation is a `StaffProof`
+that goes to the hall with the ticket request; the hall checks it and records the
+staff id. After an authorisation the green key puts that ticket in the green
+channel (绿色通道), which the hall grants only with a proof.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kiosk.person import Person
+
+
+@dataclass(frozen=True)
+class StaffProof:
+    """How a staff member proved presence at this kiosk: one of a card proof
+    (HMAC of the card UID with the site secret) or the PIN they typed. Neither
+    the card's UID nor the PIN is in a `repr`."""
+
+    staff: str  # who, as this kiosk recognised them: for logs and the screen
+    card: str = field(default="", repr=False)
+    pin: str = field(default="", repr=False)
+
+    def wire(self) -> dict[str, str]:
+        """The `override` of an `issue` request."""
+        if self.card:
+            return {"card": self.card}
+        return {"staff": self.staff, "pin": self.pin}
+
+    @property
+    def by(self) -> str:
+        return "card" if self.card else "pin"
 
 
 @dataclass(frozen=True)
 class Issue:
     service: str
     person: Person
-    override_staff: str | None
-    priority: str | None = None  # "appointment" when the citizen said so
+    override: StaffProof | None
+    priority: str | None = None  # "appointment" when the citizen said so; "green" by staff
 
 
 class KioskFlow:
@@ -27,8 +54,9 @@ class KioskFlow:
         self.timeout_s = timeout_s
         self.service: str | None = None
         self.person: Person | None = None
-        self.override: str | None = None
+        self.override: StaffProof | None = None
         self.appointment = False
+        self.green = False
         self.deadline = 0.0
 
     def choose(self, service: str, now: float) -> Issue | None:
@@ -43,8 +71,16 @@ class KioskFlow:
             self.service = self.services[0]
         return self._ready()
 
-    def authorise(self, staff_id: str, now: float) -> None:
-        self.override, self.deadline = staff_id, now + self.timeout_s
+    def authorise(self, proof: StaffProof, now: float) -> None:
+        """A staff member proved presence: the next ticket may go beyond the quota."""
+        self.override, self.deadline = proof, now + self.timeout_s
+
+    def choose_green(self, now: float) -> bool:
+        """The green key: only after a staff authorisation. False if there was none."""
+        if self.override is None:
+            return False
+        self.green, self.deadline = True, now + self.timeout_s
+        return True
 
     def appoint(self, now: float) -> None:
         self.appointment, self.deadline = True, now + self.timeout_s
@@ -59,12 +95,14 @@ class KioskFlow:
 
     def reset(self) -> None:
         self.service = self.person = self.override = None
-        self.appointment = False
+        self.appointment = self.green = False
 
     @property
     def prompt(self) -> str:
         if self.override and not self.person:
-            return "工作人员已授权，请刷市民身份证"
+            if self.green:
+                return "已选绿色通道，请刷市民身份证或输入身份证号"
+            return "工作人员已授权，请刷市民身份证（绿色通道请按绿色通道键）"
         if self.service and not self.person:
             return "请刷身份证或输入身份证号"
         if self.person and not self.service:
@@ -74,9 +112,7 @@ class KioskFlow:
     def _ready(self) -> Issue | None:
         if self.service is None or self.person is None:
             return None
-        issue = Issue(
-            self.service, self.person, self.override, "appointment" if self.appointment else None
-        )
-
+        priority = "green" if self.green else "appointment" if self.appointment else None
+        issue = Issue(self.service, self.person, self.override, priority)
         self.reset()
         return issue

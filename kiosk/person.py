@@ -7,6 +7,10 @@ With only a PC/SC reader the kiosk knows the card's serial number, not the
 person: the key is then HMAC-SHA256(secret, "uid:" + serial), so the quota counts
 per card (a person with a replaced card counts anew), and there is no age, so no
 elderly priority.
+
+An age is sent only if it is a living person's, 0 to 130 (the hall refuses any
+other): a typed number whose birth date gives another age is refused here as
+mistyped; a card's birth date that does is sent as no age.
 """
 
 from __future__ import annotations
@@ -18,6 +22,14 @@ from datetime import date
 
 from kiosk import idnumber
 from kiosk.sam import Identity
+
+MAX_AGE = 130  # the protocol's bound on person.age
+
+
+def plausible_age(born: date, today: date) -> int | None:
+    """Age in whole years on `today`, or None if no living person has it."""
+    age = idnumber.age_on(born, today)
+    return age if 0 <= age <= MAX_AGE else None
 
 
 @dataclass(frozen=True)
@@ -39,7 +51,9 @@ def from_number(secret: bytes, number: str, today: date, source: str = "typed") 
     """A typed or read 18-character number; InvalidIdNumber if it is not valid."""
     number = idnumber.validate(number)
     born = idnumber.birth_date(number)
-    age = idnumber.age_on(born, today) if born else None
+    age = plausible_age(born, today) if born else None
+    if born and age is None:
+        raise idnumber.InvalidIdNumber("the birth date in the ID number gives an impossible age")
     return Person(person_key(secret, number), age, idnumber.mask(number), source)
 
 
@@ -55,7 +69,7 @@ def from_identity(secret: bytes, identity: Identity, today: date) -> Person:
             "15-character permanent residence number"
         )
     if identity.birth is not None:
-        person = Person(person.key, idnumber.age_on(identity.birth, today), person.masked, "sam")
+        person = Person(person.key, plausible_age(identity.birth, today), person.masked, "sam")
     return person
 
 

@@ -27,6 +27,7 @@ from quhao.brokergen import MONITOR_USER, generate
 from quhao.clock import Clock
 from quhao.config import SiteConfig, load
 from quhao.mqtt import Bus, credentials
+from quhao.staffauth import hash_pin
 from quhao.topics import Topics
 from simulators.crowd import (
     Crowd,
@@ -90,6 +91,15 @@ STAFF_NAMES = [
     "叶青",
 ]
 
+# Staff PINs of the simulated hall: "1" and the window's three digits (S005 → 1005), as in
+# examples/site.toml. Few PBKDF2 rounds: a simulated hall needs no guessing cost, and the
+# round count is part of the hash, so the hall checks them as they are.
+DEMO_PIN_ITERATIONS = 1000
+
+
+def demo_pin(number: int) -> str:
+    return f"1{number:03d}"
+
 
 @dataclass
 class DemoResult:
@@ -133,6 +143,7 @@ class DemoHall:
         self.dev = self.out / "dev"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.windows: list[tuple[int, str]] = []  # (number, service) opened so far
+        self.pin_hashes: dict[int, str] = {}  # window (= staff) number -> PIN hash
         self.crowd: Crowd | None = None
         self.broker: Mosquitto | None = None
         self.pcsc: PcscStack | None = None
@@ -160,6 +171,8 @@ class DemoHall:
             f'name = "{base.site.name}"',
             f'timezone = "{self.tz.key}"',
             f'hours = ["{sc.opens:%H:%M}-{sc.closes:%H:%M}"]',
+            # Hours are when tickets are issued; everyone holding one is served that day.
+            f"expire_after_minutes = {24 * 60 - (sc.closes.hour * 60 + sc.closes.minute)}",
             'secret_file = "site.secret"',
             "",
             "[queue]",
@@ -168,6 +181,12 @@ class DemoHall:
             "reinstate_behind = 3",
             "elderly_age = 65",
             "rating_timeout_s = 30",
+            "",
+            # The hall's per-device rate limits are in real seconds; the simulated people
+            # act `speed` times faster than real ones.
+            "[limits]",
+            f"kiosk = {{ per_s = {1.0 * max(1.0, self.speed):g}, burst = 5 }}",
+            f"counter = {{ per_s = {5.0 * max(1.0, self.speed):g}, burst = 20 }}",
             "",
         ]
         for service in base.services.values():
@@ -201,6 +220,7 @@ class DemoHall:
                 f'services = ["{service}"]',
                 "override = true" if number == 1 else "",
                 f'cards = ["{0x04A10000 + number:08X}"]',
+                f'pin_hash = "{self._pin_hash(number)}"',
                 "",
             ]
         for k in range(1, sc.kiosks + 1):
@@ -226,6 +246,12 @@ class DemoHall:
                 "",
             ]
         return "\n".join(lines)
+
+    def _pin_hash(self, number: int) -> str:
+        """One hash per clerk for the whole day: the site file is rewritten as windows open."""
+        if number not in self.pin_hashes:
+            self.pin_hashes[number] = hash_pin(demo_pin(number), iterations=DEMO_PIN_ITERATIONS)
+        return self.pin_hashes[number]
 
     def _write_site(self) -> SiteConfig:
         site = self.out / "site.toml"
@@ -275,7 +301,7 @@ class DemoHall:
         rating = KeypadFeeder(self.dev / f"rate-W{number}.fifo")
         self.sims += [keys, rating]
         digits = {s: str(i + 1) for i, s in enumerate(config.services)}
-        return WindowDevices(number, keys, led, rating, str(number), digits)
+        return WindowDevices(number, keys, led, rating, str(number), digits, demo_pin(number))
 
     def _open_windows(self, count: int, config_before: SiteConfig) -> list[int]:
         """Open surge windows live: site file, hall SIGHUP, new counters. No restarts."""

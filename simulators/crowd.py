@@ -3,9 +3,10 @@
 Citizens walk up to kiosks: they press a service key on the kiosk keypad (FIFO),
 put their ID card on the SAM reader (pty) or a PC/SC reader (vpcd), or type their
 number, and take the ticket out of the printer simulator — reading the number off
-the paper. They watch the LED displays for their number. Clerks press keys on
-their caller keypads, read their own LED, and citizens rate on the rating pads.
-Nobody here talks to the hall.
+the paper. They watch the LED displays for their number. Clerks log in with their
+staff number and PIN (the LED asks for it), press keys on their caller keypads,
+read their own LED, and citizens rate on the rating pads. Nobody here talks to the
+hall.
 
 Deterministic for a seed: the same arrivals, people, services, no-shows and
 ratings. (Thread timing still varies: which clerk calls whom is up to the hall.)
@@ -40,6 +41,12 @@ CALLED = re.compile(r"请 (\w+) 号到 (\d+) 号窗口")
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华"
 RATING_KEYS = ("KEY_1", "KEY_2", "KEY_3", "KEY_4", "KEY_5")  # 非常满意 … 非常不满意
+PIN_PROMPT = "请输入密码"  # what the counter's LED asks after a staff number
+# A reader takes a card as removed only after it was away for the kiosk's card_absent_ms
+# (0.5 s by default, real time) as the reader saw it: a citizen putting the same card
+# back sooner is still the same presentation, read once. Margins for the polls:
+# the SAM reader asks every 50 ms, pcscd looks every 400 ms.
+SAME_CARD_AGAIN_S = {"sam": 0.75, "pcsc": 1.2}
 
 
 @dataclass(frozen=True)
@@ -240,7 +247,10 @@ def plan_arrivals(scenario: Scenario, tz: ZoneInfo, seed: int) -> list[Citizen]:
                             serial,
                             holder,
                             service,
-                            min(citizen.arrives + later, closes - 120),
+                            # well before closing: each return with the same card waits
+                            # SAME_CARD_AGAIN_S of real time, which is minutes of hall
+                            # time at a fast demo speed
+                            min(citizen.arrives + later, closes - 600 - later // 2),
                             kiosk,
                             "sam",
                             citizen.uid,
@@ -261,6 +271,8 @@ class KioskDevices:
     sam: SamSimulator
     printer: PrinterSimulator
     card: VirtualIdCard | None
+    last_card: str = ""  # the card last taken off a reader here ("sam:…" or "pcsc:…")
+    card_gone_at: float = 0.0  # when (monotonic) it was taken off
 
 
 @dataclass
@@ -271,6 +283,10 @@ class WindowDevices:
     rating: KeypadFeeder
     staff_digits: str | None
     service_keys: dict[str, str]  # service id -> its number typed for a transfer
+    pin: str | None = None  # the clerk's PIN, typed after the staff number
+
+    def __repr__(self) -> str:
+        return f"WindowDevices(window {self.number}, <PIN withheld>)"
 
 
 class Crowd:
@@ -382,11 +398,16 @@ class Crowd:
                 log.exception("citizen %d at kiosk %d", citizen.key, number)
 
     def _use_kiosk(self, devices: KioskDevices, citizen: Citizen) -> None:
-        before = len(devices.printer.tickets)
+        before = len(devices.printer.wait_for_tickets(0))  # every ticket cut so far
+        method = citizen.method if (citizen.method != "pcsc" or devices.card) else "sam"
+        card = f"pcsc:{citizen.uid}" if method == "pcsc" else f"sam:{citizen.holder.id_number}"
+        if method != "typed" and card == devices.last_card:
+            # the same card again (a third try): it must have been away long enough
+            again = devices.card_gone_at + SAME_CARD_AGAIN_S[method]
+            time.sleep(max(0.0, again - time.monotonic()))
         if citizen.appointment:
             devices.keys.tap("KEY_A")  # 预约: the appointment lane
         devices.keys.tap(self.service_keys[citizen.service])
-        method = citizen.method if (citizen.method != "pcsc" or devices.card) else "sam"
         if method == "typed":
             digits = [f"KEY_{c}" for c in citizen.holder.id_number]
             devices.keys.type(*digits, "KEY_ENTER", gap_s=0.002)
@@ -401,9 +422,11 @@ class Crowd:
             ticket = None
         if method == "pcsc" and devices.card:
             devices.card.remove()
+            devices.last_card, devices.card_gone_at = card, time.monotonic()
             time.sleep(0.6)  # pcscd looks every 400 ms: it must see the reader empty
         elif method == "sam":
             devices.sam.remove()
+            devices.last_card, devices.card_gone_at = card, time.monotonic()
             time.sleep(0.12)  # the SAM reader looks every 50 ms
 
         with self.lock:
@@ -424,8 +447,11 @@ class Crowd:
     def _clerk(self, w: WindowDevices) -> None:
         led = w.led
         try:
-            if w.staff_digits:
+            if w.staff_digits and w.pin:
+                # staff number, Enter; the LED asks for the PIN; PIN, Enter
                 w.keys.type(*[f"KEY_KP{d}" for d in w.staff_digits], "KEY_KPENTER")
+                led.wait_for(lambda t: t == PIN_PROMPT, timeout=10)
+                w.keys.type(*[f"KEY_KP{d}" for d in w.pin], "KEY_KPENTER")
                 led.wait_for(lambda t: "号窗口 " in t, timeout=10)
                 time.sleep(1.05)  # the call key is the login key: its lockout
             while not self.stop.is_set():

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from quhao.broker import Mosquitto
+from quhao.staffauth import card_proof
 from quhao.topics import Topics
 from simulators.idcard import PcscStack, VirtualIdCard
 from simulators.keys import KeypadFeeder
@@ -19,6 +20,7 @@ from simulators.led import LedSimulator
 from tests.helpers import SITE, SITE_ID, Daemon, Device, Recorder, hall_daemon, wait_until
 
 T = Topics(SITE_ID)
+SECRET = (SITE.parent / "test.secret").read_bytes().strip()
 
 
 def counter_site(tmp: Path) -> Path:
@@ -57,6 +59,14 @@ class Hall:
     leds: dict[int, LedSimulator]
     keys: dict[str, KeypadFeeder]
     rating: dict[str, KeypadFeeder]
+
+    def login(self, counter: str, number: str, pin: str) -> None:
+        """Staff number, Enter; the LED asks for the PIN; PIN, Enter."""
+        window = 2 if counter == "counter-W2" else 1
+        keys = self.keys[counter]
+        keys.type(*[f"KEY_KP{d}" for d in number], "KEY_KPENTER")
+        self.leds[window].wait_for(lambda t: t == "请输入密码")
+        keys.type(*[f"KEY_KP{d}" for d in pin], "KEY_KPENTER")
 
     def issue(self, n: int, service: str = "social") -> str:
         response = self.kiosk.request(
@@ -177,6 +187,11 @@ def test_two_terminals_at_one_window_call_different_citizens(hall: Hall) -> None
     recorder.close()
 
 
+def _holds(text: str, pin: str) -> bool:
+    """The PIN as a word of its own (not inside a port number or a hex rid)."""
+    return re.search(rf"(?<![0-9A-Za-z]){pin}(?![0-9A-Za-z])", text) is not None
+
+
 def _events(hall: Hall, kind: str) -> list[dict]:
     db = sqlite3.connect(hall.tmp / "hall" / "hall.sqlite")
     rows = db.execute("SELECT data FROM events WHERE type = ?", (kind,)).fetchall()
@@ -191,7 +206,7 @@ def test_rating_with_clerk_timeout_and_bad_rating_alert(hall: Hall) -> None:
         hall.issue(n)
     keys, pad = hall.keys["counter-W1"], hall.rating["counter-W1"]
     recorder = Recorder(hall.broker.url, "quhao/testhall/event/#", client_id="rating")
-    keys.type("KEY_KP1", "KEY_KPENTER")  # log in as staff 1 (S001)
+    hall.login("counter-W1", "1", "1111")  # log in as staff 1 (S001)
     hall.leds[1].wait_for(lambda t: "李敏" in t)
     time.sleep(1.05)  # a clerk looks up before calling
     keys.tap("KEY_KPENTER")
@@ -278,11 +293,99 @@ def test_transfer_typed_on_the_keypad(hall: Hall) -> None:
 
 
 def test_staff_card_logs_in_and_out(hall: Hall, pcsc: PcscStack) -> None:
+    requests = Recorder(hall.broker.url, T.request("counter-W1", "+"), client_id="card")
     card = VirtualIdCard(pcsc.port, slot=1)
     card.insert("04A10002")  # 王芳, S002
     hall.leds[1].wait_for(lambda t: t == "1号窗口 王芳 S002")
     card.remove()
-    time.sleep(0.5)
+    time.sleep(1.0)  # pcscd (400 ms polls) must see the reader EMPTY for over card_absent_ms
     card.insert("04A10002")  # the same card again: log out
     hall.leds[1].wait_for(lambda t: t == "1号窗口")
     card.remove()
+    # The counter proved the card with the site secret; the UID never left it.
+    login = requests.wait_for(T.request("counter-W1", "login"))
+    assert set(login) == {"rid", "card"} and login["card"] == card_proof(SECRET, "04A10002")
+    requests.wait_for(T.request("counter-W1", "logout"))
+    assert not any(b"04A10002" in m.payload for m in requests.messages)
+    requests.close()
+    time.sleep(1.0)
+    card.insert("DEADBEEF00000001")  # not a staff card
+    hall.leds[1].wait_for(lambda t: t == "非工作人员卡")
+    card.remove()
+
+
+def test_login_by_staff_number_and_pin(hall: Hall) -> None:
+    requests = Recorder(hall.broker.url, T.request("counter-W2", "login"), client_id="pin")
+    led = hall.leds[2]
+    shown = len(led.history)
+    hall.login("counter-W2", "002", "2222")  # 002 is S002
+    led.wait_for(lambda t: t == "2号窗口 王芳 S002")
+    assert led.history[shown].text == "请输入密码"
+    assert not any("2222" in s.text for s in led.history)  # the PIN is never shown
+    login = requests.wait_for(T.request("counter-W2", "login"))
+    assert login["staff"] == "S002" and login["pin"] == "2222"
+    assert not _holds(hall.counter.log(), "2222") and not _holds(hall.hall.log(), "2222")
+    requests.close()
+    # another key while the LED asks for the PIN cancels the login, and does nothing else
+    hall.issue(1, service="tax")
+    hall.keys["counter-W2"].type("KEY_KP1", "KEY_KPENTER")
+    led.wait_for(lambda t: t == "请输入密码")
+    hall.keys["counter-W2"].tap("KEY_KPMINUS")
+    led.wait_for(lambda t: t == "2号窗口 王芳 S002")
+    assert "KEY_KPMINUS ignored: login cancelled" in hall.counter.log()
+    time.sleep(1.05)
+    hall.keys["counter-W2"].tap("KEY_KPENTER")  # a plain call again
+    led.wait_for(lambda t: "B001" in t)
+
+
+def test_a_wrong_pin_is_refused(hall: Hall) -> None:
+    led = hall.leds[1]
+    hall.login("counter-W1", "1", "9999")
+    led.wait_for(lambda t: t == "工号或密码错误")
+    led.wait_for(lambda t: t == "1号窗口", timeout=5)  # nobody logged in
+    assert "wrong staff number or PIN" in hall.hall.log()
+    hall.login("counter-W1", "77", "1111")  # a staff number nobody has: the same notice
+    led.wait_for(lambda t: t == "工号或密码错误")
+    assert _events(hall, "terminal.login") == []
+
+
+def test_forged_logins_are_forbidden(hall: Hall) -> None:
+    """What a counter (or whoever holds its broker password) may not do by naming staff."""
+    counter = Device(hall.broker.url, "counter-W2")
+    forged = [
+        {"staff": "S001"},  # a bare staff number
+        {"staff": "S001", "pin": "2222"},  # another clerk's PIN
+        {"card": "04A10001"},  # the raw card UID instead of its proof
+        {"card": card_proof(b"not the site secret at all", "04A10001")},
+    ]
+    for proof in forged:
+        assert counter.request("login", **proof)["error"]["code"] == "forbidden", proof
+    assert counter.request("login", staff="S404", pin="1111")["error"]["code"] == "unknown_staff"
+    assert _events(hall, "terminal.login") == []
+    answer = counter.request("login", card=card_proof(SECRET, "04A10001"))
+    assert answer["staff"] == {"id": "S001", "name": "李敏"}
+    counter.close()
+
+
+def test_the_led_is_sent_nothing_before_the_window_state(hall: Hall) -> None:
+    """No blank SHOW at start-up before the retained window state has arrived (the LED
+    flickered blank): the first frame is the window's text."""
+    for window in (1, 2):
+        texts = [s.text for s in hall.leds[window].history]
+        assert texts and texts[0] == f"{window}号窗口", texts
+    hall.counter.kill()
+    shown = {w: len(led.history) for w, led in hall.leds.items()}
+    # On a broker that has no window state (as before the retained state arrives), the
+    # counter's LEDs are pinged (display health) but shown nothing: they keep their text.
+    with Mosquitto(workdir=hall.tmp / "empty-broker") as empty:
+        alone = counter_daemon(empty, hall.site, hall.tmp / "alone").start()
+        wait_until(lambda: alone.log().count("display ok") >= 2, what="both LEDs answering")
+        time.sleep(1.0)
+        assert alone.stop() == 0
+    assert {w: len(led.history) for w, led in hall.leds.items()} == shown
+    assert hall.leds[1].text == "1号窗口"
+    hall.counter.start()
+    for window, led in hall.leds.items():
+        wait_until(lambda led=led, w=window: len(led.history) > shown[w], what="a new frame")
+        texts = [s.text for s in led.history[shown[window] :]]
+        assert texts[0] == f"{window}号窗口", texts

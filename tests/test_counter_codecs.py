@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from counter.keypad import CallerKeypad, Ignored, Intent
+from counter.keypad import AskPin, CallerKeypad, Ignored, Intent, staff_id_for
 from counter.led.quhao_led import (
     ACK,
     NAK,
@@ -110,7 +110,10 @@ def test_caller_keypad_intents() -> None:
     assert pad.press(press("KEY_KPDOT"), 1.6) == Intent("finish")  # debounced, not locked
     for key in ("KEY_KP1", "KEY_KP1", "KEY_KP7"):  # digits repeat on purpose
         assert pad.press(press(key), 1.7) is None
-    assert pad.press(press("KEY_KPENTER"), 1.8) == Intent("login", "117")
+    assert pad.press(press("KEY_KPENTER"), 1.8) == AskPin("117")
+    for key in ("KEY_KP4", "KEY_KP3", "KEY_KP2", "KEY_KP1"):
+        assert pad.press(press(key), 1.85) is None
+    assert pad.press(press("KEY_KPENTER"), 1.9) == Intent("login", "117", pin="4321")
     for key in ("KEY_KPSLASH", "KEY_KP3"):
         pad.press(press(key), 3.0)
     assert pad.press(press("KEY_KPENTER"), 3.1) == Intent("transfer", "3")
@@ -141,3 +144,48 @@ def test_rating_pad_levels_reasons_and_timeout() -> None:
     pad.arm("T5", 100)
     assert pad.arm("T6", 101) == [Rating("T5", None)]  # the next finish closes the last
     assert pad.ticket == "T6"
+
+
+def test_keypad_login_asks_for_the_pin_and_never_shows_it() -> None:
+    pad = CallerKeypad(CallerKeys(), pin_timeout_s=30)
+    for key in ("KEY_KP1", "KEY_KPENTER"):
+        pad.press(press(key), 0.0)
+    assert pad.waiting_for_pin
+    assert pad.press(press("KEY_KPENTER"), 0.5) == Ignored("KEY_KPENTER", "no PIN typed")
+    for key in ("KEY_KP9", "KEY_KP8", "KEY_KP7", "KEY_KP6"):
+        pad.press(press(key), 0.6)
+    # a PIN is never in a repr, neither the keypad's nor the intent's
+    assert "9876" not in repr(pad)
+    intent = pad.press(press("KEY_KPENTER"), 0.65)  # a PIN between: not a bounce
+    assert intent == Intent("login", "1", pin="9876") and "9876" not in repr(intent)
+    assert not pad.waiting_for_pin
+    assert pad.press(press("KEY_KPENTER"), 2.0) == Intent("call")  # the next Enter calls
+
+
+def test_keypad_login_is_cancelled_by_another_key_or_by_time() -> None:
+    pad = CallerKeypad(CallerKeys(), pin_timeout_s=30)
+    for key in ("KEY_KP2", "KEY_KPENTER", "KEY_KP1"):
+        pad.press(press(key), 0.0)
+    # skip during the PIN: the login is dropped and nobody is skipped
+    assert pad.press(press("KEY_KPMINUS"), 1.0) == Ignored("KEY_KPMINUS", "login cancelled")
+    assert not pad.waiting_for_pin
+    assert pad.press(press("KEY_KPMINUS"), 2.0) == Intent("skip")
+    for key in ("KEY_KP2", "KEY_KPENTER", "KEY_KP1", "KEY_KP1"):
+        pad.press(press(key), 10.0)
+    # the clerk walked away: 30 s later the digits are a new staff number, not the PIN
+    pad.press(press("KEY_KP3"), 40.0)
+    assert pad.press(press("KEY_KPENTER"), 40.1) == AskPin("3")
+    pad = CallerKeypad(CallerKeys(), pin_timeout_s=30)
+    for key in ("KEY_KP2", "KEY_KPENTER"):
+        pad.press(press(key), 0.0)
+    assert pad.press(press("KEY_KPENTER"), 31.0) == Intent("call")  # timed out: a call
+
+
+def test_typed_staff_numbers_match_the_id_or_its_digits() -> None:
+    ids = ["S001", "S002", "T120", "42"]
+    assert staff_id_for(ids, "1") == "S001"
+    assert staff_id_for(ids, "001") == "S001"
+    assert staff_id_for(ids, "S002") == "S002"
+    assert staff_id_for(ids, "0120") == "T120"
+    assert staff_id_for(ids, "42") == "42"
+    assert staff_id_for(ids, "7") is None and staff_id_for(ids, "") is None

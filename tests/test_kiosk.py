@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -12,8 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from kiosk.entry import Cleared, GreenChosen, IdEntry, NumberTyped, StaffStep, StaffTyped
+from kiosk.flow import Issue, KioskFlow, StaffProof
 from kiosk.idnumber import with_check
+from kiosk.person import Person, from_number
 from quhao.broker import Mosquitto, free_port
+from quhao.config import KioskKeys
+from quhao.devices.inputevent import KeyEvent
+from quhao.staffauth import card_proof
 from quhao.topics import Topics
 from simulators.idcard import PcscStack, VirtualIdCard
 from simulators.keys import KeypadFeeder
@@ -25,7 +32,10 @@ T = Topics(SITE_ID)
 ELDER = CardHolder("王老伯", with_check("44011119480315123"), date(1948, 3, 15))
 ADULT = CardHolder("李小明", with_check("44010619900101234"), date(1990, 1, 1), gender="1")
 CITIZEN_UID = "1122334455667788"
-STAFF_UID = "04A10001"  # S001, may override (tests/sites/small.toml)
+STAFF_UID = "04A10001"  # S001, may override, PIN 1111 (tests/sites/small.toml)
+CLERK_UID = "04A10002"  # S002, may not override, PIN 2222
+TYPED = with_check("44010619850505321")
+SECRET = (SITE.parent / "test.secret").read_bytes().strip()
 
 
 def kiosk_site(tmp: Path, printer_port: int) -> Path:
@@ -71,12 +81,37 @@ class Hall:
         wait_until(lambda: self.sam.commands.count((0x30, 0x01)) > self._reads, what="SAM read")
         self._reads = self.sam.commands.count((0x30, 0x01))
         self.sam.remove()
-        time.sleep(0.2)
+        time.sleep(0.7)  # off for longer than card_absent_ms (500 ms): a new presentation next
 
     _reads = 0
 
     def status(self) -> dict:
         return self.recorder.last(T.status("kiosk-K1")) or {}
+
+    def said(self, message: str, timeout: float = 10.0) -> None:
+        """Wait until the kiosk's screen has said this (it may have moved on since)."""
+        self.recorder.wait_for(T.status("kiosk-K1"), lambda p: p.get("message") == message, timeout)
+
+    def type_id(self, number: str, service_key: str = "KEY_F1") -> None:
+        self.keys.type(service_key, *[f"KEY_{c}" for c in number], "KEY_ENTER")
+
+    def staff_pin(self, number: str, pin: str) -> None:
+        """The staff key, the staff number, Enter, the PIN, Enter."""
+        self.keys.type("KEY_S", *[f"KEY_{c}" for c in number], "KEY_ENTER")
+        self.said("工作人员授权：请输入密码，按确认键")
+        self.keys.type(*[f"KEY_{c}" for c in pin], "KEY_ENTER")
+
+    def fill_quota(self, number: str = TYPED) -> None:
+        """Two tickets for 社保业务, then the third is refused (a slip)."""
+        start = len(self.printer.wait_for_tickets(0))
+        for n in (1, 2, 3):
+            self.type_id(number)
+            printed = self.printer.wait_for_tickets(start + n)
+        assert "额满再取须咨询工作人员" in printed[-1].text
+        self.said("该证件本项业务取号已达上限")
+
+    def requests(self, action: str = "issue") -> list[dict]:
+        return self.recorder.payloads(T.request("kiosk-K1", action))
 
 
 @pytest.fixture
@@ -135,7 +170,7 @@ def test_vpcd_card_to_printed_ticket(hall: Hall) -> None:
     assert len(hall.printer.tickets) == 1 and len(hall.tickets()) == 1
     # taken off and put on again: a second presentation, a second ticket
     hall.card.remove()
-    time.sleep(0.5)
+    time.sleep(1.0)  # pcscd (400 ms polls) must see the reader EMPTY for over 500 ms
     hall.card.insert(CITIZEN_UID)
     hall.printer.wait_for_tickets(2)
     assert [t[0] for t in hall.tickets()] == ["A001", "A002"]
@@ -160,11 +195,113 @@ def test_sam_elderly_priority_quota_slip_and_staff_override(hall: Hall) -> None:
 
     hall.card.insert(STAFF_UID)  # staff S001 authorises one more
     wait_until(lambda: "authorised one ticket" in hall.kiosk.log(), what="override armed")
+    hall.said("工作人员已授权，请刷市民身份证（绿色通道请按绿色通道键）")
     hall.card.remove()
     hall.keys.tap("KEY_F1")
     hall.swipe(ELDER)
     hall.printer.wait_for_tickets(4)
     assert hall.tickets()[2][3] == "S001"
+    # The kiosk proved the card with the site secret; the card's UID never left it.
+    assert hall.requests()[-1]["override"] == {"card": card_proof(SECRET, STAFF_UID)}
+    mqtt = b"\n".join(m.payload for m in hall.recorder.messages)
+    assert STAFF_UID.encode() not in mqtt and STAFF_UID.lower().encode() not in mqtt
+    assert STAFF_UID not in hall.kiosk.log()
+
+
+def test_override_by_staff_number_and_pin_on_the_keypad(hall: Hall) -> None:
+    hall.fill_quota()
+    hall.keys.tap("KEY_S")
+    hall.said("工作人员授权：请输入工号，按确认键")
+    hall.staff_pin("001", "1111")  # 001 (or 1) is S001
+    hall.said("工作人员已授权，请刷市民身份证（绿色通道请按绿色通道键）")
+    hall.type_id(TYPED)
+    ticket = hall.printer.wait_for_tickets(4)[-1]
+    assert "A003" in ticket.text
+    assert [t[3] for t in hall.tickets()] == [None, None, "S001"]
+    assert hall.requests()[-1]["override"] == {"staff": "S001", "pin": "1111"}
+    hall.recorder.wait_for(T.event("ticket.issued"), lambda p: p["override_staff"] == "S001")
+    # one ticket only: the next is over the quota again
+    hall.type_id(TYPED)
+    hall.printer.wait_for_tickets(5)
+    assert len(hall.tickets()) == 3
+    # the PIN is in no log line and on no screen
+    assert not _holds(hall.kiosk.log(), "1111") and not _holds(hall.hall.log(), "1111")
+    screens = [p.get("message", "") for p in hall.recorder.payloads(T.status("kiosk-K1"))]
+    assert not any("1111" in m for m in screens)
+
+
+def test_a_wrong_pin_gives_no_override(hall: Hall) -> None:
+    hall.fill_quota()
+    hall.staff_pin("1", "9999")
+    hall.said("工作人员已授权，请刷市民身份证（绿色通道请按绿色通道键）")  # the hall decides
+    hall.type_id(TYPED)
+    hall.said("工作人员授权未通过：工号或密码错误，本次未取号")
+    assert len(hall.tickets()) == 2 and len(hall.printer.wait_for_tickets(3)) == 3  # nor a slip
+    assert "wrong staff number or PIN" in hall.hall.log()
+    # a staff number nobody has is refused at the kiosk, before any request
+    sent = len(hall.requests())
+    hall.staff_pin("77", "1111")
+    hall.said("工号或密码错误，请重新授权")
+    # S002 has a PIN but no override right: the kiosk says so and arms nothing
+    hall.staff_pin("2", "2222")
+    hall.said("该工作人员无超额授权权限")
+    hall.type_id(TYPED)
+    assert "额满" in hall.printer.wait_for_tickets(4)[-1].text  # over the quota: a slip
+    assert all("override" not in r for r in hall.requests()[sent:])
+
+
+def test_green_channel_after_staff_authorisation(hall: Hall) -> None:
+    hall.keys.tap("KEY_G")  # nobody authorised: no green channel
+    hall.said("绿色通道须工作人员先刷工作证或输入工号密码")
+    hall.staff_pin("1", "1111")
+    hall.said("工作人员已授权，请刷市民身份证（绿色通道请按绿色通道键）")
+    hall.keys.tap("KEY_G")
+    hall.said("已选绿色通道，请刷市民身份证或输入身份证号")
+    hall.type_id(TYPED)
+    ticket = hall.printer.wait_for_tickets(1)[0]
+    assert "绿色通道" in ticket.text and "A001" in ticket.text
+    assert hall.tickets() == [("A001", "waiting", "green", "S001")]
+    request = hall.requests()[-1]
+    assert request["priority"] == "green" and request["override"]["staff"] == "S001"
+    # the next citizen is an ordinary one again
+    hall.type_id(with_check("44010619900101234"))
+    hall.printer.wait_for_tickets(2)
+    assert hall.tickets()[1][2:] == (None, None)
+
+
+def test_forged_overrides_are_forbidden(hall: Hall) -> None:
+    """What a kiosk (or whoever holds its broker password) may not do by naming staff."""
+    other = Device(hall.broker.url, "kiosk-K2")
+    person = {"key": "ab" * 32, "age": 40}
+    for _ in range(2):
+        assert other.request("issue", service="social", person=person)["ok"]
+    refused = other.request("issue", service="social", person=person)
+    assert refused["error"]["code"] == "quota_exceeded"
+    forgeries = [
+        {"staff": "S001"},  # a bare staff id
+        {"staff": "S001", "pin": "0000"},  # a guessed PIN
+        {"staff": "S002", "pin": "2222"},  # the right PIN of a clerk without the right
+        {"card": STAFF_UID},  # the raw card UID instead of its proof
+        {"card": card_proof(b"not the site secret at all", STAFF_UID)},
+    ]
+    for override in forgeries:
+        answer = other.request("issue", service="social", person=person, override=override)
+        assert answer["error"]["code"] == "forbidden", override
+    green = other.request("issue", service="social", person=person, priority="green")
+    assert green["error"]["code"] == "forbidden"
+    too_old = other.request("issue", service="tax", person={"key": "cd" * 32, "age": 131})
+    assert too_old["error"]["code"] == "bad_request"
+    proven = other.request(
+        "issue", service="social", person=person, override={"card": card_proof(SECRET, STAFF_UID)}
+    )
+    assert proven["ok"] and proven["ticket"]["override"] is True
+    other.close()
+    assert [t[3] for t in hall.tickets()] == [None, None, "S001"]
+
+
+def _holds(text: str, pin: str) -> bool:
+    """The PIN as a word of its own (not inside a port number or a hex rid)."""
+    return re.search(rf"(?<![0-9A-Za-z]){pin}(?![0-9A-Za-z])", text) is not None
 
 
 def test_typed_id_number_with_a_wrong_check_character_is_refused(hall: Hall) -> None:
@@ -294,3 +431,73 @@ def test_serial_printer_on_a_pty(tmp_path: Path) -> None:
     printer.panel.cover_open, printer.panel.silent = False, True
     assert driver.status().state == "no_answer"
     printer.close()
+
+
+# ---- the pure parts: keypad meaning and flow ---------------------------------------------
+
+
+def _key(name: str) -> KeyEvent:
+    return KeyEvent(0.0, name, 0, 1)
+
+
+def test_staff_entry_on_the_kiosk_keypad() -> None:
+    entry = IdEntry(KioskKeys(), ("social", "tax"), staff_timeout_s=30)
+    assert entry.press(_key("KEY_S"), 0) == StaffStep("number")
+    for name in ("KEY_0", "KEY_0", "KEY_7", "KEY_BACKSPACE", "KEY_1", "KEY_X"):
+        assert entry.press(_key(name), 1) is None
+    assert entry.press(_key("KEY_ENTER"), 2) == StaffStep("pin")
+    assert entry.press(_key("KEY_ENTER"), 2) is None  # no PIN yet
+    for name in ("KEY_4", "KEY_8", "KEY_2", "KEY_1"):
+        entry.press(_key(name), 3)
+    assert "4821" not in repr(entry)
+    typed = entry.press(_key("KEY_ENTER"), 4)
+    assert typed == StaffTyped("001", "4821") and "4821" not in repr(typed)
+    assert entry.stage is None
+    # a citizen's number again, and the green key outside a staff entry
+    for name in ("KEY_1", "KEY_2"):
+        entry.press(_key(name), 5)
+    assert entry.press(_key("KEY_ENTER"), 5) == NumberTyped("12")
+    assert entry.press(_key("KEY_G"), 5) == GreenChosen()
+    # a staff entry left half-typed is dropped after the timeout; ESC drops it at once
+    entry.press(_key("KEY_S"), 10)
+    entry.press(_key("KEY_1"), 10)
+    assert entry.tick(39) is False and entry.tick(40) is True and entry.stage is None
+    entry.press(_key("KEY_S"), 50)
+    entry.press(_key("KEY_1"), 50)
+    assert entry.press(_key("KEY_9"), 81) is None  # the press itself notices the timeout
+    assert entry.press(_key("KEY_ENTER"), 81) == NumberTyped("9")
+    entry.press(_key("KEY_S"), 90)
+    assert entry.press(_key("KEY_ESC"), 91) == Cleared() and entry.stage is None
+
+
+def test_flow_carries_the_staff_proof_and_green_needs_it() -> None:
+    person = from_number(b"k" * 32, TYPED, date(2026, 11, 23))
+    flow = KioskFlow(("social",), timeout_s=30)
+    assert flow.choose_green(0) is False  # no authorisation: no green channel
+    by_pin = StaffProof("S001", pin="1111")
+    flow.authorise(by_pin, 1)
+    assert flow.choose_green(2) is True
+    assert flow.present(person, 3) == Issue("social", person, by_pin, "green")
+    assert flow.present(person, 4) == Issue("social", person, None)  # once only
+    by_card = StaffProof("S001", card="ab" * 32)
+    flow.appoint(5)
+    flow.authorise(by_card, 5)
+    issued = flow.present(person, 6)
+    assert issued == Issue("social", person, by_card, "appointment")
+    assert by_card.wire() == {"card": "ab" * 32} and by_pin.wire() == {
+        "staff": "S001",
+        "pin": "1111",
+    }
+    assert "1111" not in repr(by_pin) and "abab" not in repr(issued)
+    flow.authorise(by_pin, 10)
+    flow.choose_green(11)
+    assert flow.tick(41) is True and flow.override is None and flow.green is False
+
+
+def test_ages_outside_0_to_130_never_leave_the_kiosk() -> None:
+    today = date(2026, 11, 23)
+    assert from_number(b"k" * 32, TYPED, today).age == 41
+    for first17 in ("44010618800101123", "44010620300101123"):  # 146 years old; born in 2030
+        with pytest.raises(ValueError):
+            from_number(b"k" * 32, with_check(first17), today)
+    assert Person("ab" * 32, None, "", "pcsc").wire() == {"key": "ab" * 32, "age": None}

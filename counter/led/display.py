@@ -6,6 +6,8 @@ The counter says what the display should show (`show`); a worker thread makes
 it so, waits for the display's ACK, retries, and keeps trying through an
 unplugged cable — reopening the port, then sending the current text again. Its
 state (`ok`, `no_answer`, `offline`) goes to the callback for device status.
+Until the counter has said what to show (it waits for the window state), the
+display is only pinged: it keeps what it showed, never a blank frame.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class LedDisplay:
         self.health = DeviceState("display", label, log, on_state)
         self._wanted: tuple[str, bool] = ("", False)
         self._version = 0  # bumps on every show(); a recall of the same text bumps too
+        # 0: nothing said yet. The worker then sends no SHOW at all, so the display is
+        # not blanked at start-up before the window state has arrived.
         self._changed = threading.Condition()
         self._port: serial.Serial | None = None
 
@@ -69,7 +73,7 @@ class LedDisplay:
                 stop.wait(REOPEN_EVERY_S)
 
     def _serve(self, stop: threading.Event) -> None:
-        sent_version = -1
+        sent_version = -1  # -1: (re)send what is wanted as soon as the port is open
         last_contact = 0.0
         while not stop.is_set():
             if self._port is None and not self._open():
@@ -81,6 +85,8 @@ class LedDisplay:
                 version, (text, flash) = self._version, self._wanted
             if stop.is_set():
                 break
+            if version == 0 and sent_version == -1:
+                sent_version = 0  # nothing to show yet: ping, and send the first text when told
             if version != sent_version:
                 if self._exchange(self.protocol.show(self.address, text, flash)):
                     sent_version = version
