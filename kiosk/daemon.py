@@ -55,6 +55,9 @@ log = logging.getLogger("quhao.kiosk")
 PRINTER_CHECK_S = 5.0  # real seconds between printer checks while idle
 RESULT_S = 5.0  # real seconds the outcome (请取票 A001, a refusal) stays on the screen
 FLOW_TIMEOUT_S = 30.0  # hall seconds a swipe or a service key waits for the other
+# ... but never less than this many real seconds: card readers (pcscd polls every
+# 400 ms) and hands do not speed up with a simulated hall's fast clock.
+FLOW_TIMEOUT_MIN_REAL_S = 5.0
 REFUSAL_SLIPS = {"daily_cap_reached": "今日号源已满，请改日办理"}
 REFUSAL_MESSAGES = {
     "quota_exceeded": "该证件本项业务取号已达上限",
@@ -95,9 +98,10 @@ class KioskDaemon:
         self.topics = Topics(config.site.id)
         self.bus = device_bus(broker, device, self.topics.availability(device), credentials_dir)
         self.hall = HallClient(self.bus, self.topics, device)
-        self.flow = KioskFlow(self.kiosk.services, FLOW_TIMEOUT_S)
+        wait_s = max(FLOW_TIMEOUT_S, FLOW_TIMEOUT_MIN_REAL_S * self.clock.speed)
+        self.flow = KioskFlow(self.kiosk.services, wait_s)
         self.flow_lock = threading.Lock()
-        self.entry = IdEntry(config.keys.kiosk, self.kiosk.services, FLOW_TIMEOUT_S)
+        self.entry = IdEntry(config.keys.kiosk, self.kiosk.services, wait_s)
         self.printer = TicketPrinter(self.kiosk.printer) if self.kiosk.printer else None
         self.work: queue.Queue[Issue] = queue.Queue()
         self.stop = threading.Event()
