@@ -317,6 +317,7 @@ def test_staff_card_logs_in_and_out(hall: Hall, pcsc: PcscStack) -> None:
 def test_login_by_staff_number_and_pin(hall: Hall) -> None:
     requests = Recorder(hall.broker.url, T.request("counter-W2", "login"), client_id="pin")
     led = hall.leds[2]
+    led.wait_for(lambda t: t == "2号窗口")  # the fixture waited for window 1's LED only
     shown = len(led.history)
     hall.login("counter-W2", "002", "2222")  # 002 is S002
     led.wait_for(lambda t: t == "2号窗口 王芳 S002")
@@ -370,6 +371,7 @@ def test_forged_logins_are_forbidden(hall: Hall) -> None:
 def test_the_led_is_sent_nothing_before_the_window_state(hall: Hall) -> None:
     """No blank SHOW at start-up before the retained window state has arrived (the LED
     flickered blank): the first frame is the window's text."""
+    hall.leds[2].wait_for(lambda t: t == "2号窗口")  # the fixture waited for window 1's only
     for window in (1, 2):
         texts = [s.text for s in hall.leds[window].history]
         assert texts and texts[0] == f"{window}号窗口", texts
