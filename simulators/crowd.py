@@ -84,7 +84,7 @@ class Scenario:
 
 
 def surge_day(day: date) -> Scenario:
-    """The design notes' surge: 社保 jumps to ~1,400 tickets; windows 8 → 15 → 32."""
+    """The surge day: 社保 jumps to ~1,400 tickets; windows 8 → 15 → 32."""
     others = {
         "medical": 60,
         "housing_fund": 45,
