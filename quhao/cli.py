@@ -545,7 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario",
         choices=["surge", "short"],
         default="surge",
-        help="surge: the surge day (社保 surges, windows opened live); short: an hour of a small hall",
+        help="surge: the surge day (社保 surges, windows opened live); "
+        "short: an hour of a small hall",
     )
     p.add_argument("--speed", type=float, default=60.0, help="hall seconds per real second")
     p.add_argument("--seed", type=int, default=7)

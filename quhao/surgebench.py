@@ -1,7 +1,7 @@
 """`quhao bench surge`: the fastest speed at which the surge day ends with nothing lost.
 
-The surge day (simulators/crowd.py `surge_day`) — 社保 at ~1,400 tickets, normal load elsewhere, windows
-opened 8 → 15 → 32 — run through every daemon and simulator at falling speed
+The surge day (simulators/crowd.py `surge_day`) — 社保 at ~1,400 tickets, normal load
+elsewhere, windows opened 8 → 15 → 32 — run through every daemon and simulator at falling speed
 factors until one completes with zero lost tickets: every ticket issued ends
 finished, skipped or voided, every citizen in line got a ticket or a slip, and
 every number called was one a citizen held.
