@@ -144,6 +144,8 @@ MATRIX = [
     ("kiosk-K1", "pub", f"{R}/event/ticket.called", False),
     ("kiosk-K1", "pub", f"{R}/device/kiosk-K1/status", True),
     ("kiosk-K1", "pub", f"{R}/device/kiosk-K2/status", False),
+    ("kiosk-K1", "pub", f"{R}/device/hall/status", False),  # no forged hall health
+    ("counter-W1", "pub", f"{R}/device/hall/status", False),
     ("kiosk-K1", "read", f"{R}/reply/kiosk-K1", True),
     ("kiosk-K1", "read", f"{R}/reply/counter-W1", False),
     ("kiosk-K1", "read", f"{R}/hall/req/counter-W1/call", False),
