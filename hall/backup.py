@@ -312,7 +312,7 @@ def backup(
         _check_record(database, contents, marker)
         target = _timestamped(folder, contents.site, now) if into_dir else to
         os.replace(temp, target)
-        _fsync_dir(folder)
+        record.fsync_dir(folder)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
@@ -384,7 +384,7 @@ def prune(folder: Path, site: str | None, keep: int) -> list[Path]:
     for path in old:
         path.unlink()
     if old:
-        _fsync_dir(folder)
+        record.fsync_dir(folder)
     return old
 
 
@@ -482,7 +482,7 @@ def _restore_locked(state_dir: Path, source: Path, force: bool) -> RestoreResult
         _adopt_owner(state_dir, [temp])
         set_aside = _set_aside(state_dir)
         os.replace(temp, database)
-        _fsync_dir(state_dir)
+        record.fsync_dir(state_dir)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
@@ -600,14 +600,6 @@ def _previous(marker: record.Marker | None, current: _Current) -> str:
 
 def _uri(path: Path, mode: str) -> str:
     return f"file:{pathname2url(str(path.resolve()))}?mode={mode}"
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _adopt_owner(state_dir: Path, paths: list[Path]) -> None:

@@ -89,10 +89,11 @@ def write_marker(state_dir: Path, marker: Marker) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(state_dir)
+    fsync_dir(state_dir)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink in this folder durable."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -9,9 +9,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quhao.broker import Mosquitto, free_ports, wait_for_port
+from quhao.brokergen import generate
+from quhao.config import load
 from quhao.mqtt import Bus, Message
 from quhao.rpc import HallClient
 from quhao.topics import Topics
@@ -159,3 +163,51 @@ class Recorder:
 
     def close(self) -> None:
         self.bus.stop()
+
+
+@dataclass
+class GeneratedBroker:
+    """Mosquitto running the configuration `quhao broker gen` writes for a site."""
+
+    broker: Mosquitto
+    out: Path
+    port: int
+    tls_port: int
+    ws_port: int
+
+    @property
+    def credentials(self) -> Path:
+        return self.out / "credentials"
+
+    def password(self, user: str) -> str:
+        return (self.credentials / user / "password").read_text().strip()
+
+    def log(self) -> str:
+        return self.broker.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        self.broker.close()
+
+
+def generated_broker(site: Path, out: Path, lan: str = "127.0.0.1") -> GeneratedBroker:
+    """Generate a hall's broker configuration into `out` and start it; `lan` stands in
+    for the hall server's LAN address (any of 127/8 is local)."""
+    port, tls_port, ws_port = free_ports(3)
+    conf = generate(
+        load(site),
+        out,
+        port=port,
+        tls_port=tls_port,
+        ws_port=ws_port,
+        lan_bind=lan,
+        hosts=(lan,) if lan != "127.0.0.1" else (),
+        run_as="root" if os.geteuid() == 0 else "mosquitto",
+    )
+    broker = Mosquitto(workdir=out, port=port, conf=conf)
+    try:
+        wait_for_port(tls_port, host=lan)
+        wait_for_port(ws_port)
+    except BaseException:
+        broker.close()
+        raise
+    return GeneratedBroker(broker, out, port, tls_port, ws_port)

@@ -8,7 +8,6 @@ itself must stop: a device holding its own valid credentials and sending anythin
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -22,14 +21,12 @@ from typing import Any
 
 import pytest
 
-from quhao.broker import Mosquitto, free_ports, wait_for_port
-from quhao.brokergen import generate
-from quhao.config import load
+from quhao.broker import Mosquitto
 from quhao.mqtt import Bus, Message
 from quhao.rpc import HallClient
 from quhao.topics import Topics
 from quhao.wire import decode_object
-from tests.helpers import ROOT, SITE, SITE_ID, Daemon, hall_daemon, wait_until
+from tests.helpers import ROOT, SITE, SITE_ID, Daemon, generated_broker, hall_daemon, wait_until
 
 T = Topics(SITE_ID)
 PERSON_KEY = "ab" * 32
@@ -99,20 +96,8 @@ def _site(tmp: Path, limits: bool) -> Path:
 
 def _start(tmp: Path, limits: bool = True) -> Iterator[Hall]:
     site = _site(tmp, limits)
-    port, tls_port, ws_port = free_ports(3)
-    out = tmp / "broker"
-    conf = generate(
-        load(site),
-        out,
-        port=port,
-        tls_port=tls_port,
-        ws_port=ws_port,
-        lan_bind="127.0.0.1",
-        run_as="root" if os.geteuid() == 0 else "mosquitto",
-    )
-    broker = Mosquitto(workdir=out, port=port, conf=conf)
-    for listener in (tls_port, ws_port):
-        wait_for_port(listener)
+    generated = generated_broker(site, tmp / "broker")
+    broker, out = generated.broker, generated.out
     state = tmp / "hall"
     daemon = hall_daemon(broker.url, state, config=site)
     daemon.args += ["--credentials", str(out / "credentials")]
@@ -121,7 +106,7 @@ def _start(tmp: Path, limits: bool = True) -> Iterator[Hall]:
         yield Hall(broker, out / "credentials", daemon, state)
     finally:
         daemon.stop()
-        broker.close()
+        generated.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ must still work afterwards:
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import subprocess
@@ -19,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,56 +25,24 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from quhao.broker import Mosquitto, free_ports, wait_for_port
-from quhao.brokergen import MONITOR_USER, _ca, _issue, generate, users
+from quhao.brokergen import MONITOR_USER, _ca, _issue, users
 from quhao.config import load
 from quhao.mqtt import Bus, credentials
 from quhao.rpc import HallClient
 from quhao.topics import Topics
 from quhao.wire import decode_object, encode
-from tests.helpers import SITE, SITE_ID, Daemon, wait_until
+from tests.helpers import SITE, SITE_ID, Daemon, GeneratedBroker, generated_broker, wait_until
 
 LAN = "127.0.0.2"  # stands in for the hall server's LAN address (all of 127/8 is local)
 T = Topics(SITE_ID)
 HALL_ONLINE = T.availability("hall")
 
 
-@dataclass
-class HallBroker:
-    broker: Mosquitto
-    out: Path
-    port: int
-    tls_port: int
-    ws_port: int
-
-    def password(self, user: str) -> str:
-        return (self.out / "credentials" / user / "password").read_text().strip()
-
-    def log(self) -> str:
-        return self.broker.log_path.read_text(errors="replace")
-
-
 @pytest.fixture
-def hall_broker(tmp_path: Path) -> Iterator[HallBroker]:
-    port, tls_port, ws_port = free_ports(3)
-    out = tmp_path / "broker"
-    conf = generate(
-        load(SITE),
-        out,
-        port=port,
-        tls_port=tls_port,
-        ws_port=ws_port,
-        lan_bind=LAN,
-        hosts=(LAN,),
-        run_as="root" if os.geteuid() == 0 else "mosquitto",
-    )
-    broker = Mosquitto(workdir=out, port=port, conf=conf)
-    try:
-        wait_for_port(tls_port, host=LAN)
-        wait_for_port(ws_port)
-        yield HallBroker(broker, out, port, tls_port, ws_port)
-    finally:
-        broker.close()
+def hall_broker(tmp_path: Path) -> Iterator[GeneratedBroker]:
+    running = generated_broker(SITE, tmp_path / "broker", lan=LAN)
+    yield running
+    running.close()
 
 
 class Raw:
@@ -85,7 +51,7 @@ class Raw:
 
     def __init__(
         self,
-        hb: HallBroker,
+        hb: GeneratedBroker,
         listener: str,
         client_id: str,
         *,
@@ -206,7 +172,7 @@ class Raw:
         self.client.loop_stop()
 
 
-def _hall(hb: HallBroker, tmp_path: Path) -> Daemon:
+def _hall(hb: GeneratedBroker, tmp_path: Path) -> Daemon:
     return Daemon(
         [
             "hall",
@@ -224,7 +190,7 @@ def _hall(hb: HallBroker, tmp_path: Path) -> Daemon:
     ).start()
 
 
-def _kiosk_issues_a_ticket(hb: HallBroker, device: str) -> dict[str, Any]:
+def _kiosk_issues_a_ticket(hb: GeneratedBroker, device: str) -> dict[str, Any]:
     """Good traffic: a kiosk on the LAN (TLS, its certificate) asks the hall for a ticket."""
     password, files = credentials(hb.out / "credentials", device)
     bus = Bus(f"mqtts://{LAN}:{hb.tls_port}", device, password=password, tls=files)
@@ -237,7 +203,7 @@ def _kiosk_issues_a_ticket(hb: HallBroker, device: str) -> dict[str, Any]:
 
 
 def test_nobody_takes_over_the_halls_or_another_devices_session(
-    hall_broker: HallBroker, tmp_path: Path
+    hall_broker: GeneratedBroker, tmp_path: Path
 ) -> None:
     hb = hall_broker
     hall = _hall(hb, tmp_path)
@@ -326,7 +292,7 @@ def _reachable(host: str, port: int) -> bool:
 
 
 def test_websockets_listener_is_loopback_only_and_takes_only_display(
-    hall_broker: HallBroker,
+    hall_broker: GeneratedBroker,
 ) -> None:
     hb = hall_broker
     # bound to loopback, not to the LAN address (the TLS listener shows that one is live)
@@ -366,7 +332,7 @@ def test_websockets_listener_is_loopback_only_and_takes_only_display(
 
 
 def test_a_client_certificate_is_its_owner_whatever_name_it_sends(
-    hall_broker: HallBroker, tmp_path: Path
+    hall_broker: GeneratedBroker, tmp_path: Path
 ) -> None:
     hb = hall_broker
     hall = Raw(hb, "loopback", "hall", user="hall", password=hb.password("hall"))
@@ -425,7 +391,7 @@ def test_a_client_certificate_is_its_owner_whatever_name_it_sends(
             client.close()
 
 
-def test_read_only_programs_run_side_by_side(hall_broker: HallBroker, tmp_path: Path) -> None:
+def test_read_only_programs_run_side_by_side(hall_broker: GeneratedBroker, tmp_path: Path) -> None:
     """The screens gateway (`display`, websockets), the demo's view (`monitor`) and
     `quhao ctl` (`ctl`) each have their own user: none takes the others' session."""
     hb = hall_broker

@@ -34,6 +34,30 @@ from tests.helpers import ROOT, SITE, SITE_ID, Device, hall_daemon
 OpenDevice = Callable[[str], Device]
 
 
+class IssueLoad:
+    """One kiosk issuing tickets back to back in a thread: (sent, answered) per request."""
+
+    def __init__(self, kiosk: Device) -> None:
+        self.kiosk = kiosk
+        self.answered: list[tuple[float, float]] = []  # perf_counter
+        self.failures: list[dict[str, object]] = []
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._serve)
+        self._worker.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            sent = time.perf_counter()
+            response = self.kiosk.request("issue", service="enquiry")
+            self.answered.append((sent, time.perf_counter()))
+            if not response.get("ok"):
+                self.failures.append(response)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._worker.join(30)
+
+
 def quhao(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "quhao.cli", *map(str, args)],
@@ -109,20 +133,8 @@ def test_backup_while_the_hall_serves(
         kiosk.request("issue", service="social", person=person(n))["ticket"]["id"] for n in range(3)
     ]
 
-    answered: list[tuple[float, float]] = []  # (sent, answered), perf_counter
-    failures: list[dict[str, object]] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            sent = time.perf_counter()
-            response = busy.request("issue", service="enquiry")
-            answered.append((sent, time.perf_counter()))
-            if not response.get("ok"):
-                failures.append(response)
-
-    worker = threading.Thread(target=serve)
-    worker.start()
+    issuing = IssueLoad(busy)
+    answered, failures = issuing.answered, issuing.failures
     try:
         time.sleep(1.0)
         windows: list[tuple[float, float]] = []
@@ -135,8 +147,7 @@ def test_backup_while_the_hall_serves(
             assert "saved" in result.stdout and "events" in result.stdout, result.stdout
         time.sleep(0.5)
     finally:
-        stop.set()
-        worker.join(30)
+        issuing.stop()
     assert not failures, failures[:3]
 
     def overlaps(sent: float, done: float) -> bool:
@@ -340,21 +351,8 @@ def test_a_long_backup_snapshot_does_not_stall_the_hall(
     state = tmp_path / "hall"
     hall = hall_daemon(broker.url, state).start()
     busy = device("kiosk-K2")
-    answered: list[tuple[float, float]] = []
-    stop = threading.Event()
-
-    failures: list[dict[str, object]] = []
-
-    def serve() -> None:
-        while not stop.is_set():
-            sent = time.perf_counter()
-            response = busy.request("issue", service="enquiry")
-            answered.append((sent, time.perf_counter()))
-            if not response.get("ok"):
-                failures.append(response)
-
-    worker = threading.Thread(target=serve)
-    worker.start()
+    issuing = IssueLoad(busy)
+    answered, failures = issuing.answered, issuing.failures
     try:
         time.sleep(0.5)
         # the read transaction `quhao backup` holds while it copies (hall.backup.snapshot)
@@ -370,8 +368,7 @@ def test_a_long_backup_snapshot_does_not_stall_the_hall(
         reader.close()
         time.sleep(0.5)
     finally:
-        stop.set()
-        worker.join(30)
+        issuing.stop()
     assert not failures, failures[:3]
     during = [done - sent for sent, done in answered if sent < released and done > held]
     assert len(during) >= 20

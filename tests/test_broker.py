@@ -10,56 +10,36 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from quhao.broker import Mosquitto, free_ports, wait_for_port
+from quhao.broker import Mosquitto
 from quhao.brokergen import generate
 from quhao.config import load
 from quhao.topics import Topics
-from tests.helpers import SITE, SITE_ID, Daemon, Device, hall_daemon
+from tests.helpers import (
+    SITE,
+    SITE_ID,
+    Daemon,
+    Device,
+    GeneratedBroker,
+    generated_broker,
+    hall_daemon,
+)
 
 T = Topics(SITE_ID)
 PROBE_IDS = itertools.count()
 R = f"quhao/{SITE_ID}"
 
 
-@dataclass
-class HallBroker:
-    broker: Mosquitto
-    out: Path
-    tls_port: int
-
-    @property
-    def credentials(self) -> Path:
-        return self.out / "credentials"
-
-    def password(self, user: str) -> str:
-        return (self.credentials / user / "password").read_text().strip()
-
-
 @pytest.fixture
-def hall_broker(tmp_path: Path) -> Iterator[HallBroker]:
-    port, tls_port, ws_port = free_ports(3)
-    out = tmp_path / "broker"
-    conf = generate(
-        load(SITE),
-        out,
-        port=port,
-        tls_port=tls_port,
-        ws_port=ws_port,
-        lan_bind="127.0.0.1",
-        run_as="root" if os.geteuid() == 0 else "mosquitto",
-    )
-    broker = Mosquitto(workdir=out, port=port, conf=conf)
-    for listener in (tls_port, ws_port):
-        wait_for_port(listener)
-    yield HallBroker(broker, out, tls_port)
-    broker.close()
+def hall_broker(tmp_path: Path) -> Iterator[GeneratedBroker]:
+    running = generated_broker(SITE, tmp_path / "broker")
+    yield running
+    running.close()
 
 
 class Probe:
@@ -175,7 +155,7 @@ MATRIX = [
 ]
 
 
-def test_acl_matrix_of_roles_topics_and_directions(hall_broker: HallBroker) -> None:
+def test_acl_matrix_of_roles_topics_and_directions(hall_broker: GeneratedBroker) -> None:
     publisher = Probe(hall_broker.broker.port, "hall", hall_broker.password("hall"))
     # one connection per user: a second login as the same user takes over the session
     probes: dict[str, Probe] = {"hall": publisher}
@@ -192,7 +172,7 @@ def test_acl_matrix_of_roles_topics_and_directions(hall_broker: HallBroker) -> N
             probe.close()
 
 
-def test_wrong_password_and_anonymous_are_refused(hall_broker: HallBroker) -> None:
+def test_wrong_password_and_anonymous_are_refused(hall_broker: GeneratedBroker) -> None:
     wrong = Probe(hall_broker.broker.port, "kiosk-K1", "not-the-password")
     anonymous = Probe(hall_broker.broker.port, None, None)
     borrowed = Probe(hall_broker.broker.port, "kiosk-K2", hall_broker.password("kiosk-K1"))
@@ -201,7 +181,7 @@ def test_wrong_password_and_anonymous_are_refused(hall_broker: HallBroker) -> No
         probe.close()
 
 
-def _tls(hall_broker: HallBroker, user: str | None) -> ssl.SSLContext:
+def _tls(hall_broker: GeneratedBroker, user: str | None) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(hall_broker.out / "ca" / "ca.crt"))
     if user:
         folder = hall_broker.credentials / user
@@ -209,7 +189,7 @@ def _tls(hall_broker: HallBroker, user: str | None) -> ssl.SSLContext:
     return context
 
 
-def test_tls_listener(hall_broker: HallBroker) -> None:
+def test_tls_listener(hall_broker: GeneratedBroker) -> None:
     secure = Probe(
         hall_broker.tls_port,
         "counter-W1",
@@ -239,7 +219,7 @@ def test_tls_listener(hall_broker: HallBroker) -> None:
 
 
 def test_the_suite_runs_through_the_generated_authenticated_broker(
-    hall_broker: HallBroker, tmp_path: Path
+    hall_broker: GeneratedBroker, tmp_path: Path
 ) -> None:
     from simulators.keys import KeypadFeeder
     from simulators.led import LedSimulator
