@@ -60,6 +60,13 @@ class Marker:
         return f"site {self.site}, database {self.database_id}, {self.seq} events"
 
 
+def damaged(path: Path, exc: BaseException) -> RecordError:
+    """The refusal for a database SQLite cannot read, wherever in start-up it shows."""
+    return RecordError(
+        f"{path}: damaged database ({exc}); restore the latest backup with `quhao restore`"
+    )
+
+
 def read_marker(state_dir: Path) -> Marker | None:
     path = state_dir / MARKER
     try:

@@ -103,10 +103,7 @@ def load_state(
             )
             return load_state(config, store, secret, snapshots=False)
     except sqlite3.DatabaseError as exc:
-        raise record.RecordError(
-            f"{store.path}: damaged database ({exc}); restore the latest backup with "
-            "`quhao restore`"
-        ) from exc
+        raise record.damaged(store.path, exc) from exc
     ms = (time.perf_counter() - started) * 1000
     if since:
         log.info(
@@ -180,10 +177,7 @@ class HallService:
         try:
             self.answered = self.store.remembered_requests()
         except sqlite3.DatabaseError as exc:
-            raise record.RecordError(
-                f"{self.store.path}: damaged database ({exc}); restore the latest backup "
-                "with `quhao restore`"
-            ) from exc
+            raise record.damaged(self.store.path, exc) from exc
         self.bus = Bus(
             broker,
             "hall",
