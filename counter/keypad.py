@@ -25,8 +25,6 @@ skip). Any other key is logged and ignored.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from quhao.config import CallerKeys
@@ -57,21 +55,6 @@ class AskPin:
 class Ignored:
     key: str
     why: str
-
-
-def staff_id_for(staff_ids: Iterable[str], typed: str) -> str | None:
-    """A typed staff number: the exact id, or the id's digits (S007 ← 7, 007, S007)."""
-    ids = list(staff_ids)
-    if typed in ids:
-        return typed
-    wanted = re.sub(r"\D", "", typed)
-    if not wanted:
-        return None
-    for staff_id in ids:
-        digits = re.sub(r"\D", "", staff_id)
-        if digits and int(digits) == int(wanted):
-            return staff_id
-    return None
 
 
 class CallerKeypad:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from counter.keypad import AskPin, CallerKeypad, Ignored, Intent, staff_id_for
+from counter.keypad import AskPin, CallerKeypad, Ignored, Intent
 from counter.led.display import LedDisplay
 from counter.rating import LEVEL_NAMES, Rating, RatingPad
 from kiosk.readers import CardRead
@@ -36,7 +36,7 @@ from quhao.devices.inputevent import KeyEvent
 from quhao.devices.keysource import KeySource
 from quhao.mqtt import Message, device_bus
 from quhao.rpc import HallClient, HallUnavailable
-from quhao.staffauth import card_proof
+from quhao.staffauth import card_proof, staff_id_for
 from quhao.topics import Topics
 from quhao.wire import BadPayload, decode_object
 

@@ -23,7 +23,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from counter.keypad import staff_id_for
 from kiosk import idnumber, ticket
 from kiosk.entry import (
     AppointmentChosen,
@@ -46,7 +45,7 @@ from quhao.devices.inputevent import KeyEvent
 from quhao.devices.keysource import KeySource
 from quhao.mqtt import Message, device_bus
 from quhao.rpc import HallClient, HallUnavailable
-from quhao.staffauth import card_proof
+from quhao.staffauth import card_proof, staff_id_for
 from quhao.topics import Topics
 from quhao.wire import BadPayload, decode_object
 

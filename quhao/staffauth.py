@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 PIN_SCHEME = "pbkdf2-sha256"
@@ -28,6 +28,21 @@ PIN_HASH_PATTERN = re.compile(
     r"^pbkdf2-sha256\$[0-9]{4,7}\$[A-Za-z0-9+/=]{16,64}\$[A-Za-z0-9+/=]{40,64}$"
 )
 CARD_PROOF_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+
+
+def staff_id_for(staff_ids: Iterable[str], typed: str) -> str | None:
+    """A typed staff number: the exact id, or the id's digits (S007 ← 7, 007, S007)."""
+    ids = list(staff_ids)
+    if typed in ids:
+        return typed
+    wanted = re.sub(r"\D", "", typed)
+    if not wanted:
+        return None
+    for staff_id in ids:
+        digits = re.sub(r"\D", "", staff_id)
+        if digits and int(digits) == int(wanted):
+            return staff_id
+    return None
 
 
 class StaffLike(Protocol):

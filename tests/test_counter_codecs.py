@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from counter.keypad import AskPin, CallerKeypad, Ignored, Intent, staff_id_for
+from counter.keypad import AskPin, CallerKeypad, Ignored, Intent
 from counter.led.quhao_led import (
     ACK,
     NAK,
@@ -19,6 +19,7 @@ from counter.led.quhao_led import (
 from counter.rating import Rating, RatingPad
 from quhao.config import CallerKeys
 from quhao.devices.inputevent import RECORD_SIZE, Decoder, KeyEvent, encode_key
+from quhao.staffauth import staff_id_for
 
 frames = st.builds(Frame, st.integers(0, 255), st.integers(0, 255), st.binary(max_size=300))
 
