@@ -11,7 +11,7 @@ deps:
 SPEED ?= 60
 
 demo: deps
-	$(PY) -m quhao.cli demo --speed $(SPEED)
+	$(PY) -m cli demo --speed $(SPEED)
 
 
 test: deps
@@ -19,13 +19,13 @@ test: deps
 	$(PY) -m pytest -q
 
 bench: deps
-	$(PY) -m quhao.cli bench all
+	$(PY) -m cli bench all
 
 # The hall SIGKILLed 100 times under load, 30,000 malformed requests, broker restarts,
 # damaged records, a full and a read-only disk, midnight (several minutes; `make test`
 # runs a short version: tests/test_chaos.py).
 chaos: deps
-	$(PY) -m quhao.cli chaos
+	$(PY) -m cli chaos
 
 lint: deps
 	$(PY) -m ruff check .

@@ -29,9 +29,9 @@ from typing import Any
 from counter.keypad import AskPin, CallerKeypad, Ignored, Intent
 from counter.led.display import LedDisplay
 from counter.rating import LEVEL_NAMES, Rating, RatingPad
-from kiosk.readers import CardRead
 from quhao.clock import Clock
 from quhao.config import SiteConfig
+from quhao.devices.cards import CardRead
 from quhao.devices.inputevent import KeyEvent
 from quhao.devices.keysource import KeySource
 from quhao.mqtt import Message, device_bus
@@ -130,7 +130,7 @@ class CounterTerminal:
             )
             self._spawn("keypad", source.run, self._on_caller_key, self.stop)
         if self.counter.reader:
-            from kiosk.readers.pcsc import PcscReader
+            from quhao.devices.pcsc import PcscReader
 
             reader = PcscReader(
                 self.counter.reader,

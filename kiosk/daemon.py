@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kiosk import idnumber, ticket
+from kiosk import ticket
 from kiosk.entry import (
     AppointmentChosen,
     Cleared,
@@ -38,9 +38,10 @@ from kiosk.escpos_status import PrinterState
 from kiosk.flow import Issue, KioskFlow, StaffProof
 from kiosk.person import Person, from_identity, from_number, from_uid
 from kiosk.printer import TicketPrinter
-from kiosk.readers import CardRead
+from quhao import idnumber
 from quhao.clock import Clock
 from quhao.config import SiteConfig
+from quhao.devices.cards import CardRead
 from quhao.devices.inputevent import KeyEvent
 from quhao.devices.keysource import KeySource
 from quhao.mqtt import Message, device_bus
@@ -160,7 +161,7 @@ class KioskDaemon:
 
         absent_s = self.kiosk.card_absent_ms / 1000
         if uri.startswith("pcsc:"):
-            from kiosk.readers.pcsc import PcscReader
+            from quhao.devices.pcsc import PcscReader
 
             reader: Any = PcscReader(uri, label, self._on_card, on_state, absent_s=absent_s)
         elif uri.startswith("serial:"):

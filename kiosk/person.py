@@ -20,8 +20,8 @@ import hmac
 from dataclasses import dataclass
 from datetime import date
 
-from kiosk import idnumber
-from kiosk.sam import Identity
+from quhao import idnumber
+from quhao.devices.cards import Identity
 
 MAX_AGE = 130  # the protocol's bound on person.age
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from quhao.devices.cards import Identity
+
 PREAMBLE = bytes.fromhex("AAAAAA9669")
 MAX_LEN = 4096  # a base message with fingerprints is under 2.5 kB
 
@@ -215,23 +217,6 @@ LAYOUTS = {
     "foreign_permanent_2023": FOREIGN_2023_LAYOUT,
 }
 CARD_TYPE_CHAR = 124  # the card-type character of the non-resident layouts
-
-
-@dataclass(frozen=True)
-class Identity:
-    card_type: str
-    name: str
-    gender: str
-    birth: date | None
-    id_number: str
-    valid_from: str
-    valid_to: str  # YYYYMMDD or 长期
-    fields: dict[str, str]
-
-    def __repr__(self) -> str:  # never print a person into a log by accident
-        return f"Identity(card_type={self.card_type!r}, <personal data withheld>)"
-
-    __str__ = __repr__
 
 
 def parse_text(text: bytes) -> Identity:

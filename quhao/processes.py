@@ -11,10 +11,8 @@ from typing import IO
 def quhao(
     *args: str, log: IO[bytes] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """`python -m quhao.cli ARGS` with this interpreter."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "quhao.cli", *args], stdout=log, stderr=log, cwd=cwd
-    )
+    """`python -m cli ARGS` with this interpreter."""
+    return subprocess.Popen([sys.executable, "-m", "cli", *args], stdout=log, stderr=log, cwd=cwd)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:

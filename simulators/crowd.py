@@ -27,8 +27,8 @@ from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from zoneinfo import ZoneInfo
 
-from kiosk.idnumber import with_check
 from quhao.clock import Clock
+from quhao.idnumber import with_check
 from simulators.idcard import VirtualIdCard
 from simulators.keys import KeypadFeeder
 from simulators.led import LedSimulator

@@ -50,7 +50,7 @@ class Daemon:
         log = self.log_path.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "quhao.cli", *self.args],
+            [sys.executable, "-m", "cli", *self.args],
             stdout=log,
             stderr=log,
             cwd=ROOT,

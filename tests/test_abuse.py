@@ -275,7 +275,7 @@ def test_a_retained_request_is_never_acted_on(hall: Hall, tmp_path: Path) -> Non
 
 def _quhao(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "quhao.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,

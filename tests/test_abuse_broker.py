@@ -397,7 +397,7 @@ def test_read_only_programs_run_side_by_side(hall_broker: GeneratedBroker, tmp_p
     hb = hall_broker
     hall = _hall(hb, tmp_path)
     display = Raw(hb, "ws", "display", user="display", password=hb.password("display"))
-    password, _ = credentials(hb.out / "credentials", MONITOR_USER)  # as quhao/demo.py does
+    password, _ = credentials(hb.out / "credentials", MONITOR_USER)  # as cli/demo.py does
     monitor = Bus(
         f"mqtt://127.0.0.1:{hb.port}", MONITOR_USER, username=MONITOR_USER, password=password
     )
@@ -418,7 +418,7 @@ def test_read_only_programs_run_side_by_side(hall_broker: GeneratedBroker, tmp_p
                 [
                     sys.executable,
                     "-m",
-                    "quhao.cli",
+                    "cli",
                     "ctl",
                     "--config",
                     str(SITE),

@@ -60,7 +60,7 @@ class IssueLoad:
 
 def quhao(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "quhao.cli", *map(str, args)],
+        [sys.executable, "-m", "cli", *map(str, args)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,6 +1,6 @@
 """One presentation, one read: card readers that drop out for a moment.
 
-The rule (`kiosk.readers.presence`) property-tested with time passed in; each reader
+The rule (`quhao.devices.presence`) property-tested with time passed in; each reader
 against its simulator with dropouts; and the kiosk daemon end to end: a card lying
 on the SAM reader through dropouts gives one ticket, no quota slips.
 """
@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kiosk.idnumber import with_check
-from kiosk.readers import CardRead
-from kiosk.readers.presence import Fingerprints, Presence
 from quhao.broker import Mosquitto, free_port
+from quhao.devices.cards import CardRead
+from quhao.devices.presence import Fingerprints, Presence
+from quhao.idnumber import with_check
 from quhao.topics import Topics
 from simulators.idcard import PcscStack, VirtualIdCard
 from simulators.printer import PrinterSimulator
@@ -234,7 +234,7 @@ def test_sam_reader_dropouts_and_a_removal_with_an_injected_clock(tmp_path: Path
 def test_pcsc_reader_flicker_removal_and_swap(
     pcsc: PcscStack, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from kiosk.readers.pcsc import PcscReader
+    from quhao.devices.pcsc import PcscReader
 
     caplog.set_level("DEBUG", logger="quhao.pcsc")
     card = VirtualIdCard(pcsc.port, slot=1)

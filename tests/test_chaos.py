@@ -2,7 +2,7 @@
 
 SIGKILLs of the hall under six kiosk and two counter processes, a broker restart,
 3,000 malformed requests of every kind, damaged records, a full and a read-only disk
-(when this runs as root), midnight under both day-end policies. `hall.chaos.check`
+(when this runs as root), midnight under both day-end policies. `cli.chaos.check`
 asserts nothing was lost, duplicated, answered twice differently or called twice.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from hall.chaos import Plan, run_chaos
-from hall.chaos.fuzz import CASE_NAMES
+from cli.chaos import Plan, run_chaos
+from cli.chaos.fuzz import CASE_NAMES
 
 
 def test_short_chaos_run(tmp_path: Path) -> None:

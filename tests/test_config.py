@@ -40,7 +40,7 @@ def test_the_example_hall_loads() -> None:
 def test_check_reports_the_example_secret_and_secret_gen_makes_a_fresh_one(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from quhao.cli import main
+    from cli.main import main
 
     assert main(["check", "--config", str(EXAMPLE)]) == 2
     assert "published example secret" in capsys.readouterr().err
@@ -117,7 +117,7 @@ def test_missing_file() -> None:
 
 
 def test_cli_check_reports_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from quhao.cli import main
+    from cli.main import main
 
     broken = tmp_path / "site.toml"
     broken.write_text(SITE.read_text().replace("max_recalls = 2", "max_recalls = -1"))

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from quhao.demo import DemoResult, run_demo
+from cli.demo import DemoResult, run_demo
 from simulators.crowd import plan_arrivals, short_day
 
 

@@ -232,7 +232,7 @@ def test_ctl_shows_the_queue(broker: Mosquitto, hall, device) -> None:
 def _quhao() -> list[str]:
     import sys
 
-    return [sys.executable, "-m", "quhao.cli"]
+    return [sys.executable, "-m", "cli"]
 
 
 def test_sighup_adds_a_window_live_and_survives_a_broken_file(

@@ -15,11 +15,11 @@ import pytest
 
 from kiosk.entry import Cleared, GreenChosen, IdEntry, NumberTyped, StaffStep, StaffTyped
 from kiosk.flow import Issue, KioskFlow, StaffProof
-from kiosk.idnumber import with_check
 from kiosk.person import Person, from_number
 from quhao.broker import Mosquitto, free_port
 from quhao.config import KioskKeys
 from quhao.devices.inputevent import KeyEvent
+from quhao.idnumber import with_check
 from quhao.staffauth import card_proof
 from quhao.topics import Topics
 from simulators.idcard import PcscStack, VirtualIdCard

@@ -9,12 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kiosk import idnumber, sam
+from kiosk import sam
 from kiosk.entry import AppointmentChosen, IdEntry, NumberTyped, ServiceChosen
 from kiosk.escpos_status import decode
 from kiosk.flow import Issue, KioskFlow
 from kiosk.person import Person, from_identity, from_number, from_uid
 from kiosk.ticket import render
+from quhao import idnumber
 from quhao.config import KioskKeys, TicketTemplate
 from quhao.devices.inputevent import KeyEvent
 from simulators.printer import Interpreter, Panel

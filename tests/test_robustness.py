@@ -38,7 +38,7 @@ def person(n: int) -> dict[str, Any]:
 def _run_hall(broker: Mosquitto, state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     daemon = hall_daemon(broker.url, state)
     return subprocess.run(
-        [os.sys.executable, "-m", "quhao.cli", *daemon.args, *extra],
+        [os.sys.executable, "-m", "cli", *daemon.args, *extra],
         capture_output=True,
         text=True,
         timeout=30,

@@ -1,21 +1,5 @@
-"""Card readers. Each turns a card presentation into one `CardRead`, once."""
+"""The kiosk's own card reader: the GA 467 SAM module on a serial port.
 
-from __future__ import annotations
-
-from dataclasses import dataclass
-
-from kiosk.sam import Identity
-
-
-@dataclass(frozen=True)
-class CardRead:
-    """One presentation of a card. Holds personal data: never log it."""
-
-    reader: str  # the reader's label
-    uid: str | None = None  # PC/SC: the card's serial number (hex, upper case)
-    identity: Identity | None = None  # SAM: the card's text
-
-    def __repr__(self) -> str:
-        return f"CardRead(reader={self.reader!r}, <card data withheld>)"
-
-    __str__ = __repr__
+The PC/SC reader and what readers deliver (`CardRead`) are shared with the counter
+and live in the device layer: `quhao.devices.pcsc`, `quhao.devices.cards`.
+"""

@@ -5,7 +5,7 @@ URI: `serial:///dev/ttyUSB0?baud=115200`.
 At start: reset (10 FF) and status (11 FF). Then it polls: find card (20 01) →
 select (20 02) → read base message (30 01).
 
-One presentation, one read (`kiosk.readers.presence`): a card that stays on the
+One presentation, one read (`quhao.devices.presence`): a card that stays on the
 reader is read once. A single "no card" answer to find is not the card leaving —
 real readers drop out for a poll or two — the card counts as removed only after
 find has said "no card" for `absent_s` without a break. The find answer does not
@@ -31,9 +31,9 @@ from collections.abc import Callable
 import serial
 
 from kiosk import sam
-from kiosk.readers import CardRead
-from kiosk.readers.presence import DEFAULT_ABSENT_S, Fingerprints, Presence
 from quhao.devices import uri as uris
+from quhao.devices.cards import CardRead
+from quhao.devices.presence import DEFAULT_ABSENT_S, Fingerprints, Presence
 from quhao.devices.state import DeviceState
 
 log = logging.getLogger("quhao.sam")

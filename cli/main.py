@@ -218,7 +218,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     elif args.device == "sam":
         from datetime import date
 
-        from kiosk.idnumber import with_check
+        from quhao.idnumber import with_check
         from simulators.sam import CardHolder, SamSimulator
 
         sam = SamSimulator(args.link).start()
@@ -261,19 +261,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     logs.setup(args.log_level)
     results = {}
     if args.target in ("hall", "all"):
-        from hall.bench import run_hall_bench
+        from cli.bench.hall import run_hall_bench
 
         results["hall"] = run_hall_bench(clients=args.clients, requests=args.requests)
     if args.target in ("kiosk", "all"):
-        from kiosk.bench import run_kiosk_bench
+        from cli.bench.kiosk import run_kiosk_bench
 
         results["kiosk"] = run_kiosk_bench(swipes=args.swipes)
     if args.target in ("counter", "all"):
-        from counter.bench import run_counter_bench
+        from cli.bench.counter import run_counter_bench
 
         results["counter"] = run_counter_bench(presses=args.presses)
     if args.target in ("surge", "all"):
-        from quhao.surgebench import run_surge_bench
+        from cli.bench.surge import run_surge_bench
 
         results["surge"] = run_surge_bench()
     if args.target == "startup":  # not in "all": building its record takes minutes once
@@ -312,7 +312,7 @@ def _bench_summary(results: dict) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     logs.setup(args.log_level)
-    from quhao.demo import run_demo
+    from cli.demo import run_demo
 
     result = run_demo(args.scenario, args.speed, args.out, args.seed, render=not args.no_pictures)
     if result.lost or result.leftovers:
@@ -449,7 +449,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_chaos(args: argparse.Namespace) -> int:
     import json
 
-    from hall.chaos import Plan, run_chaos
+    from cli.chaos import Plan, run_chaos
 
     plan = Plan.short() if args.short else Plan()
     chosen = {

@@ -44,7 +44,7 @@ from simulators.led import LedSimulator
 from simulators.printer import PrinterSimulator
 from simulators.sam import SamSimulator
 
-log = logging.getLogger("quhao.demo")
+log = logging.getLogger("cli.demo")
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "site.toml"
 WINDOWS_PER_COUNTER_PROCESS = 8
@@ -266,7 +266,7 @@ class DemoHall:
             [
                 sys.executable,
                 "-m",
-                "quhao.cli",
+                "cli",
                 *args,
                 "--config",
                 str(self.out / "site.toml"),

@@ -6,7 +6,7 @@ reader whose name starts with that). A card is noticed the moment pcscd sees it
 APDU `00 36 00 00 08` (falling back to the PC/SC `FF CA 00 00 00`). pcscd going
 away, or the reader being unplugged, is reported and waited out.
 
-One presentation, one read (`kiosk.readers.presence`): a card left on the reader
+One presentation, one read (`quhao.devices.presence`): a card left on the reader
 is read once. pcscd's reader state can flicker (SCARD_STATE_EMPTY for a moment,
 often for just one of its polls), so a card counts as removed only after the
 reader has been EMPTY for `absent_s` without a break. Every time pcscd reports a
@@ -26,9 +26,9 @@ from collections.abc import Callable
 
 from smartcard import scard
 
-from kiosk.readers import CardRead
-from kiosk.readers.presence import DEFAULT_ABSENT_S, Fingerprints, Presence
 from quhao.devices import uri as uris
+from quhao.devices.cards import CardRead
+from quhao.devices.presence import DEFAULT_ABSENT_S, Fingerprints, Presence
 from quhao.devices.state import DeviceState
 
 log = logging.getLogger("quhao.pcsc")

@@ -24,9 +24,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from kiosk.idnumber import with_check
-from quhao.bench import BareEcho, Run, ratio, start_daemons, start_echo
+from cli.bench.baseline import BareEcho, Run, ratio, start_daemons, start_echo
 from quhao.broker import Mosquitto, free_port
+from quhao.idnumber import with_check
 from quhao.processes import stop
 from simulators.idcard import PcscStack, VirtualIdCard
 from simulators.keys import KeypadFeeder

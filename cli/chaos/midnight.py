@@ -28,15 +28,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from hall.chaos.check import check_records, snapshot
-from hall.chaos.clients import Requester
-from hall.chaos.procs import HallProc
-from hall.chaos.site import chaos_site, write_site
+from cli.chaos.check import check_records, snapshot
+from cli.chaos.clients import Requester
+from cli.chaos.procs import HallProc
+from cli.chaos.site import chaos_site, write_site
 from hall.record import DATABASE
 from quhao.clock import Clock
 
 if TYPE_CHECKING:
-    from hall.chaos.run import ChaosRun
+    from cli.chaos.run import ChaosRun
 
 TZ = ZoneInfo("Asia/Shanghai")
 OLD_DAY, NEW_DAY = "2030-01-01", "2030-01-02"

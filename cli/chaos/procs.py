@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from hall.chaos.clients import LoadSpec, load_process
+from cli.chaos.clients import LoadSpec, load_process
 from quhao.broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -36,7 +36,7 @@ class HallProc:
                 [
                     sys.executable,
                     "-m",
-                    "quhao.cli",
+                    "cli",
                     "hall",
                     "--config",
                     str(self.config),

@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 
-from hall.chaos.check import check_records, snapshot
-from hall.chaos.clients import Requester, raw_client
-from hall.chaos.procs import HallProc
-from hall.chaos.site import chaos_site, write_site
+from cli.chaos.check import check_records, snapshot
+from cli.chaos.clients import Requester, raw_client
+from cli.chaos.procs import HallProc
+from cli.chaos.site import chaos_site, write_site
 from hall.record import DATABASE, EXIT_RECORD, MARKER
 from hall.store import Store
 
 if TYPE_CHECKING:
-    from hall.chaos.run import ChaosRun
+    from cli.chaos.run import ChaosRun
 
 DB_FILES = (DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm")
 

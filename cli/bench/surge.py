@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from quhao.demo import run_demo
+from cli.demo import run_demo
 
 SPEEDS = (480.0, 240.0, 120.0, 60.0)
 

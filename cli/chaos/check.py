@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hall.chaos.clients import ALLOWED_REFUSALS, RETRY_CODES, answer_code
+from cli.chaos.clients import ALLOWED_REFUSALS, RETRY_CODES, answer_code
 
 SHOWN = 5  # examples kept per kind of problem
 

@@ -1,9 +1,9 @@
 """`quhao chaos`: the hall under kills, floods of malformed requests and broken storage.
 
 `run_chaos(Plan())` is `make chaos`; `Plan.short()` is the version `make test` runs.
-See `hall.chaos.run` for the phases and `hall.chaos.check` for what is asserted.
+See `cli.chaos.run` for the phases and `cli.chaos.check` for what is asserted.
 """
 
-from hall.chaos.run import ChaosResult, Plan, run_chaos
+from cli.chaos.run import ChaosResult, Plan, run_chaos
 
 __all__ = ["ChaosResult", "Plan", "run_chaos"]

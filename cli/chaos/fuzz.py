@@ -30,7 +30,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from hall.chaos.clients import answer_code, raw_client
+from cli.chaos.clients import answer_code, raw_client
 
 BAD = frozenset({"bad_request"})
 MAX_ANSWER_BYTES = 2048  # an answer echoes bounded pieces of a request, never all of it

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quhao.bench import ECHO_SITE, Run, cpu_seconds, ratio, run_clients, start_echo
+from cli.bench.baseline import ECHO_SITE, Run, cpu_seconds, ratio, run_clients, start_echo
 from quhao.broker import Mosquitto
 from quhao.mqtt import Bus
 from quhao.processes import quhao, stop

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quhao.bench import BareEcho, Run, ratio, start_daemons, start_echo
+from cli.bench.baseline import BareEcho, Run, ratio, start_daemons, start_echo
 from quhao.broker import Mosquitto
 from quhao.mqtt import Bus
 from quhao.processes import stop

@@ -4,7 +4,7 @@ full and a read-only disk, and midnight — then the checks and the figures.
 Phases, on one broker and one hall state directory unless said otherwise:
 
 1. **latency before**: one probe kiosk, sequential good requests on a quiet hall;
-2. **fuzz**: the malformed requests (`hall.chaos.fuzz`) from fuzzer processes while the
+2. **fuzz**: the malformed requests (`cli.chaos.fuzz`) from fuzzer processes while the
    load runs, so malformed and good requests share batches; the hall must not crash
    (same process, no traceback in its log) and every good request must be answered;
 3. **latency after**: the same probe again; the p50 ratio after/before must be near 1;
@@ -12,12 +12,12 @@ Phases, on one broker and one hall state directory unless said otherwise:
    serves, and now and then while it starts) and restarted, and the broker is killed
    and restarted; retained requests wait on the broker for every new hall, which must
    ignore them;
-5. **damaged records** (`hall.chaos.storage`): the hall refuses a missing, empty, foreign,
+5. **damaged records** (`cli.chaos.storage`): the hall refuses a missing, empty, foreign,
    damaged or older database and a second hall on the same directory (exit 78), and
    starts again on the restored record;
 6. **full and read-only disk** on a small tmpfs (root only; skipped otherwise);
-7. **midnight** (`hall.chaos.midnight`), for both day-end policies;
-8. **checks** (`hall.chaos.check`) over every record file and database.
+7. **midnight** (`cli.chaos.midnight`), for both day-end policies;
+8. **checks** (`cli.chaos.check`) over every record file and database.
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from hall.chaos import midnight, storage
-from hall.chaos.check import Findings, check_records, snapshot
-from hall.chaos.clients import LoadSpec, Requester, raw_client
-from hall.chaos.fuzz import CASE_NAMES, FuzzSpec, fuzz_process
-from hall.chaos.procs import Broker, HallProc, Load
-from hall.chaos.site import LOAD_SERVICES, WINDOW_SERVICES, chaos_site, write_site
+from cli.bench.baseline import ECHO_SITE, start_echo
+from cli.chaos import midnight, storage
+from cli.chaos.check import Findings, check_records, snapshot
+from cli.chaos.clients import LoadSpec, Requester, raw_client
+from cli.chaos.fuzz import CASE_NAMES, FuzzSpec, fuzz_process
+from cli.chaos.procs import Broker, HallProc, Load
+from cli.chaos.site import LOAD_SERVICES, WINDOW_SERVICES, chaos_site, write_site
 from hall.record import DATABASE
-from quhao.bench import ECHO_SITE, start_echo
 
 SITE_ID = "chaos"
 
