@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from quhao.broker import Mosquitto, free_ports
 from quhao.brokergen import MONITOR_USER, generate
@@ -33,6 +33,7 @@ from simulators.crowd import (
     Crowd,
     KioskDevices,
     Scenario,
+    Stats,
     WindowDevices,
     hall_time,
     short_day,
@@ -43,6 +44,10 @@ from simulators.keys import KeypadFeeder
 from simulators.led import LedSimulator
 from simulators.printer import PrinterSimulator
 from simulators.sam import SamSimulator
+
+if TYPE_CHECKING:  # rich is imported only when the live view is on
+    from rich.console import Group
+    from rich.live import Live
 
 log = logging.getLogger("cli.demo")
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,12 +106,18 @@ def demo_pin(number: int) -> str:
     return f"1{number:03d}"
 
 
+class _Simulator(Protocol):
+    """A device simulator the demo started and closes at the end."""
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class DemoResult:
     out: Path
     report: Path | None
     day: str
-    stats: Any
+    stats: Stats
     tickets: dict[str, int]
     surge_windows_called: list[int]
     hall_restarts: int
@@ -147,7 +158,7 @@ class DemoHall:
         self.crowd: Crowd | None = None
         self.broker: Mosquitto | None = None
         self.pcsc: PcscStack | None = None
-        self.sims: list[Any] = []
+        self.sims: list[_Simulator] = []
 
     # ---- the site of the day ------------------------------------------------
 
@@ -211,13 +222,13 @@ class DemoHall:
                 f"id_required = {'true' if service.id_required else 'false'}",
                 "",
             ]
-        for number, service in self.windows:
-            lines += ["[[windows]]", f"number = {number}", f'services = ["{service}"]', ""]
+        for number, service_id in self.windows:
+            lines += ["[[windows]]", f"number = {number}", f'services = ["{service_id}"]', ""]
             lines += [
                 "[[staff]]",
                 f'id = "S{number:03d}"',
                 f'name = "{STAFF_NAMES[(number - 1) % len(STAFF_NAMES)]}"',
-                f'services = ["{service}"]',
+                f'services = ["{service_id}"]',
                 "override = true" if number == 1 else "",
                 f'cards = ["{0x04A10000 + number:08X}"]',
                 f'pin_hash = "{self._pin_hash(number)}"',
@@ -543,7 +554,7 @@ class _View:
         topics = Topics(config.site.id)
         self.bus.subscribe(topics.hall_state, self.view.on_message)
         self.bus.subscribe(topics.window_state("+"), self.view.on_message)
-        self.live: Any = None
+        self.live: Live | None = None
         self.last_line = 0.0
 
     def __enter__(self) -> _View:
@@ -567,7 +578,7 @@ class _View:
         done = min(1.0, max(0.0, (now - opens) / (closes - opens)))
         return done, datetime.fromtimestamp(now, tz).strftime("%H:%M")
 
-    def _render(self) -> Any:
+    def _render(self) -> Group:
         from rich.console import Group
         from rich.progress_bar import ProgressBar
         from rich.text import Text

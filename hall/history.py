@@ -219,7 +219,10 @@ class _Simulation:
 
     # ---- one request, one batch ------------------------------------------
 
-    def act(self, device: str, action: str, payload: dict[str, Any], now: float) -> Any:
+    def act(
+        self, device: str, action: str, payload: dict[str, Any], now: float
+    ) -> dict[str, Any] | None:
+        """The response, or None when the hall refused."""
         outcome = self.engine.handle(device, action, payload, now)
         self.rids += 1
         rid = f"h{self.rids}"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hall.store import TICKET_COLUMNS, day_events
+from hall.store import TICKET_COLUMNS, DayEvent, day_events
 
 LEVELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
 
@@ -188,9 +188,7 @@ def build(
     )
 
 
-def _queue_lengths(
-    events: list[tuple[float, str, dict]], ids: set[str]
-) -> dict[str, list[tuple[float, int]]]:
+def _queue_lengths(events: list[DayEvent], ids: set[str]) -> dict[str, list[tuple[float, int]]]:
     """Waiting tickets per service after every event of the day: an exact step function."""
     waiting: dict[str, int] = defaultdict(int)
     where: dict[str, str] = {}
@@ -217,9 +215,7 @@ def _queue_lengths(
     return dict(steps)
 
 
-def _utilisation(
-    events: list[tuple[float, str, dict]], ids: set[str], windows: dict[str, Group]
-) -> None:
+def _utilisation(events: list[DayEvent], ids: set[str], windows: dict[str, Group]) -> None:
     """Busy time (a ticket at the window) over open time (first call to last release)."""
     since: dict[str, tuple[float, str]] = {}
     first: dict[str, float] = {}

@@ -36,6 +36,8 @@ SCHEMA_VERSION = 1
 EVENT_DAY = "coalesce(json_extract(data, '$.ticket'), json_extract(data, '$.day'))"
 ERASE_MARGIN_S = 2 * 86400  # an erasure looks this far behind the previous one (clock steps)
 
+DayEvent = tuple[float, str, dict[str, Any]]  # (at, type, data) of one logged event
+
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -328,7 +330,7 @@ class StoredSnapshot:
     state: bytes  # zlib-compressed JSON (hall/snapshot.py)
 
 
-def day_events(db: sqlite3.Connection, day: str) -> list[tuple[float, str, dict[str, Any]]]:
+def day_events(db: sqlite3.Connection, day: str) -> list[DayEvent]:
     """(at, type, data) of every event of one day's tickets and of that day's refusals,
     in commit order: one range scan of the `events_day` index, however long the log."""
     return [

@@ -54,7 +54,7 @@ def _styles(template: str) -> tuple[set[str], str]:
     return styles, template
 
 
-class _Blank(dict):  # type: ignore[type-arg]
+class _Blank(dict[str, object]):
     """Template fields; an unknown or missing one prints as nothing."""
 
     def __missing__(self, key: str) -> str:

@@ -57,9 +57,13 @@ import os
 import secrets
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from quhao.config import SiteConfig
+
+if TYPE_CHECKING:  # cryptography itself is imported only when certificates are made
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+    from cryptography.x509 import Certificate
 
 PBKDF2_ROUNDS = 1000
 HALL_USER, DISPLAY_USER, CTL_USER, MONITOR_USER = "hall", "display", "ctl", "monitor"
@@ -269,7 +273,7 @@ def _write_bytes(path: Path, data: bytes, mode: int) -> None:
 # ---- certificates -----------------------------------------------------------
 
 
-def _save(key: Any, cert: Any, key_path: Path, cert_path: Path) -> None:
+def _save(key: EllipticCurvePrivateKey, cert: Certificate, key_path: Path, cert_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
 
     pem = serialization.Encoding.PEM
@@ -281,7 +285,7 @@ def _save(key: Any, cert: Any, key_path: Path, cert_path: Path) -> None:
     _write_bytes(cert_path, cert.public_bytes(pem), 0o644)
 
 
-def _ca(folder: Path, site: str) -> tuple[Any, Any]:
+def _ca(folder: Path, site: str) -> tuple[EllipticCurvePrivateKey, Certificate]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -289,8 +293,10 @@ def _ca(folder: Path, site: str) -> tuple[Any, Any]:
 
     key_path, cert_path = folder / "ca.key", folder / "ca.crt"
     if key_path.exists() and cert_path.exists():
-        key = serialization.load_pem_private_key(key_path.read_bytes(), None)
-        return key, x509.load_pem_x509_certificate(cert_path.read_bytes())
+        loaded = serialization.load_pem_private_key(key_path.read_bytes(), None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):  # what this function writes
+            raise TypeError(f"{key_path}: {type(loaded).__name__}, not the CA's EC key")
+        return loaded, x509.load_pem_x509_certificate(cert_path.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"quhao {site} hall CA")])
     now = dt.datetime.now(dt.UTC)
@@ -314,8 +320,8 @@ def _ca(folder: Path, site: str) -> tuple[Any, Any]:
 
 
 def _issue(
-    ca_key: Any,
-    ca_cert: Any,
+    ca_key: EllipticCurvePrivateKey,
+    ca_cert: Certificate,
     cert_path: Path,
     key_path: Path,
     common_name: str,

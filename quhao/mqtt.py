@@ -26,6 +26,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from quhao.wire import encode
@@ -235,7 +236,12 @@ class Bus:
         self._on_connect_hooks.append(hook)
 
     def _handle_connect(
-        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
     ) -> None:
         if reason.is_failure:
             log.error("broker refused connection as %s: %s", self.client_id, reason)
@@ -250,7 +256,12 @@ class Bus:
             hook()
 
     def _handle_disconnect(
-        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
     ) -> None:
         if self.connected.is_set() and not self._stopping:
             log.warning("disconnected from broker (%s); reconnecting", reason)
@@ -272,7 +283,7 @@ class Bus:
                 handler(
                     Message(
                         topic=msg.topic,
-                        payload=msg.payload,
+                        payload=bytes(msg.payload),  # paho types it bytes | bytearray
                         retain=bool(msg.retain),
                         response_topic=getattr(props, "ResponseTopic", None),
                         correlation=getattr(props, "CorrelationData", None),
@@ -313,7 +324,8 @@ class Bus:
         return self.client.publish(topic, data, qos=qos, retain=retain, properties=props)
 
 
-def _no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:
+def _no_delay(client: paho.Client, userdata: Any, sock: paho.SocketLike) -> None:
     # Not a TCP socket (e.g. a websockets wrapper): nothing to tune.
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -22,10 +22,14 @@ import socket
 import threading
 import time
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVarTuple
 
 log = logging.getLogger("sim.printer")
+
+Args = TypeVarTuple("Args")
 
 ESC, GS, FS, DLE, LF = 0x1B, 0x1D, 0x1C, 0x10, 0x0A
 
@@ -364,7 +368,7 @@ class PrinterSimulator:
             self._spawn(self._serve_pty, master)
         return self
 
-    def _spawn(self, target, *args) -> None:
+    def _spawn(self, target: Callable[[*Args], object], *args: *Args) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True, name="sim-printer")
         thread.start()
         self._threads.append(thread)

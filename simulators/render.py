@@ -51,6 +51,7 @@ def led_strip(
     image = Image.new("RGB", (width * dot, height_dots * dot), (10, 10, 10))
     draw = ImageDraw.Draw(image)
     pixels = mask.load()
+    assert pixels is not None  # a new in-memory image always has pixel data
     for y in range(height_dots):
         for x in range(width):
             fill = color if pixels[x, y] else (40, 12, 10)

@@ -9,6 +9,8 @@ machines are noise; the ratios are the result.
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.queues
+import multiprocessing.synchronize
 import statistics
 import subprocess
 import time
@@ -64,7 +66,7 @@ class Run:
         }
 
 
-def echo_responder(broker: str, ready: Any, stop: Any) -> None:
+def echo_responder(broker: str, ready: mp.synchronize.Event, stop: mp.synchronize.Event) -> None:
     """The baseline: answer every request on the echo site at once, copying correlation."""
     topics = Topics(ECHO_SITE)
     bus = Bus(broker, "bench-echo")
@@ -85,7 +87,7 @@ def echo_responder(broker: str, ready: Any, stop: Any) -> None:
     bus.stop()
 
 
-def start_echo(broker: str) -> tuple[mp.process.BaseProcess, Any]:
+def start_echo(broker: str) -> tuple[mp.process.BaseProcess, mp.synchronize.Event]:
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
     proc = ctx.Process(target=echo_responder, args=(broker, ready, stop), daemon=True)
@@ -96,6 +98,7 @@ def start_echo(broker: str) -> tuple[mp.process.BaseProcess, Any]:
 
 
 RequestMaker = Callable[[int, int], tuple[str, dict[str, Any]]]  # (client, i) -> (action, body)
+ClientResult = tuple[list[float], int, float]  # latencies, failures, when it finished
 
 
 def _client(
@@ -107,7 +110,7 @@ def _client(
     warmup: int,
     maker_name: str,
     start_at: float,
-    results: Any,
+    results: mp.queues.Queue[ClientResult],
 ) -> None:
     maker = REQUEST_MAKERS[maker_name]
     bus = Bus(broker, f"bench-{site}-{device}")
@@ -135,7 +138,7 @@ def run_clients(
 ) -> Run:
     """Each device in its own process sends `count` sequential requests; all start together."""
     ctx = mp.get_context("spawn")
-    results = ctx.Queue()
+    results: mp.queues.Queue[ClientResult] = ctx.Queue()
     start_at = time.time() + 2.0 + 0.15 * len(devices)
     procs = [
         ctx.Process(

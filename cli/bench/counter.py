@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,11 @@ display = "serial://{work}/led?addr=1"
     return path
 
 
+def _showing(number: str) -> Callable[[str], bool]:
+    """An LED check bound to this number, not to the loop variable."""
+    return lambda text: number in text
+
+
 def run_counter_bench(presses: int = 200, out: Path | None = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="quhao-bench-counter-"))
     site = _site(work)
@@ -96,7 +102,7 @@ def run_counter_bench(presses: int = 200, out: Path | None = None) -> dict[str, 
                 number = f"A{i + 1:03d}"
                 began = time.perf_counter()
                 keys.tap("KEY_KPENTER")
-                led.wait_for(lambda t, n=number: n in t, timeout=10)
+                led.wait_for(_showing(number), timeout=10)
                 if i >= 10:  # warm-up
                     latencies.append(led.history[-1].at - began)
                 keys.tap("KEY_KPDOT")  # finish: the next call is a new key, no lockout

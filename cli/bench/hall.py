@@ -62,13 +62,15 @@ def _merge(runs: list[Run]) -> Run:
 
 def run_hall_bench(
     clients: int = 14, requests: int = 300, rounds: int = 2, out: Path | None = None
-) -> int:
+) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="quhao-bench-"))
     (work / "site.toml").write_text(bench_site_toml(clients))
     (work / "bench.secret").write_text("benchmark-secret-not-for-halls\n")
     devices = [f"kiosk-K{k}" for k in range(1, clients + 1)]
     with Mosquitto(workdir=work / "broker") as broker:
         echo_proc, echo_stop = start_echo(broker.url)
+        echo_pid = echo_proc.pid
+        assert echo_pid is not None  # start_echo returns it started
         hall = quhao(
             "hall",
             "--config",
@@ -85,9 +87,9 @@ def run_hall_bench(
             echo_runs, hall_runs = [], []
             echo_cpu = hall_cpu = 0.0
             for _ in range(rounds):
-                before = cpu_seconds(echo_proc.pid)
+                before = cpu_seconds(echo_pid)
                 echo_runs.append(run_clients(broker.url, ECHO_SITE, devices, requests, "echo"))
-                echo_cpu += cpu_seconds(echo_proc.pid) - before
+                echo_cpu += cpu_seconds(echo_pid) - before
                 before = cpu_seconds(hall.pid)
                 hall_runs.append(run_clients(broker.url, BENCH_SITE, devices, requests, "issue"))
                 hall_cpu += cpu_seconds(hall.pid) - before
@@ -104,7 +106,7 @@ def run_hall_bench(
 def report(
     clients: int, echo: Run, issue: Run, tickets: int, echo_cpu: float, hall_cpu: float
 ) -> dict[str, Any]:
-    results = {
+    results: dict[str, Any] = {
         "benchmark": "hall.issue",
         "clients": clients,
         "echo": echo.summary(),

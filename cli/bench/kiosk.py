@@ -71,8 +71,9 @@ printer = "tcp://127.0.0.1:{printer_port}"
 
 def run_kiosk_bench(swipes: int = 60) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="quhao-bench-kiosk-"))
-    printer = PrinterSimulator(None, port=free_port(), render=False).start()
-    site = _site(work, printer.port)
+    printer_port = free_port()
+    printer = PrinterSimulator(None, port=printer_port, render=False).start()
+    site = _site(work, printer_port)
     pcsc = PcscStack(work / "pcscd").start()
     sam = SamSimulator(work / "sam").start()
     keys = KeypadFeeder(work / "keys.fifo")
