@@ -313,7 +313,8 @@ class Bus:
     ) -> paho.MQTTMessageInfo:
         props = None
         if response_topic or correlation or expiry_s:
-            props = Properties(PacketTypes.PUBLISH)
+            # paho's Properties.__init__ is the one unannotated call in its typed API
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if response_topic:
                 props.ResponseTopic = response_topic
             if correlation:
