@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import random
 import shutil
 import socket
 import struct
@@ -33,23 +35,38 @@ log = logging.getLogger("sim.idcard")
 DEFAULT_VPCD_PORT = 0x8C7B  # 35963, as in Debian's /etc/reader.conf.d/vpcd
 ATR = bytes.fromhex("3B8F8001804F0CA000000306030001000000006A")
 READERS = ("Virtual PCD 00 00", "Virtual PCD 00 01")  # two slots: ports p and p + 1
+MACHINE_SOCKET = Path("/run/pcscd/pcscd.comm")  # where pcscd listens unless handed a socket
+SOCKET_ENV = "PCSCLITE_CSOCK_NAME"  # pcsc-lite's clients look for pcscd here when it is set
+PORT_ENV = "QUHAO_VPCD_PORT"  # the vpcd port of the pcscd that SOCKET_ENV names
 
 
 class PcscStack:
-    """pcscd with one vpcd entry (two virtual readers), unless a pcscd already runs.
+    """pcscd with one vpcd entry (two virtual readers on ports p and p + 1).
 
-    pcscd's socket is fixed (/run/pcscd/pcscd.comm), so one machine has one
-    pcscd: if one is running it is used as it is (with Debian's vpcd entry on port
-    35963); otherwise one is started with a private reader.conf.d.
+    The machine's pcscd by default: pcscd always creates /run/pcscd/pcscd.comm itself,
+    so a machine has one such pcscd; if it is running it is used as it is (with Debian's
+    vpcd entry on port 35963), otherwise one is started with a private reader.conf.d.
+
+    A private stack (`socket_path` given, or named by PCSCLITE_CSOCK_NAME in the environment,
+    as each test worker does) runs beside any other: the listening socket is made here
+    and handed to pcscd the way systemd does (socket activation), so pcscd neither
+    creates nor checks the machine's socket. pcsc-lite's clients reach it through
+    PCSCLITE_CSOCK_NAME. Its vpcd port is `port`, else QUHAO_VPCD_PORT, else 35963.
+    If a pcscd already answers on that socket, it is used as it is.
     """
 
-    def __init__(self, workdir: Path, port: int = DEFAULT_VPCD_PORT) -> None:
-        self.workdir, self.port = workdir, port
+    def __init__(
+        self, workdir: Path, port: int | None = None, socket_path: Path | None = None
+    ) -> None:
+        named = os.environ.get(SOCKET_ENV)
+        self.socket = socket_path or (Path(named) if named else None)
+        self.workdir = workdir
+        self.port = port or int(os.environ.get(PORT_ENV) or DEFAULT_VPCD_PORT)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> PcscStack:
-        if _pcscd_running():
-            log.info("using the pcscd already running")
+        if _answers(self.socket or MACHINE_SOCKET):
+            log.info("using the pcscd already running on %s", self.socket or MACHINE_SOCKET)
             return self
         binary = shutil.which("pcscd") or "/usr/sbin/pcscd"
         conf = self.workdir / "reader.conf.d"
@@ -61,9 +78,21 @@ class PcscStack:
             f"CHANNELID    0x{self.port:04X}\n"
         )
         log_file = (self.workdir / "pcscd.log").open("ab")
-        self.proc = subprocess.Popen(
-            [binary, "-f", "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT
-        )
+        command = [binary, "-f", "-c", str(conf)]
+        if self.socket is None:
+            self.proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        else:
+            listener = _listening_socket(self.socket)
+            # systemd's protocol: the socket as fd 3, LISTEN_FDS=1 and LISTEN_PID = pcscd's
+            # own pid, which only the shell that execs it knows.
+            handover = 'exec 3<&0 0</dev/null; LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"'
+            self.proc = subprocess.Popen(
+                ["/bin/sh", "-c", handover, "pcscd", *command],
+                stdin=listener.fileno(),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+            listener.close()
         log_file.close()
         deadline = time.monotonic() + 10
         while not _port_open(self.port):
@@ -78,8 +107,39 @@ class PcscStack:
         self.proc = None
 
 
-def _pcscd_running() -> bool:
-    return subprocess.run(["pgrep", "-x", "pcscd"], capture_output=True).returncode == 0
+def free_vpcd_port() -> int:
+    """A port p with p and p + 1 free on loopback (vpcd's two readers), below Linux's
+    ephemeral range as quhao.broker.free_ports takes them."""
+    while True:
+        port = random.randrange(20000, 32000, 2)
+        with socket.socket() as first, socket.socket() as second:
+            try:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
+def _listening_socket(path: Path) -> socket.socket:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # left by a pcscd of this stack that was stopped
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    path.chmod(0o666)  # as pcscd makes its own: any local user's programs may ask it
+    listener.listen(128)
+    return listener
+
+
+def _answers(path: Path) -> bool:
+    """A pcscd listens on this socket."""
+    with (
+        contextlib.suppress(OSError),
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe,
+    ):
+        probe.connect(str(path))
+        return True
+    return False
 
 
 def _port_open(port: int) -> bool:

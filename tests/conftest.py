@@ -6,13 +6,25 @@ from pathlib import Path
 import pytest
 
 from quhao.broker import Mosquitto
-from simulators.idcard import PcscStack
+from simulators.idcard import PORT_ENV, SOCKET_ENV, PcscStack, free_vpcd_port
 from tests.helpers import Device, hall_daemon
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_pcsc_names(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """This test process's own pcscd socket and vpcd ports, so test processes running
+    side by side (pytest-xdist workers) never share a reader. Named in the environment
+    because that is where every PC/SC client looks: pcsc-lite in this process (pyscard
+    reads it once, at its first call) and in the daemons the tests and the demo start."""
+    with pytest.MonkeyPatch.context() as names:
+        names.setenv(SOCKET_ENV, str(tmp_path_factory.mktemp("pcsc") / "pcscd.comm"))
+        names.setenv(PORT_ENV, str(free_vpcd_port()))
+        yield
+
+
 @pytest.fixture(scope="session")
-def pcsc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PcscStack]:
-    """pcscd with vpcd virtual readers, for the whole session (one pcscd per machine)."""
+def pcsc(private_pcsc_names: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PcscStack]:
+    """pcscd with vpcd virtual readers, for the whole session of this test process."""
     stack = PcscStack(tmp_path_factory.mktemp("pcscd")).start()
     yield stack
     stack.stop()

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,17 +38,29 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
 
 
 class Daemon:
-    """A `quhao …` process with its stderr in a file the test can read."""
+    """A `quhao …` process with its stderr in a file the test can read.
 
-    def __init__(self, args: list[str], log_path: Path, ready: str) -> None:
+    `env`: variables for this process on top of the test's own environment (passed to
+    it, never set in the test process)."""
+
+    def __init__(
+        self, args: list[str], log_path: Path, ready: str, env: Mapping[str, str] | None = None
+    ) -> None:
         self.args, self.log_path, self.ready = args, log_path, ready
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
+        self._offset = 0
 
     def start(self, timeout: float = 15.0) -> Daemon:
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> Daemon:
+        """Start the process without waiting for it (see wait_ready): several daemons
+        then start side by side."""
+        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cli", *self.args],
             stdout=log,
@@ -57,12 +69,17 @@ class Daemon:
             env=env,
         )
         log.close()
+        return self
+
+    def wait_ready(self, timeout: float = 15.0) -> Daemon:
+        proc = self.proc
+        assert proc is not None, "launch() first"
         wait_until(
-            lambda: self.ready in self.log()[offset:] or self.proc.poll() is not None,
+            lambda: self.ready in self.log()[self._offset :] or proc.poll() is not None,
             timeout,
             f"{self.args[0]} to be ready",
         )
-        assert self.proc.poll() is None, f"{self.args[0]} exited:\n{self.log()}"
+        assert proc.poll() is None, f"{self.args[0]} exited:\n{self.log()}"
         return self
 
     def log(self) -> str:
@@ -87,7 +104,11 @@ class Daemon:
 
 
 def hall_daemon(
-    broker_url: str, state_dir: Path, config: Path = SITE, clock: str = "system"
+    broker_url: str,
+    state_dir: Path,
+    config: Path = SITE,
+    clock: str = "system",
+    env: Mapping[str, str] | None = None,
 ) -> Daemon:
     return Daemon(
         [
@@ -105,6 +126,7 @@ def hall_daemon(
         ],
         state_dir / "hall.log",
         "serving",
+        env,
     )
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -298,12 +297,21 @@ def _notify_socket(tmp_path: Path) -> socket.socket:
     return sock
 
 
-def _messages(sock: socket.socket, seconds: float) -> list[tuple[float, str]]:
-    out, deadline = [], time.monotonic() + seconds
-    while time.monotonic() < deadline:
+Heard = list[tuple[float, str]]  # (monotonic time, message) as the daemons told "systemd"
+
+
+def _listen(sock: socket.socket, until: Callable[[Heard], bool], timeout: float) -> Heard:
+    """What comes on the notify socket, until `until` holds for it or `timeout` passes."""
+    out: Heard = []
+    deadline = time.monotonic() + timeout
+    while not until(out) and time.monotonic() < deadline:
         with contextlib.suppress(TimeoutError):
             out.append((time.monotonic(), sock.recv(4096).decode()))
     return out
+
+
+def _pets(heard: Heard) -> int:
+    return sum(m == "WATCHDOG=1" for _, m in heard)
 
 
 def test_ready_and_watchdog_and_a_stuck_loop_stops_petting(
@@ -313,16 +321,8 @@ def test_ready_and_watchdog_and_a_stuck_loop_stops_petting(
 
     sock = _notify_socket(tmp_path)
     env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "600000"}
-    hall = hall_daemon(broker.url, tmp_path / "hall")
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        hall.start()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    first = _messages(sock, 1.5)
-    texts = [m for _, m in first]
+    hall = hall_daemon(broker.url, tmp_path / "hall", env=env).start()
+    texts = [m for _, m in _listen(sock, lambda heard: _pets(heard) >= 2, timeout=5.0)]
     assert any(m.startswith("READY=1") for m in texts), texts
     assert texts.count("WATCHDOG=1") >= 2
     # Hold the database: the hall's next commit blocks (busy_timeout 5 s), its loop is stuck.
@@ -331,14 +331,19 @@ def test_ready_and_watchdog_and_a_stuck_loop_stops_petting(
     kiosk = Device(broker.url, "kiosk-K1")
     threading.Thread(target=lambda: _quiet(kiosk), daemon=True).start()
     began = time.monotonic()
-    held = _messages(sock, 3.0)
+
+    def silent_for_long(heard: Heard) -> bool:  # longer than the 0.6 s watchdog allows
+        last = max([began, *(t for t, m in heard if m == "WATCHDOG=1")])
+        return time.monotonic() - last > 1.6
+
+    held = _listen(sock, silent_for_long, timeout=3.0)
     ended = time.monotonic()
     db.execute("ROLLBACK")
     db.close()
     edges = [began, *(t for t, m in held if m == "WATCHDOG=1"), ended]
     gaps = [round(b - a, 2) for a, b in itertools.pairwise(edges)]
     assert max(gaps) > 1.5, f"watchdog kept being petted while the loop was stuck: {gaps}"
-    resumed = [m for _, m in _messages(sock, 4.0)]
+    resumed = [m for _, m in _listen(sock, lambda heard: _pets(heard) >= 1, timeout=4.0)]
     assert "WATCHDOG=1" in resumed
     assert hall.alive
     kiosk.close()
@@ -355,33 +360,28 @@ def _quiet(kiosk: Device) -> None:
 def test_counter_and_kiosk_say_ready(broker: Mosquitto, tmp_path: Path) -> None:
     sock = _notify_socket(tmp_path)
     (tmp_path / "test.secret").write_text((SITE.parent / "test.secret").read_text())
-    saved = dict(os.environ)
-    os.environ.update({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"})
-    try:
-        daemons = [
-            Daemon(
-                [
-                    "counter",
-                    "--config",
-                    str(SITE),
-                    "--broker",
-                    broker.url,
-                    "--device",
-                    "counter-W2",
-                ],
-                tmp_path / "counter.log",
-                "counter serving",
-            ).start(),
-            Daemon(
-                ["kiosk", "--config", str(SITE), "--broker", broker.url, "--device", "kiosk-K2"],
-                tmp_path / "kiosk.log",
-                "serving",
-            ).start(),
-        ]
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    texts = [m for _, m in _messages(sock, 1.5)]
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"}
+    daemons = [
+        Daemon(
+            ["counter", "--config", str(SITE), "--broker", broker.url, "--device", "counter-W2"],
+            tmp_path / "counter.log",
+            "counter serving",
+            env,
+        ).launch(),
+        Daemon(
+            ["kiosk", "--config", str(SITE), "--broker", broker.url, "--device", "kiosk-K2"],
+            tmp_path / "kiosk.log",
+            "serving",
+            env,
+        ).launch(),
+    ]
+    for daemon in daemons:
+        daemon.wait_ready()
+
+    def both_ready_and_petting(heard: Heard) -> bool:
+        return sum(m.startswith("READY=1") for _, m in heard) >= 2 and _pets(heard) >= 4
+
+    texts = [m for _, m in _listen(sock, both_ready_and_petting, timeout=5.0)]
     assert sum(m.startswith("READY=1") for m in texts) == 2
     assert texts.count("WATCHDOG=1") >= 4
     for daemon in daemons:
