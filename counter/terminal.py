@@ -1,28 +1,31 @@
 """One counter terminal (a `counter-W5` device): keypad → hall, window state → LED, rating pad.
 
-Threads, each with one job:
-- keypad reader: key events → intents, stamped at press time with a rid and
-  with `expect` (the number the clerk sees as current), then queued;
-- staff card reader (optional, PC/SC): a staff card logs its clerk in with a card
-  proof (HMAC of the UID with the site secret; the UID never leaves the counter);
-- actions: sends queued intents to the hall one at a time, in order;
-- display worker (LedDisplay): makes the LED show what the window state says;
-- rating reader and rating clock: the 好差评 pad.
-The LED follows the retained `window/{n}/state`, so it is right after any
-restart of the counter, the hall or the broker; until that state has arrived it
-is sent nothing (it keeps what it showed), never a blank frame.
+One owner thread (`quhao.owner.OwnerLoop`) holds all of the terminal's state and does
+all of its I/O that can wait in a select: the caller keypad and the rating pad (their
+input_event streams), the MQTT socket, the LED display's serial port. A key press is
+decoded, turned into an intent and published to the hall in the same thread that
+later reads the hall's window state and writes the LED frame: no hand-off on the way.
+Intents go to the hall one at a time, in order (`rid` and `expect` stamped at press
+time); notices and the rating pad's timeout are timers of that loop. Only the staff
+card reader (PC/SC blocks in SCardGetStatusChange) has a thread, which posts each
+card to the loop.
 
-A clerk proves who they are: staff number, PIN (the LED asks for it and never
-shows the digits), or the staff card. The hall checks the proof.
+The LED follows the retained `window/{n}/state`, so it is right after any restart of
+the counter, the hall or the broker; until that state has arrived it is sent nothing
+(it keeps what it showed), never a blank frame.
+
+A clerk proves who they are: staff number, PIN (the LED asks for it and never shows
+the digits), or the staff card. The hall checks the proof. Key timing (debounce, the
+call lockout, the PIN timeout) uses each key event's own kernel timestamp.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-import time
+from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,8 @@ from quhao.devices.cards import CardRead
 from quhao.devices.inputevent import KeyEvent
 from quhao.devices.keysource import KeySource
 from quhao.mqtt import Message, device_bus
-from quhao.rpc import HallClient, HallUnavailable
+from quhao.owner import BusDriver, OwnerLoop, Timer
+from quhao.rpc import HallClient, HallRequests
 from quhao.staffauth import card_proof, staff_id_for
 from quhao.topics import Topics
 from quhao.wire import BadPayload, decode_object
@@ -57,6 +61,7 @@ LOGIN_REFUSED = {"unknown_staff": "工号或密码错误", "forbidden": "工号�
 CARD_REFUSED = "工作证无效"
 PIN_PROMPT = "请输入密码"
 NOTICE_S = 3.0
+RATING_TICK_S = 0.1  # how often the rating pad's timeout is looked at
 QUEUE_EMPTY_NOTICE = "暂无等候"
 
 
@@ -87,8 +92,16 @@ class CounterTerminal:
         self.secret = config.read_secret() if self.counter.reader else None
         self.clock = clock or Clock()
         self.topics = Topics(config.site.id)
+        self.loop = OwnerLoop(f"{device}-owner")
         self.bus = device_bus(broker, device, self.topics.availability(device), credentials_dir)
-        self.hall = HallClient(self.bus, self.topics, device)
+        self.hall = HallRequests(
+            self.loop,
+            self.bus,
+            self.topics,
+            device,
+            timeout_s=2.0,  # SWAP: config.devices.hall_timeout_s
+            attempts=3,  # SWAP: config.devices.hall_attempts
+        )
         self.keypad = CallerKeypad(config.keys.caller)
         self.pad = RatingPad(
             config.keys.rating.levels,
@@ -96,64 +109,70 @@ class CounterTerminal:
             config.texts.rating_no_reason,
             config.rules.rating_timeout_s,
         )
-        self.pad_lock = threading.Lock()
         self.display = (
             LedDisplay(self.counter.display, device, self._display_state)
             if self.counter.display
             else None
         )
+        # All of the following belong to the owner loop: only its thread reads or writes them.
         self.current: str | None = None  # the number this terminal serves, as last known
         self.staff: str | None = None  # the clerk logged in here, as last known
         self.window_state: dict[str, Any] | None = None
         self._shown_call: float | None = None
-        self._notice_until = 0.0
+        self._notice: Timer | None = None  # while set, the LED shows a notice
         self._prompting = False  # the LED asks for the PIN
-        self.actions: queue.Queue[Pending] = queue.Queue()
+        self.actions: deque[Pending] = deque()  # intents pressed, not yet sent
+        self._sending = False  # one intent at the hall at a time, in order
         self.health: dict[str, str] = {}
-        self.stop = threading.Event()
-        self.threads: list[threading.Thread] = []
-        self.heartbeat = time.monotonic()  # the action loop's last round, for the watchdog
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def heartbeat(self) -> float:
+        """The owner loop's last round, for the systemd watchdog."""
+        return self.loop.heartbeat
 
     # ---- lifecycle ----------------------------------------------------------
 
     def start(self) -> None:
         self.bus.subscribe(self.topics.window_state(self.window), self._on_window_state)
-        self.bus.start(required=False)
-        self._spawn("actions", self._action_loop)
+        BusDriver(self.loop, self.bus).start()
         if self.display:
-            self._spawn("display", self.display.run, self.stop)
+            self.display.attach(self.loop)
         if self.counter.keypad:
             source = KeySource(
                 self.counter.keypad,
                 f"{self.device} keypad",
                 lambda ok, why: self._health("keypad", "ok" if ok else why),
             )
-            self._spawn("keypad", source.run, self._on_caller_key, self.stop)
+            source.attach(self.loop, self._on_caller_key)
         if self.counter.reader:
             from quhao.devices.pcsc import PcscReader
 
+            post = self.loop.post
             reader = PcscReader(
                 self.counter.reader,
                 f"{self.device} staff card reader",
-                self._on_staff_card,
-                lambda state, why: self._health("reader", state),
+                lambda read: post(lambda: self._on_staff_card(read)),
+                lambda state, why: post(lambda: self._health("reader", state)),
                 absent_s=self.counter.card_absent_ms / 1000,
             )
-            self._spawn("reader", reader.run, self.stop)
+            self._spawn("reader", reader.run, self.loop.stopping)
         if self.counter.rating:
             pad = KeySource(
                 self.counter.rating,
                 f"{self.device} rating pad",
                 lambda ok, why: self._health("rating", "ok" if ok else why),
             )
-            self._spawn("rating", pad.run, self._on_rating_key, self.stop)
-            self._spawn("rating-clock", self._rating_clock)
+            pad.attach(self.loop, self._on_rating_key)
+            self.loop.every(RATING_TICK_S, self._rating_tick)
+        self.loop.start()
         log.info("%s: window %d ready", self.device, self.window)
 
     def close(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(5)
+        self.loop.stop()
+        self.loop.join(5)
+        for thread in self._threads:
+            thread.join(2)
         self.bus.stop()
 
     def _spawn(self, name: str, target: Any, *args: Any) -> None:
@@ -161,12 +180,15 @@ class CounterTerminal:
             target=target, args=args, name=f"{self.device}-{name}", daemon=True
         )
         thread.start()
-        self.threads.append(thread)
+        self._threads.append(thread)
 
     # ---- keys ---------------------------------------------------------------
 
     def _on_caller_key(self, event: KeyEvent) -> None:
-        result = self.keypad.press(event, time.monotonic())
+        result = self.keypad.press(event, event.time)  # the kernel's stamp: when it was pressed
+        if self._prompting and not self.keypad.waiting_for_pin:
+            self._prompting = False  # PIN confirmed, login cancelled: the prompt goes
+            self._end_notice()
         if isinstance(result, Ignored):
             if result.why != "bounce":
                 log.info("%s: key %s ignored: %s", self.device, result.key, result.why)
@@ -175,12 +197,9 @@ class CounterTerminal:
         elif isinstance(result, AskPin):
             log.info("%s: staff number typed; asking for the PIN", self.device)
             self._prompting = True
-            self._notice(PIN_PROMPT, self.keypad.pin_timeout_s, flash=False)
+            self._show_notice(PIN_PROMPT, self.keypad.pin_timeout_s, flash=False)
         elif isinstance(result, Intent):
             self.press(result)
-        if self._prompting and not self.keypad.waiting_for_pin:
-            self._prompting = False  # PIN confirmed, login cancelled: the prompt goes
-            self._end_notice()
 
     def _on_staff_card(self, read: CardRead) -> None:
         """A staff card logs its clerk in; the same card again logs out."""
@@ -188,7 +207,7 @@ class CounterTerminal:
         staff = self.config.staff_by_card(uid)
         if staff is None or self.secret is None:
             log.info("%s: a card that is not a staff card", self.device)
-            self._notice("非工作人员卡")
+            self._show_notice("非工作人员卡")
         elif staff.id == self.staff:
             self.press(Intent("logout"))
         else:
@@ -196,51 +215,64 @@ class CounterTerminal:
 
     def press(self, intent: Intent) -> None:
         """Queue an intent as pressed now: one rid per press, and what the clerk saw."""
-        self.actions.put(Pending(intent, HallClient.new_rid(), self.current))
+        self.actions.append(Pending(intent, HallClient.new_rid(), self.current))
+        self._send_next()
 
-    def _action_loop(self) -> None:
-        while not self.stop.is_set():
-            self.heartbeat = time.monotonic()
-            try:
-                pending = self.actions.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            try:
-                self._perform(pending)
-            except HallUnavailable as exc:
-                log.warning("%s: %s", self.device, exc)
-                self._notice(REFUSAL_NOTICES["unavailable"])
+    def _send_next(self) -> None:
+        while self.actions and not self._sending:
+            pending = self.actions.popleft()
+            payload = self._payload(pending.intent, pending.expect)
+            if payload is None:
+                continue  # refused here, before the hall (the LED says why)
+            self._sending = True
+            intent = pending.intent
+            self.hall.send(
+                intent.action,
+                payload,
+                partial(self._answered, intent),
+                self._unanswered,
+                rid=pending.rid,
+            )
 
-    def _perform(self, pending: Pending) -> None:
-        intent = pending.intent
+    def _payload(self, intent: Intent, expect: str | None) -> dict[str, Any] | None:
         payload: dict[str, Any] = {}
         if intent.action == "call":
-            payload["expect"] = pending.expect
+            payload["expect"] = expect
         elif intent.action == "login" and intent.card:
             payload["card"] = intent.card  # the hall finds the clerk from the card proof
         elif intent.action == "login":
             staff = staff_id_for(self.config.staff, intent.argument)
             if staff is None:
                 log.info("%s: login refused here: no staff number %s", self.device, intent.argument)
-                self._notice(LOGIN_REFUSED["unknown_staff"])
-                return
+                self._show_notice(LOGIN_REFUSED["unknown_staff"])
+                return None
             payload["staff"], payload["pin"] = staff, intent.pin
         elif intent.action == "transfer":
             service = self._service_for(intent.argument)
             if service is None:
-                self._notice(REFUSAL_NOTICES["unknown_service"])
-                return
+                self._show_notice(REFUSAL_NOTICES["unknown_service"])
+                return None
             payload["service"] = service
-        response = self.hall.request(intent.action, payload, rid=pending.rid)
+        return payload
+
+    def _unanswered(self, why: str) -> None:
+        log.warning("%s: %s", self.device, why)
+        self._show_notice(REFUSAL_NOTICES["unavailable"])
+        self._sending = False
+        self._send_next()
+
+    def _answered(self, intent: Intent, response: dict[str, Any]) -> None:
+        self._sending = False
         if not response.get("ok"):
             code = response.get("error", {}).get("code", "")
             log.info("%s: %s refused: %s", self.device, intent.action, code)
             if intent.action == "login" and code in LOGIN_REFUSED:
-                self._notice(CARD_REFUSED if intent.card else LOGIN_REFUSED[code])
+                self._show_notice(CARD_REFUSED if intent.card else LOGIN_REFUSED[code])
             elif code in REFUSAL_NOTICES:
-                self._notice(REFUSAL_NOTICES[code])
-            return
-        self._after(intent.action, response)
+                self._show_notice(REFUSAL_NOTICES[code])
+        else:
+            self._after(intent.action, response)
+        self._send_next()
 
     def _after(self, action: str, response: dict[str, Any]) -> None:
         ticket = response.get("ticket")
@@ -256,10 +288,11 @@ class CounterTerminal:
             if response.get("finished"):
                 self._arm_rating(response["finished"])
             if ticket is None:
-                self._notice(QUEUE_EMPTY_NOTICE)
+                self._show_notice(QUEUE_EMPTY_NOTICE)
         elif action == "finish":
             self.current = None
-            self._arm_rating(ticket["id"])
+            if ticket:
+                self._arm_rating(ticket["id"])
         elif action in ("skip", "transfer") or (action == "recall" and response.get("skipped")):
             self.current = None
         elif action == "pause":
@@ -278,41 +311,34 @@ class CounterTerminal:
     def _arm_rating(self, ticket_id: str) -> None:
         if not self.counter.rating:
             return
-        with self.pad_lock:
-            ratings = self.pad.arm(ticket_id, self.clock.now())
-        self._send_ratings(ratings)
+        self._send_ratings(self.pad.arm(ticket_id, self.clock.now()))
 
     def _on_rating_key(self, event: KeyEvent) -> None:
-        with self.pad_lock:
-            ratings = self.pad.press(event, self.clock.now())
-        self._send_ratings(ratings)
+        self._send_ratings(self.pad.press(event, self.clock.now()))
 
-    def _rating_clock(self) -> None:
-        while not self.stop.wait(0.1):
-            with self.pad_lock:
-                ratings = self.pad.tick(self.clock.now())
-            self._send_ratings(ratings)
+    def _rating_tick(self) -> None:
+        self._send_ratings(self.pad.tick(self.clock.now()))
 
     def _send_ratings(self, ratings: list[Rating]) -> None:
         for rating in ratings:
-            try:
-                response = self.hall.request(
-                    "rate",
-                    {"ticket": rating.ticket, "level": rating.level, "reason": rating.reason},
-                )
-            except HallUnavailable as exc:
-                log.warning("%s: rating of %s not recorded: %s", self.device, rating.ticket, exc)
-                continue
-            name = LEVEL_NAMES.get(rating.level or 0, "unrated")
-            if response.get("ok"):
-                log.info("%s: %s rated %s", self.device, rating.ticket, name)
-            else:
-                log.warning(
-                    "%s: rating of %s refused: %s",
-                    self.device,
-                    rating.ticket,
-                    response.get("error"),
-                )
+            self.hall.send(
+                "rate",
+                {"ticket": rating.ticket, "level": rating.level, "reason": rating.reason},
+                partial(self._rated, rating),
+                partial(self._rating_lost, rating),
+            )
+
+    def _rating_lost(self, rating: Rating, why: str) -> None:
+        log.warning("%s: rating of %s not recorded: %s", self.device, rating.ticket, why)
+
+    def _rated(self, rating: Rating, response: dict[str, Any]) -> None:
+        name = LEVEL_NAMES.get(rating.level or 0, "unrated")
+        if response.get("ok"):
+            log.info("%s: %s rated %s", self.device, rating.ticket, name)
+        else:
+            log.warning(
+                "%s: rating of %s refused: %s", self.device, rating.ticket, response.get("error")
+            )
 
     # ---- window state → display ---------------------------------------------
 
@@ -332,7 +358,7 @@ class CounterTerminal:
 
     def _render(self) -> None:
         state = self.window_state
-        if self.display is None or state is None or time.time() < self._notice_until:
+        if self.display is None or state is None or self._notice is not None:
             return
         texts = self.config.texts
         fields = {
@@ -360,19 +386,20 @@ class CounterTerminal:
             self._shown_call = 0.0  # from now on, any call is new
         self.display.show(text, flash)
 
-    def _notice(self, text: str, seconds: float = NOTICE_S, flash: bool = True) -> None:
+    def _show_notice(self, text: str, seconds: float = NOTICE_S, flash: bool = True) -> None:
         """Show text instead of the window state for a while (a refusal, the PIN prompt)."""
         if self.display is None:
             return
-        self._notice_until = time.time() + seconds
+        if self._notice is not None:
+            self._notice.cancel()
+        self._notice = self.loop.call_later(seconds, self._end_notice)
         self.display.show(text, flash=flash)
-        timer = threading.Timer(seconds + 0.05, self._render)
-        timer.daemon = True
-        timer.start()
 
     def _end_notice(self) -> None:
         """Back to the window state now."""
-        self._notice_until = 0.0
+        if self._notice is not None:
+            self._notice.cancel()
+            self._notice = None
         self._render()
 
     # ---- health -------------------------------------------------------------

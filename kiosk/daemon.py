@@ -1,9 +1,15 @@
 """One ticket machine (`kiosk-K1`): card readers and keypad → the hall → the printer.
 
-Threads with one job each: one per card reader, one for the keypad, one worker
-that does the issuing (printer check → hall → print → void if it failed), and
-a clock for timeouts and printer checks. Card data is turned into a `Person`
-(key, age, mask) at once; the raw ID number is never logged, sent or kept.
+One owner thread (`quhao.owner.OwnerLoop`) holds all of the kiosk's state: the flow,
+the staff entry, the printer state, what the screen says, the tickets being issued.
+The keypad and the MQTT socket are read by that thread's select; the card readers,
+whose drivers block (PC/SC) or keep their own polling cadence (the GA 467 SAM), run
+in threads that only post each card to it. A ticket is issued one at a time, in
+order: one printer connection per ticket (its status asked once, then the job and
+the proof it printed whole), the `issue` request sent without blocking the loop,
+the answer printed on the same connection, a failed print voided. Card data is
+turned into a `Person` (key, age, mask) at once; the raw ID number is never logged,
+sent or kept.
 
 The kiosk is out of service while the printer cannot print or the hall does not
 answer: nothing is issued, `device/{name}/status` says why.
@@ -16,10 +22,11 @@ staff number typed here goes with the PIN typed after it. The hall checks either
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +44,7 @@ from kiosk.entry import (
 from kiosk.escpos_status import PrinterState
 from kiosk.flow import Issue, KioskFlow, StaffProof
 from kiosk.person import Person, from_identity, from_number, from_uid
-from kiosk.printer import TicketPrinter
+from kiosk.printer import PrinterSession, TicketPrinter
 from quhao import idnumber
 from quhao.clock import Clock
 from quhao.config import SiteConfig
@@ -45,7 +52,8 @@ from quhao.devices.cards import CardRead
 from quhao.devices.inputevent import KeyEvent
 from quhao.devices.keysource import KeySource
 from quhao.mqtt import Message, device_bus
-from quhao.rpc import HallClient, HallUnavailable
+from quhao.owner import BusDriver, OwnerLoop, Timer
+from quhao.rpc import HallRequests
 from quhao.staffauth import card_proof, staff_id_for
 from quhao.topics import Topics
 from quhao.wire import BadPayload, decode_object
@@ -53,6 +61,7 @@ from quhao.wire import BadPayload, decode_object
 log = logging.getLogger("quhao.kiosk")
 
 PRINTER_CHECK_S = 5.0  # real seconds between printer checks while idle
+TICK_S = 0.2  # real seconds between looks at the flow's timeouts
 RESULT_S = 5.0  # real seconds the outcome (请取票 A001, a refusal) stays on the screen
 FLOW_TIMEOUT_S = 30.0  # hall seconds a swipe or a service key waits for the other
 # ... but never less than this many real seconds: card readers (pcscd polls every
@@ -96,16 +105,23 @@ class KioskDaemon:
         self.secret = config.read_secret()
         self.clock = clock or Clock()
         self.topics = Topics(config.site.id)
+        self.loop = OwnerLoop(f"{device}-owner")
         self.bus = device_bus(broker, device, self.topics.availability(device), credentials_dir)
-        self.hall = HallClient(self.bus, self.topics, device)
+        self.hall = HallRequests(
+            self.loop,
+            self.bus,
+            self.topics,
+            device,
+            timeout_s=2.0,  # SWAP: config.devices.hall_timeout_s
+            attempts=3,  # SWAP: config.devices.hall_attempts
+        )
         wait_s = max(FLOW_TIMEOUT_S, FLOW_TIMEOUT_MIN_REAL_S * self.clock.speed)
         self.flow = KioskFlow(self.kiosk.services, wait_s)
-        self.flow_lock = threading.Lock()
         self.entry = IdEntry(config.keys.kiosk, self.kiosk.services, wait_s)
         self.printer = TicketPrinter(self.kiosk.printer) if self.kiosk.printer else None
-        self.work: queue.Queue[Issue] = queue.Queue()
-        self.stop = threading.Event()
-        self.threads: list[threading.Thread] = []
+        # All of the following belong to the owner loop: only its thread reads or writes them.
+        self.waiting: deque[tuple[Issue, float]] = deque()  # (issue, when its input came)
+        self.issuing = False  # one ticket at a time, in order
         self.health: dict[str, Any] = {"readers": {}}
         self.hall_online = True
         self.printer_state = (
@@ -114,15 +130,22 @@ class KioskDaemon:
             else PrinterState("offline", "not checked yet")
         )
         self.message = ""
-        self.result_until = 0.0  # monotonic time until which the screen shows an outcome
+        self._result: Timer | None = None  # while set, the screen shows an outcome
         self.issued = 0
-        self.heartbeat = time.monotonic()  # the issuing loop's last round, for the watchdog
+        self.last_ticket: dict[str, float] = {}  # timings of the last ticket printed
+        self._input_at = time.monotonic()  # when the input that completes an issue came
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def heartbeat(self) -> float:
+        """The owner loop's last round, for the systemd watchdog."""
+        return self.loop.heartbeat
 
     # ---- lifecycle ----------------------------------------------------------
 
     def start(self) -> None:
         self.bus.subscribe(self.topics.availability("hall"), self._on_hall_availability)
-        self.bus.start(required=False)
+        BusDriver(self.loop, self.bus).start()
         self._check_printer()
         for index, uri in enumerate(self.kiosk.readers):
             self._spawn(f"reader{index}", self._reader(uri, f"{self.device} reader {index + 1}"))
@@ -132,10 +155,11 @@ class KioskDaemon:
                 f"{self.device} keypad",
                 lambda ok, why: self._set_health("keypad", "ok" if ok else why),
             )
-            self._spawn("keypad", lambda: keys.run(self._on_key, self.stop))
-        self._spawn("worker", self._work_loop)
-        self._spawn("clock", self._clock_loop)
+            keys.attach(self.loop, self._on_key)
+        self.loop.every(TICK_S, self._tick)
+        self.loop.every(PRINTER_CHECK_S, self._idle_printer_check)
         self._say(self._prompt())
+        self.loop.start()
         log.info(
             "%s: ready with %d reader(s), services %s",
             self.device,
@@ -144,33 +168,43 @@ class KioskDaemon:
         )
 
     def close(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(5)
+        self.loop.stop()
+        self.loop.join(5)
+        for thread in self._threads:
+            thread.join(2)
         self.bus.stop()
 
     def _spawn(self, name: str, target: Any) -> None:
         thread = threading.Thread(target=target, name=f"{self.device}-{name}", daemon=True)
         thread.start()
-        self.threads.append(thread)
+        self._threads.append(thread)
 
     def _reader(self, uri: str, label: str) -> Any:
+        """A card reader's thread: it blocks in its driver and posts each card to the loop."""
+        post = self.loop.post
+
+        def on_card(read: CardRead) -> None:
+            post(lambda: self._on_card(read))
+
         def on_state(state: str, detail: str) -> None:
-            self.health["readers"][label] = state if not detail else f"{state}: {detail}"
-            self._publish_status()
+            post(lambda: self._reader_state(label, state, detail))
 
         absent_s = self.kiosk.card_absent_ms / 1000
         if uri.startswith("pcsc:"):
             from quhao.devices.pcsc import PcscReader
 
-            reader: Any = PcscReader(uri, label, self._on_card, on_state, absent_s=absent_s)
+            reader: Any = PcscReader(uri, label, on_card, on_state, absent_s=absent_s)
         elif uri.startswith("serial:"):
             from kiosk.readers.sam_serial import SamReader
 
-            reader = SamReader(uri, label, self._on_card, on_state, absent_s=absent_s)
+            reader = SamReader(uri, label, on_card, on_state, absent_s=absent_s)
         else:
             raise ValueError(f"{self.device}: reader URI {uri!r} is not pcsc:// or serial://")
-        return lambda: reader.run(self.stop)
+        return lambda: reader.run(self.loop.stopping)
+
+    def _reader_state(self, label: str, state: str, detail: str) -> None:
+        self.health["readers"][label] = state if not detail else f"{state}: {detail}"
+        self._publish_status()
 
     # ---- inputs -------------------------------------------------------------
 
@@ -183,7 +217,8 @@ class KioskDaemon:
         return STAFF_PROMPTS[stage] if stage else self.flow.prompt
 
     def _on_card(self, read: CardRead) -> None:
-        self.result_until = 0.0  # a new presentation: the last outcome gives way
+        self._end_result()  # a new presentation: the last outcome gives way
+        self._input_at = read.detected_at or time.monotonic()
         if read.uid is not None:
             staff = self.config.staff_by_card(read.uid)
             if staff is not None:
@@ -209,8 +244,7 @@ class KioskDaemon:
             log.info("%s: staff %s has no override right (%s)", self.device, staff_id, proof.by)
             self._say(NO_OVERRIDE_RIGHT)
             return
-        with self.flow_lock:
-            self.flow.authorise(proof, self.clock.now())
+        self.flow.authorise(proof, self.clock.now())
         log.info(
             "%s: staff %s authorised one ticket beyond the quota (%s)",
             self.device,
@@ -220,15 +254,14 @@ class KioskDaemon:
         self._say(self._prompt())
 
     def _on_key(self, event: KeyEvent) -> None:
-        self.result_until = 0.0
-        with self.flow_lock:
-            result = self.entry.press(event, self.clock.now())
+        self._end_result()
+        self._input_at = time.monotonic()
+        result = self.entry.press(event, self.clock.now())
         if isinstance(result, ServiceChosen):
-            with self.flow_lock:
-                issue = self.flow.choose(result.service, self.clock.now())
+            issue = self.flow.choose(result.service, self.clock.now())
             self._say(self._prompt())
             if issue:
-                self.work.put(issue)
+                self._enqueue(issue)
         elif isinstance(result, NumberTyped):
             try:
                 person = from_number(self.secret, result.number, self._today())
@@ -238,8 +271,7 @@ class KioskDaemon:
                 return
             self._person(person)
         elif isinstance(result, AppointmentChosen):
-            with self.flow_lock:
-                self.flow.appoint(self.clock.now())
+            self.flow.appoint(self.clock.now())
             self._say("已选择预约取号，请刷身份证")
         elif isinstance(result, StaffStep):
             self._say(STAFF_PROMPTS[result.stage])
@@ -251,22 +283,19 @@ class KioskDaemon:
                 return
             self._authorise(staff_id, StaffProof(staff_id, pin=result.pin))
         elif isinstance(result, GreenChosen):
-            with self.flow_lock:
-                green = self.flow.choose_green(self.clock.now())
+            green = self.flow.choose_green(self.clock.now())
             if green:
                 log.info("%s: green channel chosen for the authorised ticket", self.device)
             self._say(self._prompt() if green else GREEN_NEEDS_STAFF)
         elif isinstance(result, Cleared):
-            with self.flow_lock:
-                self.flow.reset()
+            self.flow.reset()
             self._say(self._prompt())
 
     def _person(self, person: Person) -> None:
         log.debug("%s: person from %s", self.device, person.source)
-        with self.flow_lock:
-            issue = self.flow.present(person, self.clock.now())
+        issue = self.flow.present(person, self.clock.now())
         if issue:
-            self.work.put(issue)
+            self._enqueue(issue)
         else:
             self._say(self._prompt())
 
@@ -282,29 +311,29 @@ class KioskDaemon:
 
     # ---- issuing ------------------------------------------------------------
 
-    def _work_loop(self) -> None:
-        while not self.stop.is_set():
-            self.heartbeat = time.monotonic()
+    def _enqueue(self, issue: Issue) -> None:
+        self.waiting.append((issue, self._input_at))
+        self._next_issue()
+
+    def _next_issue(self) -> None:
+        while self.waiting and not self.issuing:
+            issue, input_at = self.waiting.popleft()
+            self.issuing = True
             try:
-                issue = self.work.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            try:
-                self._issue(issue)
+                self._ask_hall(issue, input_at)
             except Exception:
                 log.exception("%s: issuing failed", self.device)
-                self._say(self._prompt())
-            # The outcome stays on the screen a moment (the clock brings the prompt back);
-            # the next key or card replaces it at once.
-            self.result_until = time.monotonic() + RESULT_S
+                self._done(None)
 
-    def _issue(self, issue: Issue) -> None:
-        if self.printer is not None:
-            self.printer_state = self.printer.status()
+    def _ask_hall(self, issue: Issue, input_at: float) -> None:
+        session = self.printer.session() if self.printer else None
+        if session is not None:
+            self.printer_state = session.status()
             self._publish_status()
             if not self.printer_state.can_print:
                 log.warning("%s: no ticket: printer %s", self.device, self.printer_state.detail)
                 self._say("暂停服务：打印机故障")
+                self._done(session)
                 return
         log.debug("%s: printer %s; asking the hall", self.device, self.printer_state.state)
         request: dict[str, Any] = {"service": issue.service, "person": issue.person.wire()}
@@ -312,22 +341,54 @@ class KioskDaemon:
             request["override"] = issue.override.wire()
         if issue.priority:
             request["priority"] = issue.priority
+        asked_at = time.monotonic()
+        self.hall.send(
+            "issue",
+            request,
+            partial(self._answered, issue, session, input_at, asked_at),
+            partial(self._unanswered, session),
+        )
+
+    def _unanswered(self, session: PrinterSession | None, why: str) -> None:
+        self.hall_online = False
+        self._publish_status()
+        log.warning("%s: no ticket: %s", self.device, why)
+        self._say("暂停服务：系统连接中断")
+        self._done(session)
+
+    def _answered(
+        self,
+        issue: Issue,
+        session: PrinterSession | None,
+        input_at: float,
+        asked_at: float,
+        response: dict[str, Any],
+    ) -> None:
+        hall_s = time.monotonic() - asked_at
         try:
-            response = self.hall.request("issue", request)
-        except HallUnavailable as exc:
-            self.hall_online = False
-            self._publish_status()
-            log.warning("%s: no ticket: %s", self.device, exc)
-            self._say("暂停服务：系统连接中断")
-            return
-        if not self.hall_online:
-            self.hall_online = True
-            self._publish_status()
-        log.debug("%s: hall answered", self.device)
-        if not response.get("ok"):
-            self._refused(issue, response.get("error", {}))
-            return
-        self._print(issue, response["ticket"])
+            if not self.hall_online:
+                self.hall_online = True
+                self._publish_status()
+            log.debug("%s: hall answered", self.device)
+            if not response.get("ok"):
+                self._refused(issue, response.get("error", {}), session)
+            else:
+                self._print(issue, response["ticket"], session, input_at, hall_s)
+        except Exception:
+            log.exception("%s: issuing failed", self.device)
+            self._say(self._prompt())
+        finally:
+            self._done(session)
+
+    def _done(self, session: PrinterSession | None) -> None:
+        """One ticket's turn is over: the outcome stays on the screen a moment (or until
+        the next key or card), and the next waiting ticket goes."""
+        if session is not None:
+            session.close()
+        self.issuing = False
+        self._end_result()
+        self._result = self.loop.call_later(RESULT_S, self._result_over)
+        self._next_issue()
 
     def _fields(self, issue: Issue, service_name: str) -> dict[str, Any]:
         now = datetime.fromtimestamp(self.clock.now(), self.config.site.timezone)
@@ -342,7 +403,14 @@ class KioskDaemon:
             "notice": self.config.texts.ticket_notice,
         }
 
-    def _print(self, issue: Issue, issued: dict[str, Any]) -> None:
+    def _print(
+        self,
+        issue: Issue,
+        issued: dict[str, Any],
+        session: PrinterSession | None,
+        input_at: float,
+        hall_s: float,
+    ) -> None:
         fields = self._fields(issue, issued.get("service_name", issue.service))
         fields.update(
             number=issued["number"],
@@ -351,10 +419,15 @@ class KioskDaemon:
         )
         qr = f"quhao:{self.config.site.id}:{issued['id']}"
         job = ticket.render(self.config.ticket.lines, fields, qr)
-        state = self.printer.print_job(job) if self.printer else PrinterState("ok")
+        printing_at = time.monotonic()  # the first byte goes out now
+        state = session.print_job(job) if session else PrinterState("ok")
         self.printer_state = state
         if state.can_print:
             self.issued += 1
+            self.last_ticket = {
+                "input_to_print_ms": round((printing_at - input_at) * 1000, 3),
+                "hall_ms": round(hall_s * 1000, 3),
+            }
             log.info("%s: ticket %s printed", self.device, issued["number"])
             self._say(f"请取票 {issued['number']}")
             self._publish_status()
@@ -364,26 +437,29 @@ class KioskDaemon:
             "%s: ticket %s not printed (%s): voiding", self.device, issued["number"], state.detail
         )
         self._publish_status()
-        try:
-            voided = self.hall.request("void", {"ticket": issued["id"]})
-            if not voided.get("ok"):
-                log.error(
-                    "%s: void of %s refused: %s", self.device, issued["number"], voided.get("error")
-                )
-        except HallUnavailable as exc:
-            log.error("%s: void of %s not answered: %s", self.device, issued["number"], exc)
+        number = issued["number"]
+        self.hall.send(
+            "void",
+            {"ticket": issued["id"]},
+            partial(self._voided, number),
+            lambda why: log.error("%s: void of %s not answered: %s", self.device, number, why),
+        )
         self._say("打印失败，请重新取号或联系工作人员")
 
-    def _refused(self, issue: Issue, error: dict[str, Any]) -> None:
+    def _voided(self, number: str, response: dict[str, Any]) -> None:
+        if not response.get("ok"):
+            log.error("%s: void of %s refused: %s", self.device, number, response.get("error"))
+
+    def _refused(self, issue: Issue, error: dict[str, Any], session: PrinterSession | None) -> None:
         code = error.get("code", "")
         log.info("%s: no ticket for %s: %s", self.device, issue.service, code)
         self._say(self._refusal_message(issue, code))
         slip = self.config.texts.quota_slip if code == "quota_exceeded" else REFUSAL_SLIPS.get(code)
-        if slip and self.printer is not None:
+        if slip and session is not None:
             service = self.config.services.get(issue.service)
             fields = self._fields(issue, service.name if service else issue.service)
             fields["slip"] = slip
-            self.printer_state = self.printer.print_job(
+            self.printer_state = session.print_job(
                 ticket.render(self.config.ticket.slip_lines, fields, None)
             )
 
@@ -399,22 +475,27 @@ class KioskDaemon:
 
     # ---- time, health -------------------------------------------------------
 
-    def _clock_loop(self) -> None:
-        next_check = time.monotonic() + PRINTER_CHECK_S
-        while not self.stop.wait(0.2):
-            with self.flow_lock:
-                dropped = self.flow.tick(self.clock.now())
-                if self.entry.tick(self.clock.now()):
-                    log.info("%s: staff entry left unfinished; dropped", self.device)
-                    dropped = True
-            if self.result_until and time.monotonic() >= self.result_until:
-                self.result_until = 0.0
-                dropped = True
-            if dropped:
-                self._say(self._prompt())
-            if time.monotonic() >= next_check and self.work.empty():
-                next_check = time.monotonic() + PRINTER_CHECK_S
-                self._check_printer()
+    def _tick(self) -> None:
+        """Unfinished flows and staff entries time out."""
+        dropped = self.flow.tick(self.clock.now())
+        if self.entry.tick(self.clock.now()):
+            log.info("%s: staff entry left unfinished; dropped", self.device)
+            dropped = True
+        if dropped:
+            self._say(self._prompt())
+
+    def _result_over(self) -> None:
+        self._result = None
+        self._say(self._prompt())
+
+    def _end_result(self) -> None:
+        if self._result is not None:
+            self._result.cancel()
+            self._result = None
+
+    def _idle_printer_check(self) -> None:
+        if not self.issuing and not self.waiting:
+            self._check_printer()
 
     def _check_printer(self) -> None:
         if self.printer is None:
@@ -461,6 +542,7 @@ class KioskDaemon:
             **self.health,
             "message": self.message if not reasons else "暂停服务",
             "issued": self.issued,
+            "last_ticket": self.last_ticket,
             "at": self.clock.now(),
         }
         self.bus.publish(self.topics.status(self.device), status, retain=True)

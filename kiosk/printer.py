@@ -2,10 +2,11 @@
 
 URIs: `tcp://10.0.0.21:9100`, `serial:///dev/ttyS1?baud=19200`, `usb://0x0416:0x5011`.
 
-A connection is opened per job. Before a ticket is issued the kiosk asks the
-printer's real-time status (DLE EOT 2 and 4); python-escpos's paper_status()
+A connection is opened per ticket (`session`). Before a ticket is issued the kiosk
+asks the printer's real-time status (DLE EOT 2 and 4) on it; python-escpos's paper_status()
 reports "adequate" when nothing answers, so the answer bytes are read here and
-no answer means no ticket. After the job the status is asked again: an answer
+no answer means no ticket. After the job the status is asked again on the same
+connection: an answer
 proves the printer was alive to the end, and paper that ran out during the job
 means the ticket is not whole.
 """
@@ -72,6 +73,14 @@ class TicketPrinter:
         finally:
             _close(printer)
 
+    def session(self) -> PrinterSession:
+        """One connection for one ticket: its status asked once before the hall is asked,
+        the job and the proof that it printed whole sent on the same connection."""
+        try:
+            return PrinterSession(self, self._open())
+        except (EscposError, OSError) as exc:
+            return PrinterSession(self, None, f"cannot reach the printer: {exc}")
+
     def print_job(self, job: bytes) -> PrinterState:
         """Send a whole ticket; the state afterwards says whether it printed whole."""
         try:
@@ -110,6 +119,34 @@ class TicketPrinter:
         if len(answer) < 2:
             return decode(None, None)
         return decode(answer[-2], answer[-1])
+
+
+class PrinterSession:
+    def __init__(self, owner: TicketPrinter, printer: Escpos | None, problem: str = "") -> None:
+        self.owner, self.printer, self.problem = owner, printer, problem
+
+    def status(self) -> PrinterState:
+        if self.printer is None:
+            return PrinterState("offline", self.problem)
+        return self.owner._query(self.printer)
+
+    def print_job(self, job: bytes) -> PrinterState:
+        """Send the ticket (its status was just asked); the state after says if it is whole."""
+        if self.printer is None:
+            return PrinterState("offline", self.problem)
+        try:
+            self.printer._raw(job)
+        except (EscposError, OSError) as exc:
+            return PrinterState("offline", f"printer lost during the job: {exc}")
+        after = self.owner._query(self.printer)
+        if after.state == "out":
+            return PrinterState("out", "paper ran out during the ticket")
+        return after
+
+    def close(self) -> None:
+        if self.printer is not None:
+            _close(self.printer)
+            self.printer = None
 
 
 def _close(printer: Escpos) -> None:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import itertools
 import threading
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from quhao.mqtt import Bus, Message
+from quhao.owner import OwnerLoop, Timer
 from quhao.topics import Topics
 from quhao.wire import BadPayload, decode_object
 
@@ -78,3 +81,86 @@ class HallClient:
             return
         waiter[1].append(response)
         waiter[0].set()
+
+
+class HallRequests:
+    """Requests to the hall from a daemon's owner loop: never blocking, answered by callback.
+
+    `send` publishes at once and returns; the answer (the bus is driven by the same
+    loop) or the last timeout calls back in the owner thread. Like `HallClient`, a
+    request keeps one rid through all its attempts.
+    """
+
+    def __init__(
+        self,
+        loop: OwnerLoop,
+        bus: Bus,
+        topics: Topics,
+        device: str,
+        *,
+        timeout_s: float = 2.0,
+        attempts: int = 3,
+    ) -> None:
+        self.loop, self.bus, self.topics, self.device = loop, bus, topics, device
+        self.timeout_s, self.attempts = timeout_s, attempts
+        self._pending: dict[bytes, _InFlight] = {}
+        self._counter = itertools.count(1)
+        bus.subscribe(topics.reply(device), self._on_reply)
+
+    def send(
+        self,
+        action: str,
+        payload: dict[str, Any],
+        on_answer: Callable[[dict[str, Any]], None],
+        on_unavailable: Callable[[str], None],
+        *,
+        rid: str | None = None,
+    ) -> None:
+        body = dict(payload)
+        body["rid"] = rid or HallClient.new_rid()
+        correlation = f"{self.device}:{next(self._counter)}".encode()
+        flight = _InFlight(action, body, correlation, on_answer, on_unavailable)
+        self._pending[correlation] = flight
+        self._attempt(flight)
+
+    def _attempt(self, flight: _InFlight) -> None:
+        if flight.attempt >= self.attempts:
+            self._pending.pop(flight.correlation, None)
+            flight.on_unavailable(
+                f"no answer to {flight.action} (rid {flight.body['rid']}) "
+                f"after {self.attempts} attempts of {self.timeout_s:g} s"
+            )
+            return
+        flight.attempt += 1
+        self.bus.publish(
+            self.topics.request(self.device, flight.action),
+            flight.body,
+            response_topic=self.topics.reply(self.device),
+            correlation=flight.correlation,
+            expiry_s=max(1, int(self.timeout_s * self.attempts)),
+        )
+        flight.timer = self.loop.call_later(self.timeout_s, lambda: self._attempt(flight))
+
+    def _on_reply(self, message: Message) -> None:
+        flight = self._pending.get(message.correlation or b"")
+        if flight is None:
+            return  # a late duplicate answer to a retried request
+        try:
+            response = decode_object(message.payload)
+        except BadPayload:
+            return
+        del self._pending[flight.correlation]
+        if flight.timer is not None:
+            flight.timer.cancel()
+        flight.on_answer(response)
+
+
+@dataclass
+class _InFlight:
+    action: str
+    body: dict[str, Any]
+    correlation: bytes
+    on_answer: Callable[[dict[str, Any]], None]
+    on_unavailable: Callable[[str], None]
+    attempt: int = 0
+    timer: Timer | None = None

@@ -34,6 +34,7 @@ class CardRead:
     reader: str  # the reader's label
     uid: str | None = None  # PC/SC: the card's serial number (hex, upper case)
     identity: Identity | None = None  # SAM: the card's text
+    detected_at: float | None = None  # monotonic time the reader first noticed the card
 
     def __repr__(self) -> str:
         return f"CardRead(reader={self.reader!r}, <card data withheld>)"

@@ -15,14 +15,13 @@ import contextlib
 import errno
 import logging
 import os
-import select
 import stat
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from quhao.devices import uri as uris
 from quhao.devices.inputevent import Decoder, KeyEvent
+from quhao.owner import OwnerLoop
 
 if TYPE_CHECKING:  # imported when opened: only the evdev scheme needs the library
     from evdev import InputDevice
@@ -30,9 +29,13 @@ if TYPE_CHECKING:  # imported when opened: only the evdev scheme needs the libra
 log = logging.getLogger("quhao.keys")
 
 RETRY_S = 1.0
+FILE_POLL_S = 0.05  # events:// on a regular file: how often to look for appended records
 
 
 class KeySource:
+    _loop: OwnerLoop
+    _on_key: Callable[[KeyEvent], None]
+
     def __init__(
         self, uri: str, label: str, on_state: Callable[[bool, str], None] | None = None
     ) -> None:
@@ -40,31 +43,71 @@ class KeySource:
         self.label = label
         self.on_state = on_state or (lambda ok, detail: None)
         self._device: InputDevice[str] | None = None  # while open (evdev scheme)
+        self._fd: int | None = None
+        self._decoder = Decoder()
+        self._reported: str | None = None
 
-    def run(self, on_key: Callable[[KeyEvent], None], stop: threading.Event) -> None:
-        """Deliver key events until stop is set; survives the device going away."""
-        reported = None
-        while not stop.is_set():
-            try:
-                fd = self._open()
-            except OSError as exc:
-                if reported != str(exc):
-                    log.warning("%s: keypad %s unavailable: %s", self.label, self.uri, exc)
-                    self.on_state(False, f"unavailable: {exc.strerror or exc}")
-                    reported = str(exc)
-                stop.wait(RETRY_S)
-                continue
-            log.info("%s: keypad %s open", self.label, self.uri)
-            self.on_state(True, "ok")
-            reported = None
-            try:
-                self._pump(fd, on_key, stop)
-            except OSError as exc:
-                log.warning("%s: keypad %s lost: %s", self.label, self.uri, exc)
-                self.on_state(False, f"lost: {exc.strerror or exc}")
-                reported = "lost"
-            finally:
-                self._close(fd)
+    def attach(self, loop: OwnerLoop, on_key: Callable[[KeyEvent], None]) -> None:
+        """Deliver key events in the owner loop (its select watches the device), for the
+        loop's life; survives the device going away by reopening it every second."""
+        self._loop, self._on_key = loop, on_key
+        self._open_in_loop()
+
+    def _open_in_loop(self) -> None:
+        loop = self._loop
+        try:
+            fd = self._open()
+        except OSError as exc:
+            if self._reported != str(exc):
+                log.warning("%s: keypad %s unavailable: %s", self.label, self.uri, exc)
+                self.on_state(False, f"unavailable: {exc.strerror or exc}")
+                self._reported = str(exc)
+            loop.call_later(RETRY_S, self._open_in_loop)
+            return
+        log.info("%s: keypad %s open", self.label, self.uri)
+        self.on_state(True, "ok")
+        self._reported = None
+        self._fd, self._decoder = fd, Decoder()
+        if self.uri.scheme == "events" and stat.S_ISREG(os.fstat(fd).st_mode):
+            # A regular file being appended to is always "readable": poll it instead.
+            loop.every(FILE_POLL_S, self._readable)
+        else:
+            loop.watch(fd, self._readable)
+
+    def _readable(self) -> None:
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if not data:
+            if self._regular_file(fd):
+                return  # nothing appended yet
+            self._lost(OSError(errno.ENODEV, "device closed"))
+            return
+        skipped = self._decoder.corrupt
+        for key in self._decoder.feed(data):
+            self._on_key(key)
+        if self._decoder.corrupt != skipped:
+            log.warning("%s: %s", self.label, self._decoder.last_problem)
+
+    def _regular_file(self, fd: int) -> bool:
+        return self.uri.scheme == "events" and stat.S_ISREG(os.fstat(fd).st_mode)
+
+    def _lost(self, exc: OSError) -> None:
+        log.warning("%s: keypad %s lost: %s", self.label, self.uri, exc)
+        self.on_state(False, f"lost: {exc.strerror or exc}")
+        self._reported = "lost"
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            self._loop.unwatch(fd)
+            self._close(fd)
+        self._loop.call_later(RETRY_S, self._open_in_loop)
 
     def _open(self) -> int:
         if self.uri.scheme == "events":
@@ -95,25 +138,3 @@ class KeySource:
             else:
                 os.close(fd)
         self._device = None
-
-    def _pump(self, fd: int, on_key: Callable[[KeyEvent], None], stop: threading.Event) -> None:
-        decoder = Decoder()
-        regular_file = self.uri.scheme == "events" and stat.S_ISREG(os.fstat(fd).st_mode)
-        while not stop.is_set():
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if not ready:
-                continue
-            try:
-                data = os.read(fd, 4096)
-            except BlockingIOError:
-                continue
-            if not data:
-                if regular_file:
-                    stop.wait(0.2)  # a file being appended to: wait for more
-                    continue
-                raise OSError(errno.ENODEV, "device closed")
-            skipped = decoder.corrupt
-            for key in decoder.feed(data):
-                on_key(key)
-            if decoder.corrupt != skipped:
-                log.warning("%s: %s", self.label, decoder.last_problem)
