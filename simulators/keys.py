@@ -23,6 +23,11 @@ def _record(kind: int, code: int, value: int, at: float) -> bytes:
 
 
 class KeypadFeeder:
+    """Key presses into a FIFO, each stamped as the kernel stamps `struct input_event`
+    (wall-clock seconds and microseconds). `advance` moves the feeder's clock ahead:
+    later presses are stamped that much later, as if that time had passed between them
+    (the daemons time keys by their stamps: debounce, the call lockout, the PIN stage)."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.exists():
@@ -31,10 +36,19 @@ class KeypadFeeder:
             raise ValueError(f"{self.path} exists and is not a FIFO")
         # O_RDWR: opening never blocks, even before the daemon has the FIFO open.
         self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        self.ahead_s = 0.0
+
+    def advance(self, seconds: float) -> None:
+        """Stamp every later press `seconds` later than before."""
+        self.ahead_s += seconds
+
+    def now(self) -> float:
+        """The time the next press is stamped with."""
+        return time.time() + self.ahead_s
 
     def key(self, name: str, value: int) -> None:
         code = ecodes.ecodes[name]
-        now = time.time()
+        now = self.now()
         os.write(
             self.fd,
             _record(ecodes.EV_KEY, code, value, now)

@@ -37,6 +37,30 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
         time.sleep(0.02)
 
 
+def wait_for_reader(reader: str, card: bool, timeout: float = 5.0) -> None:
+    """Until pcscd reports this reader with a card on it (or empty). pcscd asks vpcd
+    every 400 ms, so a card put on or taken off shows after up to one of its polls —
+    and every PC/SC client (the daemons too) hears of it at that same poll."""
+    from smartcard import scard
+
+    rc, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    assert rc == scard.SCARD_S_SUCCESS, scard.SCardGetErrorMessage(rc)
+    try:
+        known = scard.SCARD_STATE_UNAWARE
+        deadline = time.monotonic() + timeout
+        while True:
+            rc, states = scard.SCardGetStatusChange(context, 100, [(reader, known)])
+            if rc == scard.SCARD_S_SUCCESS:
+                known = states[0][1] & ~scard.SCARD_STATE_CHANGED
+                if bool(known & scard.SCARD_STATE_PRESENT) == card:
+                    return
+            if time.monotonic() > deadline:
+                state = "a card" if card else "no card"
+                raise AssertionError(f"pcscd did not report {state} on {reader} in {timeout:g} s")
+    finally:
+        scard.SCardReleaseContext(context)
+
+
 class Daemon:
     """A `quhao …` process with its stderr in a file the test can read.
 

@@ -17,9 +17,19 @@ from quhao.topics import Topics
 from simulators.idcard import PcscStack, VirtualIdCard
 from simulators.keys import KeypadFeeder
 from simulators.led import LedSimulator
-from tests.helpers import SITE, SITE_ID, Daemon, Device, Recorder, hall_daemon, wait_until
+from tests.helpers import (
+    SITE,
+    SITE_ID,
+    Daemon,
+    Device,
+    Recorder,
+    hall_daemon,
+    wait_for_reader,
+    wait_until,
+)
 
 T = Topics(SITE_ID)
+STAFF_READER = "Virtual PCD 00 01"  # counter-W1's, vpcd slot 1
 SECRET = (SITE.parent / "test.secret").read_bytes().strip()
 
 
@@ -42,6 +52,9 @@ def counter_site(tmp: Path) -> Path:
             text += f'display = "serial://{tmp}/led-{window}?addr={window}&baud=9600"\n'
         if name == "counter-W1":
             text += 'reader = "pcsc://?reader=Virtual%20PCD%2000%2001"\n'
+            # Shorter than one pcscd poll (400 ms): a card reported gone by pcscd and then
+            # back is a new presentation, so the test waits on pcscd, not on a clock.
+            text += "card_absent_ms = 100\n"
     site = tmp / "site.toml"
     site.write_text(text)
     (tmp / "test.secret").write_text((SITE.parent / "test.secret").read_text())
@@ -111,8 +124,10 @@ def hall(broker: Mosquitto, tmp_path: Path, pcsc: PcscStack) -> Iterator[Hall]:
         n: KeypadFeeder(tmp_path / f"rate-{n}.fifo")
         for n in ("counter-W1", "counter-W1b", "counter-W2")
     }
-    hall_proc = hall_daemon(broker.url, tmp_path / "hall", config=site).start()
-    counter = counter_daemon(broker, site, tmp_path).start()
+    hall_proc = hall_daemon(broker.url, tmp_path / "hall", config=site).launch()
+    counter = counter_daemon(broker, site, tmp_path).launch()  # side by side with the hall
+    hall_proc.wait_ready()
+    counter.wait_ready()
     kiosk = Device(broker.url, "kiosk-K1")
     running = Hall(tmp_path, broker, site, hall_proc, counter, kiosk, leds, keys, rating)
     leds[1].wait_for(lambda text: text == "1号窗口")
@@ -145,7 +160,7 @@ def test_call_recall_skip_pause_on_the_led(hall: Hall) -> None:
     led.wait_for(lambda t: "暂停中" in t)
     keys.tap("KEY_KPASTERISK")
     led.wait_for(lambda t: t == "1号窗口")
-    time.sleep(1.05)  # call is locked for a second after a call press
+    keys.advance(1.05)  # call is locked for a second after a call press: this one is later
     keys.tap("KEY_KPENTER")
     led.wait_for(lambda t: "A002" in t)
     snapshots = list((hall.tmp / "snapshots").glob("led-1-*.png"))
@@ -159,14 +174,14 @@ def test_a_doubled_key_press_calls_one_citizen(hall: Hall) -> None:
     keys.tap("KEY_KPENTER")
     keys.tap("KEY_KPENTER")  # a bounce, 0 ms later
     hall.leds[1].wait_for(lambda t: "A001" in t)
-    time.sleep(0.4)  # a doubled press: after the LED changed, well within the lockout
+    keys.advance(0.4)  # a doubled press: after the LED changed, well within the lockout
     keys.tap("KEY_KPENTER")
     recorder = Recorder(hall.broker.url, T.hall_state, client_id="doubled")
     wait_until(
         lambda: hall.counter.log().count("KEY_KPENTER ignored: bounce") == 2,
         what="both extra presses ignored",
     )
-    time.sleep(0.3)
+    # Both were ignored at the keypad, so nothing else was sent: the state is final.
     state = recorder.wait_for(T.hall_state, lambda p: p["windows"][0]["ticket"] == "A001")
     assert state["services"][0]["issued"] == 3 and state["services"][0]["waiting"] == 2
     recorder.close()
@@ -208,7 +223,7 @@ def test_rating_with_clerk_timeout_and_bad_rating_alert(hall: Hall) -> None:
     recorder = Recorder(hall.broker.url, "quhao/testhall/event/#", client_id="rating")
     hall.login("counter-W1", "1", "1111")  # log in as staff 1 (S001)
     hall.leds[1].wait_for(lambda t: "李敏" in t)
-    time.sleep(1.05)  # a clerk looks up before calling
+    keys.advance(1.05)  # a clerk looks up before calling: the call lockout is over
     keys.tap("KEY_KPENTER")
     hall.leds[1].wait_for(lambda t: "A001" in t)
     keys.tap("KEY_KPDOT")  # finish: the pad is armed
@@ -217,14 +232,14 @@ def test_rating_with_clerk_timeout_and_bad_rating_alert(hall: Hall) -> None:
     rated = recorder.wait_for(T.event("ticket.rated"))
     assert rated["level"] == 4 and rated["staff"] == "S001" and rated["number"] == "A001"
 
-    time.sleep(1.05)
+    keys.advance(1.05)
     keys.tap("KEY_KPENTER")
     hall.leds[1].wait_for(lambda t: "A002" in t)
     keys.tap("KEY_KPDOT")  # nobody rates: unrated after 1 s, never "satisfied"
     unrated = recorder.wait_for(T.event("ticket.rated"), lambda p: p["number"] == "A002")
     assert unrated["level"] is None
 
-    time.sleep(1.05)
+    keys.advance(1.05)
     keys.tap("KEY_KPENTER")
     hall.leds[1].wait_for(lambda t: "A003" in t)
     keys.tap("KEY_KPDOT")
@@ -298,7 +313,7 @@ def test_staff_card_logs_in_and_out(hall: Hall, pcsc: PcscStack) -> None:
     card.insert("04A10002")  # 王芳, S002
     hall.leds[1].wait_for(lambda t: t == "1号窗口 王芳 S002")
     card.remove()
-    time.sleep(1.0)  # pcscd (400 ms polls) must see the reader EMPTY for over card_absent_ms
+    wait_for_reader(STAFF_READER, card=False)  # gone for longer than card_absent_ms next
     card.insert("04A10002")  # the same card again: log out
     hall.leds[1].wait_for(lambda t: t == "1号窗口")
     card.remove()
@@ -308,7 +323,7 @@ def test_staff_card_logs_in_and_out(hall: Hall, pcsc: PcscStack) -> None:
     requests.wait_for(T.request("counter-W1", "logout"))
     assert not any(b"04A10002" in m.payload for m in requests.messages)
     requests.close()
-    time.sleep(1.0)
+    wait_for_reader(STAFF_READER, card=False)
     card.insert("DEADBEEF00000001")  # not a staff card
     hall.leds[1].wait_for(lambda t: t == "非工作人员卡")
     card.remove()
@@ -334,7 +349,7 @@ def test_login_by_staff_number_and_pin(hall: Hall) -> None:
     hall.keys["counter-W2"].tap("KEY_KPMINUS")
     led.wait_for(lambda t: t == "2号窗口 王芳 S002")
     assert "KEY_KPMINUS ignored: login cancelled" in hall.counter.log()
-    time.sleep(1.05)
+    hall.keys["counter-W2"].advance(1.05)  # past the call lockout of the login's Enter
     hall.keys["counter-W2"].tap("KEY_KPENTER")  # a plain call again
     led.wait_for(lambda t: "B001" in t)
 

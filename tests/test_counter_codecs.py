@@ -147,6 +147,28 @@ def test_rating_pad_levels_reasons_and_timeout() -> None:
     assert pad.ticket == "T6"
 
 
+def test_rating_pad_timeout_counts_from_the_last_step_on_the_time_passed_in() -> None:
+    """The timeout on injected time: a key just inside it counts, a tick at it closes the
+    rating, and a bad level starts the reason's own timeout from its press."""
+    keys = ("KEY_1", "KEY_2", "KEY_3", "KEY_4", "KEY_5")
+    pad = RatingPad(keys, ("等候时间长", "服务态度差"), "未说明原因", timeout_s=30)
+    pad.arm("T1", 1000.0)
+    assert pad.tick(1029.999) == []
+    assert pad.press(press("KEY_3"), 1029.999) == [Rating("T1", 3)]  # 基本满意, just in time
+    pad.arm("T2", 2000.0)
+    assert pad.tick(2030.0) == [Rating("T2", None)]
+    assert pad.press(press("KEY_1"), 2030.5) == []  # too late: the rating is closed
+    pad.arm("T3", 3000.0)
+    assert pad.press(press("KEY_4"), 3025.0) == []  # 不满意 at 25 s: now the reason
+    assert pad.tick(3054.9) == []  # the reason has its own 30 s from that press
+    assert pad.press(press("KEY_1"), 3054.9) == [Rating("T3", 2, "等候时间长")]
+    pad.arm("T4", 4000.0)
+    pad.press(press("KEY_5"), 4001.0)
+    assert pad.tick(4030.9) == []
+    assert pad.tick(4031.0) == [Rating("T4", 1, "未说明原因")]
+    assert not pad.armed
+
+
 def test_keypad_login_asks_for_the_pin_and_never_shows_it() -> None:
     pad = CallerKeypad(CallerKeys(), pin_timeout_s=30)
     for key in ("KEY_KP1", "KEY_KPENTER"):
