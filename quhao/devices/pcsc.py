@@ -112,12 +112,13 @@ class PcscReader:
             present, insertions = now_present, count
 
     def _card_there(self, context: int, name: str) -> None:
+        detected_at = time.monotonic()
         uid = self._read_uid(context, name)
         now = self.clock()
         if uid is None:
             self.presence.present(now)  # a card, but which one is unknown
         elif self.presence.identified(self._fingerprints.of(uid.encode()), now):
-            self.on_card(CardRead(self.label, uid=uid))
+            self.on_card(CardRead(self.label, uid=uid, detected_at=detected_at))
         else:
             log.debug("%s: the same card, back after a dropout: not read again", self.label)
 
