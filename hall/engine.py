@@ -25,16 +25,34 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from hall.model import Event, Refused, Status, Terminal, Ticket
 from quhao.config import Service, SiteConfig
+from quhao.messages import (
+    ACTION_REQUESTS,
+    ActionRequest,
+    BadRequest,
+    CallRequest,
+    IssueRequest,
+    LoginRequest,
+    RateRequest,
+    ReinstateRequest,
+    StaffProof,
+    TransferRequest,
+    VoidRequest,
+    decode_request,
+)
 from quhao.staffauth import StaffAuthority
 from quhao.wire import shown
 
 QueueEntry = tuple[float, float, str]  # (rank time, tie-break, ticket id)
+
+
+Decided = tuple[dict[str, Any], list[Event]]  # the response (without ok/rid) and the events
 
 
 @dataclass
@@ -44,7 +62,6 @@ class Outcome:
     error: Refused | None = None
 
 
-MAX_AGE = 130  # an age the kiosk read from a birth date; anything else is not a person's
 ARCHIVE_AFTER_DAYS = 1  # settled tickets of days before yesterday leave the live state
 SETTLED = frozenset({Status.FINISHED, Status.SKIPPED, Status.VOIDED, Status.EXPIRED})
 
@@ -116,19 +133,26 @@ class Engine:
 
     # ---- deciding ---------------------------------------------------------
 
-    def handle(self, device: str, action: str, payload: dict[str, Any], now: float) -> Outcome:
-        """Decide one request and apply its events. Refusals change nothing."""
+    def handle(self, device: str, action: str, payload: Mapping[str, Any], now: float) -> Outcome:
+        """Decide one request and apply its events. Refusals change nothing.
+
+        The payload is decoded against the action's model (quhao.messages) once the
+        device may ask it at all; anything that does not fit is `bad_request` naming the
+        field. A `rid` is the service's business: the engine takes payloads without one."""
         try:
             role = self.config.device_role(device)
             if role is None:
                 raise Refused("forbidden", f"{shown(device)} is not a device of this site")
-            handler = _ACTIONS.get(action)
-            if handler is None:
+            method = _HANDLERS.get(action)
+            if method is None:
                 raise Refused("unknown_action", f"no action {shown(action)}")
-            allowed_role, method = handler
-            if role != allowed_role:
+            if role != ACTION_REQUESTS[action].role:
                 raise Refused("forbidden", f"a {role} may not {action}")
-            response, events = method(self, device, payload, now)
+            try:
+                request = decode_request(action, payload, rid_required=False)
+            except BadRequest as exc:
+                raise Refused("bad_request", exc.message) from None
+            response, events = method(self, device, request, now)
         except Refused as refusal:
             events = self._refusal_events(device, action, payload, refusal, now)
             for event in events:
@@ -139,7 +163,7 @@ class Engine:
         return Outcome(response, events)
 
     def _refusal_events(
-        self, device: str, action: str, payload: dict[str, Any], refusal: Refused, now: float
+        self, device: str, action: str, payload: Mapping[str, Any], refusal: Refused, now: float
     ) -> list[Event]:
         # Quota and cap refusals are facts the report counts; nothing else is logged.
         if action == "issue" and refusal.code in ("quota_exceeded", "daily_cap_reached"):
@@ -158,26 +182,18 @@ class Engine:
             ]
         return []
 
-    def _issue(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
-        service = self._service(_field(p, "service", str))
-        person = _field(p, "person", dict, None)
-        override = _field(p, "override", dict, None)
-        wanted = _field(p, "priority", str, None)
-        key = age = None
-        if person is not None:
-            key = _field(person, "key", str, max_len=128)
-            if not (16 <= len(key) <= 128) or not all(c in "0123456789abcdef" for c in key):
-                raise Refused("bad_request", "person.key must be a lower-case hex digest")
-            age = _field(person, "age", int, None)
-            if age is not None and not 0 <= age <= MAX_AGE:
-                raise Refused("bad_request", f"person.age must be 0 to {MAX_AGE}")
-        elif service.id_required:
+    def _issue(self, device: str, r: IssueRequest, now: float) -> Decided:
+        service = self._service(r.service)
+        wanted = r.priority
+        key = r.person.key if r.person else None
+        age = r.person.age if r.person else None
+        if r.person is None and service.id_required:
             raise Refused(
                 "bad_request", f"service {service.id!r} needs a person (ID card or number)"
             )
         staff_id = None
-        if override is not None:
-            staff_id = self._proven_staff(override)
+        if r.override is not None:
+            staff_id = self._proven_staff(r.override)
             if not self.config.staff[staff_id].can_override:
                 raise Refused("forbidden", f"staff {staff_id} may not override the quota")
         if wanted == "green" and staff_id is None:
@@ -228,16 +244,15 @@ class Engine:
             }
         }, [event]
 
-    def _proven_staff(self, proof: dict[str, Any]) -> str:
+    def _proven_staff(self, proof: StaffProof) -> str:
         """The staff member who proved presence at the device: card proof or id + PIN."""
-        if "card" in proof:
-            staff_id = self.authority.by_card(_field(proof, "card", str))
+        if proof.card is not None:
+            staff_id = self.authority.by_card(proof.card)
             if staff_id is None:
                 raise Refused("forbidden", "not a staff card of this site")
             return staff_id
-        claimed = _field(proof, "staff", str)
-        pin = _field(proof, "pin", str, None)
-        if pin is None:
+        claimed, pin = proof.staff, proof.pin
+        if claimed is None or pin is None:
             raise Refused("forbidden", "a typed staff number needs the staff PIN (or the card)")
         staff_id = self.authority.by_pin(claimed, pin)
         if staff_id is None:
@@ -246,8 +261,6 @@ class Engine:
 
     def _priority(self, service: Service, wanted: str | None, age: int | None) -> str | None:
         if wanted is not None:
-            if wanted not in ("appointment", "green"):
-                raise Refused("bad_request", "priority must be 'appointment' or 'green'")
             if wanted not in service.priorities:
                 raise Refused("forbidden", f"{service.name} has no {wanted} lane")
             return wanted
@@ -275,8 +288,8 @@ class Engine:
             ahead += len(self.queues.get((day, service, False), ()))
         return ahead
 
-    def _void(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
-        ticket = self._ticket(_field(p, "ticket", str), now)
+    def _void(self, device: str, r: VoidRequest, now: float) -> Decided:
+        ticket = self._ticket(r.ticket, now)
         if ticket.kiosk != device:
             raise Refused("forbidden", "only the kiosk that issued a ticket may void it")
         if ticket.status == Status.VOIDED:
@@ -287,15 +300,14 @@ class Engine:
             Event("ticket.voided", now, {"ticket": ticket.id, "kiosk": device})
         ]
 
-    def _call(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+    def _call(self, device: str, r: CallRequest, now: float) -> Decided:
         term = self._open_terminal(device, now)
         events: list[Event] = []
-        if "expect" in p:
+        if r.expects:
             # The counter says which ticket it believes is current. If that is stale
             # (a doubled key press already called the next one), call nobody new.
-            expected = _field(p, "expect", str, None)
             current = self.tickets[term.current].number if term.current else None
-            if expected != current:
+            if r.expect != current:
                 return {"ticket": self._current_view(term), "changed": False}, []
         finished = term.current
         if term.current:
@@ -347,7 +359,7 @@ class Engine:
             return self.tickets[ordinary[2]], True
         return None
 
-    def _recall(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+    def _recall(self, device: str, r: ActionRequest, now: float) -> Decided:
         term, ticket = self._serving(device)
         if ticket.recalls >= self.config.rules.max_recalls:
             event = Event(
@@ -361,14 +373,14 @@ class Engine:
         )
         return {"ticket": ticket.public(), "recalls": ticket.recalls + 1, "skipped": False}, [event]
 
-    def _skip(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+    def _skip(self, device: str, r: ActionRequest, now: float) -> Decided:
         _, ticket = self._serving(device)
         event = Event(
             "ticket.skipped", now, {"ticket": ticket.id, "terminal": device, "reason": "no_show"}
         )
         return {"ticket": {**ticket.public(), "status": "skipped"}}, [event]
 
-    def _finish(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+    def _finish(self, device: str, r: ActionRequest, now: float) -> Decided:
         term, ticket = self._serving(device)
         return {"ticket": {**ticket.public(), "status": "finished"}}, [
             self._finish_event(term, now)
@@ -386,7 +398,7 @@ class Engine:
             },
         )
 
-    def _pause(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+    def _pause(self, device: str, r: ActionRequest, now: float) -> Decided:
         term = self._open_terminal(device, now, opening=False)
         if term.current:
             raise Refused("busy", "finish or skip the current ticket before pausing")
@@ -394,16 +406,16 @@ class Engine:
             return {"status": "paused"}, []
         return {"status": "paused"}, [Event("terminal.paused", now, {"terminal": device})]
 
-    def _resume(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+    def _resume(self, device: str, r: ActionRequest, now: float) -> Decided:
         term = self.terminals[device]
         if not term.paused:
             return {"status": term.status}, []
         return {"status": "idle"}, [Event("terminal.resumed", now, {"terminal": device})]
 
-    def _login(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
-        if "card" not in p and _field(p, "staff", str) not in self.config.staff:
-            raise Refused("unknown_staff", f"no staff {shown(p['staff'])}")
-        staff = self.config.staff[self._proven_staff(p)]
+    def _login(self, device: str, r: LoginRequest, now: float) -> Decided:
+        if r.card is None and r.staff not in self.config.staff:
+            raise Refused("unknown_staff", f"no staff {shown(r.staff)}")
+        staff = self.config.staff[self._proven_staff(r)]
         term = self.terminals[device]
         if term.current:
             raise Refused("busy", "finish or skip the current ticket before changing clerk")
@@ -411,7 +423,7 @@ class Engine:
             Event("terminal.login", now, {"terminal": device, "staff": staff.id})
         ]
 
-    def _logout(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+    def _logout(self, device: str, r: ActionRequest, now: float) -> Decided:
         term = self.terminals[device]
         if term.current:
             raise Refused("busy", "finish or skip the current ticket before logging out")
@@ -419,10 +431,10 @@ class Engine:
             return {"status": "closed"}, []
         return {"status": "closed"}, [Event("terminal.logout", now, {"terminal": device})]
 
-    def _transfer(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+    def _transfer(self, device: str, r: TransferRequest, now: float) -> Decided:
         term = self.terminals[device]
-        target = self._service(_field(p, "service", str))
-        ref = _field(p, "ticket", str, None)
+        target = self._service(r.service)
+        ref = r.ticket
         if ref is None:
             if not term.current:
                 raise Refused("no_ticket", "no ticket to transfer")
@@ -442,9 +454,9 @@ class Engine:
         view = {**ticket.public(), "service": target.id, "status": "waiting", "window": None}
         return {"ticket": view, "ahead": ahead}, [event]
 
-    def _reinstate(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+    def _reinstate(self, device: str, r: ReinstateRequest, now: float) -> Decided:
         term = self.terminals[device]
-        ticket = self._ticket(_field(p, "ticket", str), now)
+        ticket = self._ticket(r.ticket, now)
         if ticket.status != Status.SKIPPED:
             raise Refused(
                 "bad_state", f"ticket {ticket.number} is {ticket.status.value}, not skipped"
@@ -472,11 +484,11 @@ class Engine:
             "ahead": position,
         }, [event]
 
-    def _rate(self, device: str, p: dict[str, Any], now: float) -> tuple[dict, list[Event]]:
+    def _rate(self, device: str, r: RateRequest, now: float) -> Decided:
         term = self.terminals[device]
-        ticket = self._ticket(_field(p, "ticket", str), now)
-        level = _field(p, "level", int, None)
-        reason = _field(p, "reason", str, "", max_len=MAX_REASON).strip()
+        ticket = self._ticket(r.ticket, now)
+        level = r.level
+        reason = (r.reason or "").strip()
         if ticket.window != term.window or ticket.status != Status.FINISHED:
             raise Refused(
                 "bad_state", f"ticket {ticket.number} was not finished at window {term.window}"
@@ -789,42 +801,25 @@ class Engine:
         term.paused, term.since = False, e.at
 
 
-MAX_TEXT = 64  # ids, numbers, services, PINs, proofs: nothing a device sends is longer
-MAX_REASON = 200  # a rating reason typed on a touch screen
+Handler = Callable[[Engine, str, Any, float], Decided]
 
-
-def _field(
-    payload: dict[str, Any], name: str, kind: type, default: Any = ..., max_len: int = MAX_TEXT
-) -> Any:
-    """Read one payload field; a missing, mistyped or oversized field is a `bad_request`."""
-    if name not in payload or (payload[name] is None and default is not ...):
-        if default is ...:
-            raise Refused("bad_request", f"missing field {name!r}")
-        return default
-    value = payload[name]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise Refused("bad_request", f"field {name!r} must be {kind.__name__}")
-    if isinstance(value, str) and len(value) > max_len:
-        raise Refused("bad_request", f"field {name!r} is longer than {max_len} characters")
-    return value
-
-
-_ACTIONS = {
-    "issue": ("kiosk", Engine._issue),
-    "void": ("kiosk", Engine._void),
-    "call": ("counter", Engine._call),
-    "recall": ("counter", Engine._recall),
-    "skip": ("counter", Engine._skip),
-    "finish": ("counter", Engine._finish),
-    "pause": ("counter", Engine._pause),
-    "resume": ("counter", Engine._resume),
-    "login": ("counter", Engine._login),
-    "logout": ("counter", Engine._logout),
-    "transfer": ("counter", Engine._transfer),
-    "reinstate": ("counter", Engine._reinstate),
-    "rate": ("counter", Engine._rate),
+# One handler per action of the contract; which role may ask it is the request model's.
+_HANDLERS: dict[str, Handler] = {
+    "issue": Engine._issue,
+    "void": Engine._void,
+    "call": Engine._call,
+    "recall": Engine._recall,
+    "skip": Engine._skip,
+    "finish": Engine._finish,
+    "pause": Engine._pause,
+    "resume": Engine._resume,
+    "login": Engine._login,
+    "logout": Engine._logout,
+    "transfer": Engine._transfer,
+    "reinstate": Engine._reinstate,
+    "rate": Engine._rate,
 }
-ACTIONS = tuple(_ACTIONS)
+ACTIONS = tuple(_HANDLERS)
 
 _APPLY = {
     "ticket.issued": Engine._apply_issued,

@@ -89,30 +89,10 @@ class Event:
 
 
 class Refused(Exception):
-    """A request the rules do not allow; becomes an error response with this code."""
+    """A request the rules do not allow; becomes an error response with this code (the
+    codes are the wire's: `quhao.messages.ERROR_CODES`)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-ERROR_CODES = {
-    "bad_request": "the payload is not valid JSON or misses or mistypes a field",
-    "unknown_action": "no such action",
-    "forbidden": "this device may not do this",
-    "unknown_service": "no such service",
-    "unknown_ticket": "no such ticket today",
-    "unknown_staff": "no such staff id",
-    "quota_exceeded": "the person already has the maximum tickets for this service",
-    "daily_cap_reached": "the service issued all its numbers for today",
-    "closed": "outside opening hours",
-    "paused": "the terminal is paused",
-    "not_logged_in": "log in first",
-    "busy": "finish or skip the current ticket first",
-    "no_ticket": "the terminal has no ticket",
-    "bad_state": "the ticket is not in a state that allows this",
-    "reason_required": "不满意/非常不满意 need a reason",
-    "unavailable": "the hall could not store the change; retry with the same rid",
-    "rate_limited": "this device sent more requests than any real one would; slow down",
-}

@@ -33,10 +33,11 @@ from hall.snapshot import FORMAT as SNAPSHOT_FORMAT
 from hall.snapshot import SnapshotError, decode, restore
 from hall.snapshot import save as save_snapshot
 from hall.store import Store
-from hall.views import hall_state, window_profile, window_state
+from hall.views import hall_state, public_event, window_profile, window_state
 from quhao.clock import Clock
 from quhao.config import ConfigError, SiteConfig
 from quhao.config import load as load_config
+from quhao.messages import MAX_RID
 from quhao.mqtt import Bus, Message, TlsFiles
 from quhao.topics import Topics
 from quhao.wire import BadPayload, decode_object, error, ok, shown
@@ -47,7 +48,6 @@ MAX_BATCH = 256
 HALL_STATE_INTERVAL_S = 0.25  # real seconds between hall/state publications at most
 TICK_INTERVAL_S = 1.0
 REQUEST_MEMORY_S = 2 * 86400  # how long a rid's answer is kept for retries
-MAX_RID = 128
 MAX_REPLY_TOPIC = 256
 HOUSEKEEPING_S = 5.0  # real seconds between disk checks, marker updates, checkpoints
 
@@ -439,7 +439,9 @@ class HallService:
                 # One answer that cannot be sent must not stop the hall or the others.
                 log.error("answer to %s not sent: %s", request.device, exc)
 
-    def _commit(self, events: list[Event], to_store: list[tuple[str, str, float, dict]]) -> bool:
+    def _commit(
+        self, events: list[Event], to_store: list[tuple[str, str, float, dict[str, Any]]]
+    ) -> bool:
         touched = {e.data["ticket"] for e in events if "ticket" in e.data}
         try:
             self.store.commit(events, [self.engine.tickets[t] for t in touched], to_store)
@@ -554,7 +556,7 @@ class HallService:
                 profiles.add(self.engine.terminals[event.data["terminal"]].window)
             # Events are notifications (QoS 0); what must not be missed is in the retained
             # state (QoS 1) and the database.
-            self.bus.publish(self.topics.event(event.type), self._public_event(event), qos=0)
+            self.bus.publish(self.topics.event(event.type), public_event(self.engine, event), qos=0)
             if "terminal" in event.data and event.data["terminal"] in self.engine.terminals:
                 windows.add(self.engine.terminals[event.data["terminal"]].window)
             if isinstance(event.data.get("window"), int):
@@ -574,16 +576,6 @@ class HallService:
             self.bus.publish(
                 self.topics.window_profile(number), window_profile(self.engine, number), retain=True
             )
-
-    def _public_event(self, event: Event) -> dict[str, Any]:
-        payload = {k: v for k, v in event.data.items() if k != "person_key"}
-        payload["type"], payload["at"] = event.type, event.at
-        ticket = self.engine.tickets.get(event.data.get("ticket", ""))
-        if ticket is not None:
-            payload["number"] = ticket.number
-            payload.setdefault("service", ticket.service)
-            payload.setdefault("window", ticket.window)
-        return payload
 
     def publish_all_state(self) -> None:
         for number in self.config.windows:

@@ -1,11 +1,14 @@
-"""Retained state payloads the hall publishes, derived from the engine. Pure."""
+"""What the hall publishes, derived from the engine: the retained states and the public
+form of its events. Pure. Each payload is one of the wire models of quhao/messages/
+(`WindowState`, `WindowProfile`, `HallState`, the events); built as plain dicts here, on
+the hall's hot path, and checked against the models by tests/test_wire_contract.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from hall.engine import Engine
-from hall.model import Status, Terminal
+from hall.model import Event, Status, Terminal
 
 
 def terminal_view(engine: Engine, term: Terminal) -> dict[str, Any]:
@@ -43,15 +46,16 @@ def window_state(engine: Engine, number: int) -> dict[str, Any]:
         else (max(terms, key=lambda t: t["since"]) if terms else None)
     )
     service = engine.config.services.get(lead["service"]) if lead and lead["service"] else None
+    called = lead if serving else None  # the lead terminal, when it serves a ticket
     return {
         "window": number,
         "name": window.name,
         "status": status,
-        "ticket": lead["ticket"] if serving else None,
-        "ticket_id": lead["ticket_id"] if serving else None,
+        "ticket": called["ticket"] if called else None,
+        "ticket_id": called["ticket_id"] if called else None,
         "service": service.id if service and serving else None,
         "service_name": service.name if service and serving else None,
-        "called_at": lead["called_at"] if serving else None,
+        "called_at": called["called_at"] if called else None,
         "staff": lead["staff"] if lead else None,
         "staff_name": lead["staff_name"] if lead else None,
         "since": lead["since"] if lead else None,
@@ -65,7 +69,7 @@ def window_profile(engine: Engine, number: int) -> dict[str, Any]:
     their photo, staff number, services and service pledge."""
     config = engine.config
     window = config.windows[number]
-    clerks = []
+    clerks: list[dict[str, Any]] = []
     for term in engine.terminals.values():
         staff = config.staff.get(term.staff) if term.window == number and term.staff else None
         if staff is not None and staff.id not in {c["id"] for c in clerks}:
@@ -141,3 +145,16 @@ def day_counts(engine: Engine, day: str) -> dict[str, int]:
         if ticket.day == day:
             counts[ticket.status.value] += 1
     return counts
+
+
+def public_event(engine: Engine, event: Event) -> dict[str, Any]:
+    """`event/{type}`: the fact without the person key, with its type and time; a ticket
+    event also says the ticket's number, service and window as they are now."""
+    payload = {k: v for k, v in event.data.items() if k != "person_key"}
+    payload["type"], payload["at"] = event.type, event.at
+    ticket = engine.tickets.get(event.data.get("ticket", ""))
+    if ticket is not None:
+        payload["number"] = ticket.number
+        payload.setdefault("service", ticket.service)
+        payload.setdefault("window", ticket.window)
+    return payload

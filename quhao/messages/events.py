@@ -1,0 +1,233 @@
+"""Events: one committed fact each, published on `event/{type}` in commit order (QoS 0:
+notifications; what must not be missed is in the retained states and the database).
+
+Each payload has `type`, `at` and the fact's fields. Ticket events also carry the
+ticket's `number`, `service` and `window` as they are after the fact — whenever the
+ticket is still in the hall's live state, which it is except for an expiry published
+together with the archiving of its (long past) day. Person keys are never published.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+from pydantic import Field
+
+from quhao.messages.base import Priority, Seconds, Wire
+
+
+class Fact(Wire):
+    type: str
+    at: Seconds
+
+
+class TicketFact(Fact):
+    ticket: str = Field(description="the ticket id")
+    number: str | None = None
+    service: str | None = None
+    window: int | None = None
+
+
+class TicketIssued(TicketFact):
+    """A ticket was issued at a kiosk."""
+
+    type: Literal["ticket.issued"]
+    day: str
+    number: str
+    service: str
+    kiosk: str
+    priority: Priority | None
+    override_staff: str | None = Field(description="the staff id that allowed it beyond quota")
+    seq: int = Field(description="issue order (ties in the queue)")
+
+
+class TicketRefused(Fact):
+    """A quota or cap refusal: the day's report counts them."""
+
+    type: Literal["ticket.refused"]
+    kiosk: str
+    service: str
+    reason: Literal["quota_exceeded", "daily_cap_reached"]
+    day: str
+
+
+class TicketCalled(TicketFact):
+    """A terminal called a ticket to its window."""
+
+    type: Literal["ticket.called"]
+    terminal: str
+    window: int
+    staff: str | None
+    ordinary_waiting: bool = Field(description="an ordinary ticket waited for this terminal")
+
+
+class TicketRecalled(TicketFact):
+    """The ticket being served was called again."""
+
+    type: Literal["ticket.recalled"]
+    terminal: str
+    window: int
+
+
+class TicketSkipped(TicketFact):
+    """The citizen did not come (过号), or the recall limit was reached."""
+
+    type: Literal["ticket.skipped"]
+    terminal: str
+    reason: Literal["no_show", "recall_limit"]
+
+
+class TicketFinished(TicketFact):
+    """Service done (also when a call finished the ticket before calling the next)."""
+
+    type: Literal["ticket.finished"]
+    terminal: str
+    window: int
+    staff: str | None
+
+
+class TicketTransferred(TicketFact):
+    """Sent on to another service (三证联办): it keeps its number and its issue time."""
+
+    type: Literal["ticket.transferred"]
+    terminal: str
+    from_: str = Field(alias="from", description="the service it left")
+    to: str = Field(description="the service it waits for now")
+
+
+class TicketReinstated(TicketFact):
+    """A skipped citizen came back and waits again."""
+
+    type: Literal["ticket.reinstated"]
+    terminal: str
+    order: list[float] = Field(
+        min_length=2, max_length=2, description="its new queue place: rank time, tie-break"
+    )
+
+
+class TicketVoided(TicketFact):
+    """The kiosk could not print it: the number is never called."""
+
+    type: Literal["ticket.voided"]
+    kiosk: str
+
+
+class TicketExpired(TicketFact):
+    """Still waiting when its day ended (`site.day_end = "expire"`)."""
+
+    type: Literal["ticket.expired"]
+    reason: Literal["day_end"]
+
+
+class TicketCarried(TicketFact):
+    """Still waiting at midnight in a hall with `site.day_end = "carry_over"`: it
+    keeps its number, issue time and priority and waits in the new day's queue."""
+
+    type: Literal["ticket.carried"]
+    to_day: str = Field(description="the day whose queue it waits in now")
+
+
+class TicketRated(TicketFact):
+    """好差评 for a ticket finished at a window."""
+
+    type: Literal["ticket.rated"]
+    number: str
+    level: int | None = Field(description="5 非常满意 … 1 非常不满意; null: unrated")
+    reason: str
+    window: int | None
+    staff: str | None
+    service: str
+
+
+class BadRating(TicketFact):
+    """A level 1 or 2 needs follow-up: as `ticket.rated`."""
+
+    type: Literal["alert.bad_rating"]
+    number: str
+    level: int
+    reason: str
+    window: int | None
+    staff: str | None
+    service: str
+
+
+class MaxWait(TicketFact):
+    """A ticket waited past its service's `max_wait_minutes` (once per ticket)."""
+
+    type: Literal["alert.max_wait"]
+    number: str
+    service: str
+    waited_s: int
+
+
+class TerminalLogin(Fact):
+    """A clerk logged in at a terminal, or a call opened it without one."""
+
+    type: Literal["terminal.login"]
+    terminal: str
+    staff: str | None = Field(description="null: opened by a call without a login")
+
+
+class TerminalLogout(Fact):
+    """The terminal closed."""
+
+    type: Literal["terminal.logout"]
+    terminal: str
+
+
+class TerminalPaused(Fact):
+    """暂停服务."""
+
+    type: Literal["terminal.paused"]
+    terminal: str
+
+
+class TerminalResumed(Fact):
+    """Back from a pause."""
+
+    type: Literal["terminal.resumed"]
+    terminal: str
+
+
+class TicketsArchived(Fact):
+    """The settled tickets of days before `before` left the live state (the database
+    keeps them); a request naming one is answered `unknown_ticket`."""
+
+    type: Literal["tickets.archived"]
+    before: str
+
+
+EVENT_MODELS = (
+    TicketIssued,
+    TicketRefused,
+    TicketCalled,
+    TicketRecalled,
+    TicketSkipped,
+    TicketFinished,
+    TicketTransferred,
+    TicketReinstated,
+    TicketVoided,
+    TicketExpired,
+    TicketCarried,
+    TicketRated,
+    BadRating,
+    MaxWait,
+    TerminalLogin,
+    TerminalLogout,
+    TerminalPaused,
+    TerminalResumed,
+    TicketsArchived,
+)
+EVENTS: dict[str, type[Fact]] = {
+    get_args(model.model_fields["type"].annotation)[0]: model for model in EVENT_MODELS
+}
+
+
+def decode_event(obj: Any) -> Fact:
+    """An event payload as the model its `type` names. Raises `ValueError` (pydantic's
+    `ValidationError` is one) for anything else."""
+    kind = obj.get("type") if isinstance(obj, dict) else None
+    model = EVENTS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise ValueError(f"not an event type: {kind!r}")
+    return model.model_validate(obj)
