@@ -1,11 +1,12 @@
 """Raw MQTT v5 request clients for the chaos run: kiosks and counters as processes.
 
 They speak the wire contract with paho directly (not through `quhao.mqtt`, which is under
-test too): one `rid` per intent, kept through every retry — after a timeout, a
-`unavailable` or a `rate_limited` — until a final answer comes. Every answer that
-arrives, late duplicates included, is appended to the device's record file as one JSON
-line, so the checker can verify afterwards that one rid had one answer and that every
-answer given is in the hall's database.
+test too), building their requests from its models (`quhao.messages`): one `rid` per
+intent, kept through every retry — after a timeout, a `unavailable` or a `rate_limited`
+— until a final answer comes. Every answer that arrives, late duplicates included, is
+appended to the device's record file as one JSON line, so the checker can verify
+afterwards that one rid had one answer and that every answer given is in the hall's
+database.
 
 Record lines:
 
@@ -35,6 +36,20 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from quhao.messages import (
+    ActionRequest,
+    CallRequest,
+    FinishRequest,
+    IssueRequest,
+    Person,
+    RecallRequest,
+    ReinstateRequest,
+    SkipRequest,
+    TransferRequest,
+    VoidRequest,
+    encode,
+)
 
 RETRY_CODES = frozenset({"unavailable", "rate_limited"})  # retry with the same rid
 # What a well-formed request of the load may be refused with: the state moved under it.
@@ -283,19 +298,19 @@ def _kiosk_loop(spec: LoadSpec, requester: Requester, stop: Any) -> None:
     while not stop.is_set():
         n += 1
         rid = f"{spec.phase}.{spec.device}.{pid}.{n}"
-        body: dict[str, Any]
+        request: ActionRequest
         if last_ticket is not None and rng.random() < 0.08:
-            action, body = "void", {"ticket": last_ticket}
+            request = VoidRequest(ticket=last_ticket)
             last_ticket = None
         else:
             service = rng.choice(spec.services)
             person = None
             if service != "enquiry":
                 key = hashlib.sha256(f"{spec.device}/{pid}/{n}/{spec.seed}".encode()).hexdigest()
-                person = {"key": key, "age": rng.randint(18, 90)}
-            action, body = "issue", {"service": service, "person": person}
-        asked = requester.ask(action, body, rid, twice=rng.random() < 0.05)
-        if action == "issue" and asked.code == "ok" and asked.final is not None:
+                person = Person(key=key, age=rng.randint(18, 90))
+            request = IssueRequest(service=service, person=person)
+        asked = requester.ask(request.action, encode(request), rid, twice=rng.random() < 0.05)
+        if request.action == "issue" and asked.code == "ok" and asked.final is not None:
             last_ticket = asked.final["ticket"]["id"]
         if spec.think_s:
             time.sleep(rng.uniform(0.5, 1.5) * spec.think_s)
@@ -311,25 +326,26 @@ def _counter_loop(spec: LoadSpec, requester: Requester, stop: Any) -> None:
     while not stop.is_set():
         n += 1
         rid = f"{spec.phase}.{spec.device}.{pid}.{n}"
-        body: dict[str, Any] = {}
+        request: ActionRequest
         roll = rng.random()
         if current is None:
             if skipped and roll < 0.1:
-                action, body = "reinstate", {"ticket": skipped.pop(0)}
+                request = ReinstateRequest(ticket=skipped.pop(0))
             else:
-                action = "call"
+                request = CallRequest()
         elif roll < 0.30:
-            action = "finish"
+            request = FinishRequest()
         elif roll < 0.55:
-            action = "call"
+            request = CallRequest()
         elif roll < 0.70:
-            action = "recall"
+            request = RecallRequest()
         elif roll < 0.85:
-            action = "skip"
+            request = SkipRequest()
         else:
             targets = [s for s in spec.services if s != current["service"]]
-            action, body = "transfer", {"service": rng.choice(targets)}
-        asked = requester.ask(action, body, rid, twice=rng.random() < 0.03)
+            request = TransferRequest(service=rng.choice(targets))
+        action = request.action
+        asked = requester.ask(action, encode(request), rid, twice=rng.random() < 0.03)
         answer = asked.final or {}
         ticket = answer.get("ticket") if asked.code == "ok" else None
         if action == "call":

@@ -336,7 +336,8 @@ def _huge_correlation(c: Ctx) -> Malformed:
 
 
 def _wrong_types(c: Ctx) -> Malformed:
-    """Every field of every action with a wrong type, sent by a device that may act."""
+    """Every field of every action with a wrong type, and keys no action names, sent by a
+    device that may act."""
     unknown_ok = frozenset({"bad_request", "unknown_ticket"})
     kiosk, counter = c.kiosk, c.counter
     person = {"key": PERSON_KEY, "age": 40}
@@ -381,6 +382,18 @@ def _wrong_types(c: Ctx) -> Malformed:
         (counter, "login", {"staff": None}, BAD),
         (counter, "login", {"card": 5}, BAD),
         (counter, "login", {"card": "04A1", "staff": []}, frozenset({"bad_request", "forbidden"})),
+        # keys the action does not name: refused, never silently ignored
+        (kiosk, "issue", {"service": "social", "person": person, "colour": "red"}, BAD),
+        (kiosk, "issue", {"service": "social", "person": {**person, "name": "张三"}}, BAD),
+        (
+            kiosk,
+            "issue",
+            {"service": "social", "person": person, "override": {"card": "a", "x": 1}},
+            BAD,
+        ),
+        (counter, "call", {"expect": None, "force": True}, BAD),
+        (counter, "finish", {"ticket": "A00001"}, BAD),
+        (counter, "login", {"card": "04A1", "staff": "S001", "pin": "1111"}, BAD),
     ]
     device, action, body, expect = c.pick(variants)
     return c.make("wrong_field_types", {"rid": c.rid, **body}, expect, device=device, action=action)
