@@ -10,6 +10,12 @@ from simulators.idcard import PORT_ENV, SOCKET_ENV, PcscStack, free_vpcd_port
 from tests.helpers import Device, hall_daemon
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests first (stable otherwise): workers pick tests in this order, and a
+    long one started last would keep the whole run waiting after the rest are done."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_pcsc_names(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """This test process's own pcscd socket and vpcd ports, so test processes running

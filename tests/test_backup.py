@@ -121,6 +121,7 @@ def start_refused(broker: Mosquitto, state: Path) -> subprocess.CompletedProcess
     return quhao("hall", "--config", SITE, "--broker", broker.url, "--state-dir", state, timeout=60)
 
 
+@pytest.mark.long
 def test_backup_while_the_hall_serves(
     broker: Mosquitto, tmp_path: Path, device: OpenDevice
 ) -> None:

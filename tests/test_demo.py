@@ -13,10 +13,14 @@ import pytest
 from cli.demo import DemoResult, run_demo
 from simulators.crowd import plan_arrivals, short_day
 
+# One simulated day for the whole module: its tests on one worker, which starts it first.
+pytestmark = [pytest.mark.xdist_group("demo"), pytest.mark.long]
+
 
 @pytest.fixture(scope="module")
 def day(tmp_path_factory: pytest.TempPathFactory, pcsc: object) -> Iterator[DemoResult]:
-    # pcsc: the session's pcscd (one per machine); the demo uses it rather than its own
+    # pcsc: this test process's pcscd (its socket and port are in the environment); the
+    # demo's PC/SC readers use it rather than a pcscd of their own
     out = tmp_path_factory.mktemp("demo") / "run"
     yield run_demo("short", speed=200, out=out, seed=11, live=False)
 

@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import event as label
 from hypothesis import strategies as st
@@ -334,4 +335,4 @@ EngineMachine.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-TestEngineProperties = EngineMachine.TestCase
+TestEngineProperties = pytest.mark.long(EngineMachine.TestCase)

@@ -279,7 +279,9 @@ def test_each_units_command_logs_in_with_systemds_credentials(tmp_path: Path) ->
                     arg = str(root / arg.lstrip("/"))
                 args.append(arg)
             ready = {"hall": "serving", "kiosk": "serving", "counter": "counter serving"}
-            daemons.append(Daemon(args, tmp_path / f"{unit}.log", ready[args[0]]).start())
+            daemons.append(Daemon(args, tmp_path / f"{unit}.log", ready[args[0]]).launch())
+        for daemon in daemons:  # started side by side
+            daemon.wait_ready()
         log = broker / "mosquitto.out"
         for unit in DAEMON_UNITS:
             user = _user(unit)
