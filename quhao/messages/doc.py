@@ -23,9 +23,9 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from quhao.messages.events import EVENT_MODELS
-from quhao.messages.replies import ACTION_REPLIES
+from quhao.messages.replies import ACTION_REPLIES, TicketView
 from quhao.messages.requests import ACTION_REQUESTS, ActionRequest
-from quhao.messages.states import STATES
+from quhao.messages.states import STATE_TOPICS, STATES
 
 BEGIN = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.MULTILINE)
 END = "<!-- end generated -->"
@@ -125,9 +125,20 @@ def request_table() -> str:
     return "\n".join(lines)
 
 
-def _field_list(model: type[BaseModel], skip: tuple[str, ...] = ()) -> str:
+def _shape(annotation: Any) -> str:
+    """A reply field's value in brief: a nested object by its keys, a ticket by name."""
+    inner = _nested(annotation)
+    if inner is None:
+        return _json_type(annotation)
+    shape = "a ticket" if inner is TicketView else "{" + ", ".join(inner.model_fields) + "}"
+    return shape + (" \\| null" if type(None) in get_args(annotation) else "")
+
+
+def _field_list(model: type[BaseModel], skip: tuple[str, ...] = (), shapes: bool = False) -> str:
     return ", ".join(
-        f"`{name}`" + ("" if field.is_required() else "?")
+        f"`{name}`"
+        + ("" if field.is_required() else "?")
+        + (f" ({_shape(field.annotation)})" if shapes else "")
         for name, field in _rows(model)
         if name not in skip and "." not in name
     )
@@ -136,7 +147,7 @@ def _field_list(model: type[BaseModel], skip: tuple[str, ...] = ()) -> str:
 def reply_table() -> str:
     lines = ["| action | reply fields (besides `ok`, `rid`) |", "|---|---|"]
     for action, model in ACTION_REPLIES.items():
-        lines.append(f"| `{action}` | {_field_list(model, ('ok', 'rid'))} |")
+        lines.append(f"| `{action}` | {_field_list(model, ('ok', 'rid'), shapes=True)} |")
     return "\n".join(lines)
 
 
@@ -153,9 +164,9 @@ def event_table() -> str:
 
 
 def state_table() -> str:
-    lines = ["| payload | fields |", "|---|---|"]
+    lines = ["| topic | fields |", "|---|---|"]
     for name, model in STATES.items():
-        lines.append(f"| `{name}` | {_field_list(model)} |")
+        lines.append(f"| `{STATE_TOPICS[name]}` | {_field_list(model)} |")
     return "\n".join(lines)
 
 

@@ -112,3 +112,11 @@ STATES: dict[str, type[Wire]] = {
     "hall-status": HallStatus,
     "availability": Availability,
 }
+# Where each is published, under quhao/{site}/ (quhao.topics has the functions).
+STATE_TOPICS = {
+    "window": "window/{n}/state",
+    "profile": "window/{n}/profile",
+    "hall": "hall/state",
+    "hall-status": "device/hall/status",
+    "availability": "device/{device}/availability",
+}
