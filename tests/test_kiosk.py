@@ -26,7 +26,16 @@ from simulators.idcard import PcscStack, VirtualIdCard
 from simulators.keys import KeypadFeeder
 from simulators.printer import PrinterSimulator
 from simulators.sam import CardHolder, SamSimulator
-from tests.helpers import SITE, SITE_ID, Daemon, Device, Recorder, hall_daemon, wait_until
+from tests.helpers import (
+    SITE,
+    SITE_ID,
+    Daemon,
+    Device,
+    Recorder,
+    hall_daemon,
+    wait_for_reader,
+    wait_until,
+)
 
 T = Topics(SITE_ID)
 ELDER = CardHolder("王老伯", with_check("44011119480315123"), date(1948, 3, 15))
@@ -35,6 +44,8 @@ CITIZEN_UID = "1122334455667788"
 STAFF_UID = "04A10001"  # S001, may override, PIN 1111 (tests/sites/small.toml)
 CLERK_UID = "04A10002"  # S002, may not override, PIN 2222
 TYPED = with_check("44010619850505321")
+CITIZEN_READER = "Virtual PCD 00 00"  # kiosk-K1's PC/SC reader, vpcd slot 0
+FIND = (0x20, 0x01)  # GA 467 find card: the kiosk asks the SAM reader every 50 ms
 SECRET = (SITE.parent / "test.secret").read_bytes().strip()
 
 
@@ -47,6 +58,10 @@ def kiosk_site(tmp: Path, printer_port: int) -> Path:
         f'"serial://{tmp}/sam-K1?baud=115200"]\n'
         f'keypad = "events://{tmp}/keys-K1.fifo"\n'
         f'printer = "tcp://127.0.0.1:{printer_port}"\n'
+        # Shorter than the default 500 ms: a card taken off counts as gone after a few of
+        # the SAM reader's polls or one of pcscd's, and the tests wait on those, not on a
+        # clock. (The rule at its default is tested in tests/test_card_presence.py.)
+        "card_absent_ms = 100\n"
     )
     site = tmp / "site.toml"
     site.write_text(head + kiosk + tail)
@@ -81,7 +96,10 @@ class Hall:
         wait_until(lambda: self.sam.commands.count((0x30, 0x01)) > self._reads, what="SAM read")
         self._reads = self.sam.commands.count((0x30, 0x01))
         self.sam.remove()
-        time.sleep(0.7)  # off for longer than card_absent_ms (500 ms): a new presentation next
+        # Off for longer than card_absent_ms (100 ms): the kiosk has heard "no card" from
+        # three finds at least 50 ms apart once it sends the fourth. A new presentation next.
+        finds = self.sam.commands.count(FIND)
+        wait_until(lambda: self.sam.commands.count(FIND) >= finds + 4, what="the card gone")
 
     _reads = 0
 
@@ -122,7 +140,7 @@ def hall(broker: Mosquitto, tmp_path: Path, pcsc: PcscStack) -> Iterator[Hall]:
     keys = KeypadFeeder(tmp_path / "keys-K1.fifo")
     card = VirtualIdCard(pcsc.port)
     recorder = Recorder(broker.url, "quhao/#", client_id="kiosk-test-recorder")
-    hall_proc = hall_daemon(broker.url, tmp_path / "hall", config=site).start()
+    hall_proc = hall_daemon(broker.url, tmp_path / "hall", config=site).launch()
     kiosk = Daemon(
         [
             "kiosk",
@@ -137,7 +155,9 @@ def hall(broker: Mosquitto, tmp_path: Path, pcsc: PcscStack) -> Iterator[Hall]:
         ],
         tmp_path / "kiosk.log",
         "kiosk kiosk-K1 serving",
-    ).start()
+    ).launch()  # side by side with the hall
+    hall_proc.wait_ready()
+    kiosk.wait_ready()
     running = Hall(tmp_path, broker, hall_proc, kiosk, printer, sam, card, keys, recorder)
     wait_until(lambda: running.status().get("state") == "in_service", what="kiosk in service")
     wait_until(lambda: "SAM reader ok" in kiosk.log(), what="SAM reader ready")
@@ -166,11 +186,11 @@ def test_vpcd_card_to_printed_ticket(hall: Hall) -> None:
     assert (hall.tmp / "tickets" / "ticket-0001.png").stat().st_size > 1000
     # the card stays on the reader: no second ticket
     hall.keys.tap("KEY_F1")
-    time.sleep(1.0)
+    time.sleep(1.0)  # nothing to wait for but pcscd's polls (400 ms): two pass, no read
     assert len(hall.printer.tickets) == 1 and len(hall.tickets()) == 1
     # taken off and put on again: a second presentation, a second ticket
     hall.card.remove()
-    time.sleep(1.0)  # pcscd (400 ms polls) must see the reader EMPTY for over 500 ms
+    wait_for_reader(CITIZEN_READER, card=False)  # gone for longer than card_absent_ms next
     hall.card.insert(CITIZEN_UID)
     hall.printer.wait_for_tickets(2)
     assert [t[0] for t in hall.tickets()] == ["A001", "A002"]
