@@ -8,7 +8,6 @@ on the SAM reader through dropouts gives one ticket, no quota slips.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -26,7 +25,7 @@ from quhao.topics import Topics
 from simulators.idcard import PcscStack, VirtualIdCard
 from simulators.printer import PrinterSimulator
 from simulators.sam import CardHolder, SamSimulator
-from tests.helpers import SITE, SITE_ID, Daemon, Recorder, hall_daemon, wait_until
+from tests.helpers import SITE, SITE_ID, Daemon, Recorder, hall_daemon, wait_for_reader, wait_until
 
 T = Topics(SITE_ID)
 ADULT = CardHolder("李小明", with_check("44010619900101234"), date(1990, 1, 1))
@@ -183,10 +182,15 @@ def test_fingerprints_tell_cards_apart_and_mean_nothing_elsewhere() -> None:
 
 
 class FakeClock:
+    """Time passed in: stands still until the test moves it; counts how often the reader
+    looked (a reader looks when it notes a card there or gone)."""
+
     def __init__(self) -> None:
         self.now = 1000.0
+        self.asked = 0
 
     def __call__(self) -> float:
+        self.asked += 1
         return self.now
 
 
@@ -238,12 +242,14 @@ def test_pcsc_reader_flicker_removal_and_swap(
 
     caplog.set_level("DEBUG", logger="quhao.pcsc")
     card = VirtualIdCard(pcsc.port, slot=1)
+    clock = FakeClock()
     reads: list[str | None] = []
     reader = PcscReader(
         "pcsc://?reader=Virtual%20PCD%2000%2001",
         "test PC/SC",
         lambda read: reads.append(read.uid),
         absent_s=1.0,  # pcscd shows a flicker as 0.4 s EMPTY (one of its polls)
+        clock=clock,
     )
     stop = threading.Event()
     thread = threading.Thread(target=reader.run, args=(stop,), daemon=True)
@@ -254,8 +260,11 @@ def test_pcsc_reader_flicker_removal_and_swap(
         card.dropout(0.05)
         wait_until(lambda: "back after a dropout" in caplog.text, what="the flicker seen")
         assert reads == ["1122334455667788"]
+        asked = clock.asked
         card.remove()
-        time.sleep(1.6)  # EMPTY for at least 1.2 s as pcscd reports it
+        wait_for_reader("Virtual PCD 00 01", card=False)
+        wait_until(lambda: clock.asked > asked, what="the reader to note the card gone")
+        clock.now += 1.1  # longer than absent_s: as if pcscd had reported it EMPTY that long
         card.insert("1122334455667788")
         wait_until(lambda: len(reads) == 2, what="the second presentation read")
         card.remove()
@@ -304,6 +313,12 @@ class Kiosk:
     def reads(self) -> int:
         return self.sam.commands.count(READ_BASE)
 
+    def wait_finds(self, count: int) -> None:
+        """Until the kiosk has sent `count` more find commands (50 ms or more apart): it
+        has heard the answers to all but the last."""
+        finds = self.sam.commands.count(FIND)
+        wait_until(lambda: self.sam.commands.count(FIND) >= finds + count, what="SAM finds")
+
     def wait_dropout(self, polls: int) -> None:
         """A dropout of `polls` find polls while the card stays, and wait until the
         reader has found the card again."""
@@ -322,7 +337,7 @@ def kiosk(broker: Mosquitto, tmp_path: Path) -> Iterator[Kiosk]:
     site = one_service_site(tmp_path, port)
     sam = SamSimulator(tmp_path / "sam-K1").start()
     recorder = Recorder(broker.url, "quhao/#", client_id="presence-test-recorder")
-    hall_proc = hall_daemon(broker.url, tmp_path / "hall", config=site).start()
+    hall_proc = hall_daemon(broker.url, tmp_path / "hall", config=site).launch()
     daemon = Daemon(
         [
             "kiosk",
@@ -337,7 +352,9 @@ def kiosk(broker: Mosquitto, tmp_path: Path) -> Iterator[Kiosk]:
         ],
         tmp_path / "kiosk.log",
         "kiosk kiosk-K1 serving",
-    ).start()
+    ).launch()  # side by side with the hall
+    hall_proc.wait_ready()
+    daemon.wait_ready()
     running = Kiosk(tmp_path, daemon, printer, sam, recorder)
     wait_until(lambda: "SAM reader ok" in daemon.log(), what="SAM reader ready")
     yield running
@@ -354,9 +371,13 @@ def test_a_card_lying_on_the_sam_reader_through_dropouts_gives_one_ticket(kiosk:
     reads = kiosk.reads()
     for polls in (1, 2, 3, 1, 2, 3):  # each well under the 500 ms default (polls are 50 ms)
         kiosk.wait_dropout(polls)
-        time.sleep(0.1)
+        kiosk.wait_finds(2)  # the card lies there for a couple of polls between dropouts
     wait_until(lambda: kiosk.reads() > reads, what="the card read again after a dropout")
-    time.sleep(1.0)  # anything the dropouts would have caused has come out by now
+    # Every read again was recognised as the same card (and so gave nothing to the flow).
+    wait_until(
+        lambda: kiosk.kiosk.log().count("back after a dropout") == kiosk.reads() - reads,
+        what="each read after a dropout recognised as the same card",
+    )
     assert len(kiosk.printer.tickets) == 1, "a second ticket or a quota slip was printed"
     assert kiosk.issued() == 1 and kiosk.refused() == 0
     log = (kiosk.tmp / "kiosk.log").read_bytes()
@@ -370,13 +391,13 @@ def test_a_card_taken_off_for_longer_than_the_threshold_is_read_again(kiosk: Kio
     kiosk.sam.present(ADULT)
     kiosk.printer.wait_for_tickets(1)
     kiosk.sam.remove()
-    time.sleep(1.0)  # longer than card_absent_ms (500 ms)
+    kiosk.wait_finds(12)  # 11 "no card" answers 50 ms apart: longer than card_absent_ms (500 ms)
     kiosk.sam.present(ADULT)
     assert "A002" in kiosk.printer.wait_for_tickets(2)[1].text
     # another citizen's card put down at once, well within the threshold: a new read
     kiosk.sam.remove()
-    time.sleep(0.1)
+    kiosk.wait_finds(2)  # one "no card" heard: a break, however short
     kiosk.sam.present(OTHER)
     assert "A003" in kiosk.printer.wait_for_tickets(3)[2].text
-    time.sleep(0.5)
-    assert kiosk.issued() == 3 and kiosk.refused() == 0 and len(kiosk.printer.tickets) == 3
+    wait_until(lambda: kiosk.issued() == 3, what="the third ticket's event")
+    assert kiosk.refused() == 0 and len(kiosk.printer.tickets) == 3
