@@ -37,6 +37,14 @@ from quhao.config import SiteConfig
 from quhao.devices.cards import CardRead
 from quhao.devices.inputevent import KeyEvent
 from quhao.devices.keysource import KeySource
+from quhao.messages import (
+    ACTION_REQUESTS,
+    ActionRequest,
+    CallRequest,
+    LoginRequest,
+    RateRequest,
+    TransferRequest,
+)
 from quhao.mqtt import Message, device_bus
 from quhao.owner import BusDriver, OwnerLoop, Timer
 from quhao.rpc import HallClient, HallRequests
@@ -227,33 +235,32 @@ class CounterTerminal:
             self._sending = True
             intent = pending.intent
             self.hall.send(
-                intent.action,
                 payload,
                 partial(self._answered, intent),
                 self._unanswered,
                 rid=pending.rid,
             )
 
-    def _payload(self, intent: Intent, expect: str | None) -> dict[str, Any] | None:
-        payload: dict[str, Any] = {}
+    def _payload(self, intent: Intent, expect: str | None) -> ActionRequest | None:
+        """The request an intent makes, or None if it is refused here (the LED says why)."""
         if intent.action == "call":
-            payload["expect"] = expect
-        elif intent.action == "login" and intent.card:
-            payload["card"] = intent.card  # the hall finds the clerk from the card proof
-        elif intent.action == "login":
+            return CallRequest(expect=expect)
+        if intent.action == "login" and intent.card:
+            return LoginRequest(card=intent.card)  # the hall finds the clerk from the proof
+        if intent.action == "login":
             staff = staff_id_for(self.config.staff, intent.argument)
-            if staff is None:
+            if staff is None or not intent.pin:
                 log.info("%s: login refused here: no staff number %s", self.device, intent.argument)
                 self._show_notice(LOGIN_REFUSED["unknown_staff"])
                 return None
-            payload["staff"], payload["pin"] = staff, intent.pin
-        elif intent.action == "transfer":
+            return LoginRequest(staff=staff, pin=intent.pin)
+        if intent.action == "transfer":
             service = self._service_for(intent.argument)
             if service is None:
                 self._show_notice(REFUSAL_NOTICES["unknown_service"])
                 return None
-            payload["service"] = service
-        return payload
+            return TransferRequest(service=service)
+        return ACTION_REQUESTS[intent.action]()
 
     def _unanswered(self, why: str) -> None:
         log.warning("%s: %s", self.device, why)
@@ -322,8 +329,7 @@ class CounterTerminal:
     def _send_ratings(self, ratings: list[Rating]) -> None:
         for rating in ratings:
             self.hall.send(
-                "rate",
-                {"ticket": rating.ticket, "level": rating.level, "reason": rating.reason},
+                RateRequest(ticket=rating.ticket, level=rating.level, reason=rating.reason),
                 partial(self._rated, rating),
                 partial(self._rating_lost, rating),
             )

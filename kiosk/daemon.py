@@ -45,7 +45,7 @@ from kiosk.escpos_status import PrinterState
 from kiosk.flow import Issue, KioskFlow, StaffProof
 from kiosk.person import Person, from_identity, from_number, from_uid
 from kiosk.printer import PrinterSession, TicketPrinter
-from quhao import idnumber
+from quhao import idnumber, messages
 from quhao.clock import Clock
 from quhao.config import SiteConfig
 from quhao.devices.cards import CardRead
@@ -336,14 +336,17 @@ class KioskDaemon:
                 self._done(session)
                 return
         log.debug("%s: printer %s; asking the hall", self.device, self.printer_state.state)
-        request: dict[str, Any] = {"service": issue.service, "person": issue.person.wire()}
+        fields: dict[str, Any] = {
+            "service": issue.service,
+            "person": messages.Person(key=issue.person.key, age=issue.person.age),
+        }
         if issue.override:
-            request["override"] = issue.override.wire()
+            fields["override"] = messages.StaffProof(**issue.override.wire())
         if issue.priority:
-            request["priority"] = issue.priority
+            fields["priority"] = issue.priority
+        request = messages.IssueRequest(**fields)
         asked_at = time.monotonic()
         self.hall.send(
-            "issue",
             request,
             partial(self._answered, issue, session, input_at, asked_at),
             partial(self._unanswered, session),
@@ -439,8 +442,7 @@ class KioskDaemon:
         self._publish_status()
         number = issued["number"]
         self.hall.send(
-            "void",
-            {"ticket": issued["id"]},
+            messages.VoidRequest(ticket=issued["id"]),
             partial(self._voided, number),
             lambda why: log.error("%s: void of %s not answered: %s", self.device, number, why),
         )

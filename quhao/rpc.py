@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from quhao.messages import ActionRequest, encode
 from quhao.mqtt import Bus, Message
 from quhao.owner import OwnerLoop, Timer
 from quhao.topics import Topics
@@ -109,15 +110,16 @@ class HallRequests:
 
     def send(
         self,
-        action: str,
-        payload: dict[str, Any],
+        request: ActionRequest,
         on_answer: Callable[[dict[str, Any]], None],
         on_unavailable: Callable[[str], None],
         *,
         rid: str | None = None,
     ) -> None:
-        body = dict(payload)
-        body["rid"] = rid or HallClient.new_rid()
+        """Publish a request (a model of the wire contract) now; one callback later."""
+        action = request.action
+        body = encode(request)
+        body["rid"] = rid or body.get("rid") or HallClient.new_rid()
         correlation = f"{self.device}:{next(self._counter)}".encode()
         flight = _InFlight(action, body, correlation, on_answer, on_unavailable)
         self._pending[correlation] = flight
