@@ -335,7 +335,7 @@ class Crowd:
         self.windows[devices.number] = devices
         self._spawn(f"clerk-{devices.number}", self._clerk, devices)
 
-    def _spawn(self, name: str, target: object, *args: object) -> None:
+    def _spawn(self, name: str, target: Callable[..., object], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, name=f"crowd-{name}", daemon=True)
         thread.start()
         self.threads.append(thread)
