@@ -29,7 +29,7 @@ from hall.model import Event
 from hall.store import Store
 from quhao.broker import Mosquitto
 from quhao.config import load
-from tests.helpers import ROOT, SITE, SITE_ID, Device, hall_daemon
+from tests.helpers import ROOT, SITE, SITE_ID, Device, hall_daemon, wait_until
 
 OpenDevice = Callable[[str], Device]
 
@@ -52,6 +52,14 @@ class IssueLoad:
             self.answered.append((sent, time.perf_counter()))
             if not response.get("ok"):
                 self.failures.append(response)
+
+    def wait_answers(self, count: int, sent_after: float = 0.0) -> None:
+        """Until `count` more requests (sent after perf_counter `sent_after`) are answered."""
+        start = len(self.answered)
+        wait_until(
+            lambda: sum(sent > sent_after for sent, _ in self.answered[start:]) >= count,
+            what=f"{count} answers",
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -137,7 +145,7 @@ def test_backup_while_the_hall_serves(
     issuing = IssueLoad(busy)
     answered, failures = issuing.answered, issuing.failures
     try:
-        time.sleep(1.0)
+        issuing.wait_answers(20)  # answers before the backups, to compare with
         windows: list[tuple[float, float]] = []
         for _ in range(3):
             issued_before = len(answered)
@@ -146,7 +154,7 @@ def test_backup_while_the_hall_serves(
             windows.append((started, time.perf_counter()))
             assert result.returncode == 0, result.stderr
             assert "saved" in result.stdout and "events" in result.stdout, result.stdout
-        time.sleep(0.5)
+        issuing.wait_answers(10)  # and some after
     finally:
         issuing.stop()
     assert not failures, failures[:3]
@@ -347,27 +355,33 @@ def test_a_long_backup_snapshot_does_not_stall_the_hall(
     broker: Mosquitto, tmp_path: Path, device: OpenDevice
 ) -> None:
     """A backup of a large database holds one read snapshot for seconds (the copy); the
-    hall's periodic work must not wait for it. Held here longer than the hall's
-    housekeeping interval, as the copy of a few hundred MB does."""
+    hall's periodic work must not wait for it. Held here across a round of the hall's
+    housekeeping, as the copy of a few hundred MB is."""
     state = tmp_path / "hall"
     hall = hall_daemon(broker.url, state).start()
     busy = device("kiosk-K2")
     issuing = IssueLoad(busy)
     answered, failures = issuing.answered, issuing.failures
     try:
-        time.sleep(0.5)
+        issuing.wait_answers(10)
         # the read transaction `quhao backup` holds while it copies (hall.backup.snapshot)
         reader = sqlite3.connect(
             f"file:{state / record.DATABASE}?mode=rw", uri=True, isolation_level=None
         )
         reader.execute("BEGIN")
         reader.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-        held = time.perf_counter()
-        time.sleep(6.0)
+        held, held_wall = time.perf_counter(), time.time()
+        # Held until the hall's housekeeping (every 5 s: the record marker, then the WAL
+        # checkpoint) has run meanwhile, and requests sent after it are answered.
+        wait_until(
+            lambda: (marker := record.read_marker(state)) is not None and marker.at > held_wall,
+            timeout=15,
+            what="the hall's housekeeping while the snapshot is held",
+        )
+        issuing.wait_answers(20, sent_after=time.perf_counter())
         reader.execute("COMMIT")
         released = time.perf_counter()
         reader.close()
-        time.sleep(0.5)
     finally:
         issuing.stop()
     assert not failures, failures[:3]
