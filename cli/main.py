@@ -66,6 +66,8 @@ def _secret_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> SiteConfig:
+    from quhao.config import check
+
     logs.setup(args.log_level)
     config = load(args.config)
     changes: dict[str, object] = {}
@@ -74,7 +76,15 @@ def _load(args: argparse.Namespace) -> SiteConfig:
     if getattr(args, "allow_example_secret", False):
         changes["allow_example_secret"] = True
     if changes:
-        config = dataclasses.replace(config, site=dataclasses.replace(config.site, **changes))
+        config = config.model_copy(update={"site": config.site.model_copy(update=changes)})
+    # A daemon refuses at start what `quhao check` reports, before it opens anything.
+    command = getattr(args, "command", "")
+    if command in ("hall", "kiosk", "counter"):
+        device = getattr(args, "device", None)
+        devices = ["hall"] if command == "hall" else [device] if isinstance(device, str) else device
+        problems = check(config, devices)
+        if problems:
+            raise ConfigError(problems)
     return config
 
 
@@ -434,9 +444,20 @@ def cmd_staff(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args)
-    if config.site.secret_file is not None:
-        config.read_secret()  # what the daemons will read: exists, long enough, not public
+    """Everything the daemons would refuse, file and beyond, one problem a line."""
+    from quhao.config import check
+
+    try:
+        config = _load(args)
+        problems = check(config)
+    except ConfigError as exc:
+        problems = exc.problems
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        print(f"quhao check: {count} in {args.config}", file=sys.stderr)
+        return 2
     print(
         f"{args.config}: ok — site {config.site.id} ({config.site.name}), "
         f"{len(config.services)} services, {len(config.windows)} windows, "

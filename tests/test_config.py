@@ -1,16 +1,19 @@
-"""A broken site file is reported with the file, the line and the key."""
+"""A broken site file is reported with the file, the line and the key of every problem;
+`quhao check` reports what the daemons would refuse at start."""
 
 from __future__ import annotations
 
-import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from quhao.config import ConfigError, load, loads
+from quhao.config import ConfigError, check, load, loads
 
-SITE = Path(__file__).parent / "sites" / "small.toml"
-EXAMPLE = Path(__file__).parent.parent / "examples" / "site.toml"
+ROOT = Path(__file__).parent.parent
+SITE = ROOT / "tests" / "sites" / "small.toml"
+EXAMPLE = ROOT / "examples" / "site.toml"
 
 
 def error_for(text: str) -> ConfigError:
@@ -31,8 +34,8 @@ def test_the_example_hall_loads() -> None:
     assert 8 <= len(config.services) <= 12
     with pytest.raises(ConfigError, match="published example secret"):
         config.read_secret()  # a hall that copies the example must not use it silently
-    simulated = dataclasses.replace(
-        config, site=dataclasses.replace(config.site, allow_example_secret=True)
+    simulated = config.model_copy(
+        update={"site": config.site.model_copy(update={"allow_example_secret": True})}
     )
     assert len(simulated.read_secret()) >= 16
 
@@ -145,3 +148,142 @@ def test_texts_keys_and_ticket_template_are_configurable() -> None:
     assert err.key == "ticket.lines" and "{numbr}" in err.message
     err = error_for(SITE.read_text() + '\n[keys.caller]\ncall = "KEY_NOPE"\n')
     assert err.key == "keys.caller.call"
+
+
+def test_every_problem_is_reported_at_once_sorted_by_line() -> None:
+    text = (
+        SITE.read_text()
+        .replace("interleave = 2", "interleav = 2")
+        .replace("daily_cap = 3", 'daily_cap = "three"')
+        .replace("window = 2", "window = 9")
+    )
+    err = error_for(text)
+    found = [(p.line, p.key) for p in err.problems]
+    assert found == [
+        (line_of(text, "interleav = 2"), "queue.interleav"),
+        (line_of(text, 'daily_cap = "three"'), "services[1].daily_cap"),
+        (line_of(text, "window = 9"), "counters[2].window"),
+    ]
+    assert str(err).splitlines() == [
+        f"site.toml:{p.line}: {p.key}: {p.message}" for p in err.problems
+    ]
+    assert (err.line, err.key) == found[0]  # the first problem, for callers that read one
+
+
+def test_a_syntax_error_is_reported_alone() -> None:
+    text = SITE.read_text().replace("interleave = 2", "interleav = 2\nbroken = ")
+    err = error_for(text)
+    assert len(err.problems) == 1 and "TOML syntax" in err.message
+    assert err.line == line_of(text, "broken =")
+
+
+def test_a_multiline_string_does_not_move_the_lines() -> None:
+    text = (
+        SITE.read_text()
+        .replace(
+            'name = "测试政务服务中心"',
+            'name = """测试政务服务中心\n[queue]\nmax_recalls = 1\n[[counters]]\nwindow = 1\n"""',
+        )
+        .replace("max_recalls = 2", "max_recalls = -2")
+    )
+    err = error_for(text)
+    assert err.key == "queue.max_recalls" and err.line == line_of(text, "max_recalls = -2")
+
+
+def test_values_the_program_sets_are_no_keys_of_the_file() -> None:
+    err = error_for(SITE.read_text().replace("[site]", "[site]\nallow_example_secret = true"))
+    assert err.key == "site.allow_example_secret" and "unknown key" in err.message
+    assert "allow_example_secret" not in err.message.split("allowed:")[1]
+
+
+def test_device_timeouts_and_their_bounds() -> None:
+    config = load(SITE)
+    assert (config.devices.hall_timeout_s, config.devices.hall_attempts) == (2.0, 3)
+    config = loads(SITE.read_text() + "\n[devices]\nhall_timeout_ms = 750\nhall_attempts = 5\n")
+    assert (config.devices.hall_timeout_s, config.devices.hall_attempts) == (0.75, 5)
+    text = SITE.read_text() + "\n[devices]\nhall_timeout_ms = 20\nhall_attempts = 11\n"
+    err = error_for(text)
+    assert [(p.key, p.line) for p in err.problems] == [
+        ("devices.hall_timeout_ms", line_of(text, "hall_timeout_ms")),
+        ("devices.hall_attempts", line_of(text, "hall_attempts")),
+    ]
+    assert "50 to 60000" in err.problems[0].message and "1 to 10" in err.problems[1].message
+
+
+def _site_copy(tmp_path: Path, text: str) -> Path:
+    site = tmp_path / "site.toml"
+    site.write_text(text)
+    (tmp_path / "test.secret").write_bytes((SITE.parent / "test.secret").read_bytes())
+    return site
+
+
+def _quhao(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_quhao_check_fails_without_the_secret_the_kiosks_need(tmp_path: Path) -> None:
+    text = SITE.read_text().replace('secret_file = "test.secret"\n', "")
+    site = _site_copy(tmp_path, text)
+    result = _quhao("check", "--config", str(site))
+    assert result.returncode == 2, result.stdout
+    assert f"{site}:{line_of(text, '[site]')}: site.secret_file: not set" in result.stderr
+    # the kiosk refuses the same file at start, with the same words
+    kiosk = _quhao("kiosk", "--config", str(site), "--device", "kiosk-K1")
+    assert kiosk.returncode == 2 and "site.secret_file: not set" in kiosk.stderr
+
+
+def test_quhao_check_fails_when_the_secret_file_is_missing(tmp_path: Path) -> None:
+    text = SITE.read_text().replace('"test.secret"', '"missing.secret"')
+    site = _site_copy(tmp_path, text)
+    result = _quhao("check", "--config", str(site))
+    assert result.returncode == 2
+    assert f"{site}:{line_of(text, 'missing.secret')}: site.secret_file: cannot read" in (
+        result.stderr
+    )
+    ok = _quhao("check", "--config", str(_site_copy(tmp_path, SITE.read_text())))
+    assert ok.returncode == 0 and ": ok — site testhall" in ok.stdout
+
+
+def test_quhao_check_reports_three_independent_errors_with_their_lines(tmp_path: Path) -> None:
+    text = (
+        SITE.read_text()
+        .replace("elderly_age = 65", "elderly_age = 0")
+        .replace('prefix = "K"', 'prefix = "KK"')
+        .replace('name = "kiosk-K2"', 'name = "kiosk-K1"')
+    )
+    site = _site_copy(tmp_path, text)
+    result = _quhao("check", "--config", str(site))
+    assert result.returncode == 2
+    reported = [line for line in result.stderr.splitlines() if line.startswith(f"{site}:")]
+    age, prefix = line_of(text, "elderly_age"), line_of(text, '"KK"')
+    second_kiosk = max(i for i, line in enumerate(text.splitlines(), 1) if "kiosk-K1" in line)
+    assert reported == [
+        f"{site}:{age}: queue.elderly_age: must be positive, got 0",
+        f"{site}:{prefix}: services[2].prefix: must be one capital letter A-Z, got 'KK'",
+        f"{site}:{second_kiosk}: kiosks[1].name: device name 'kiosk-K1' is already used",
+    ]
+
+
+def test_check_finds_device_uris_the_daemons_would_refuse() -> None:
+    text = (
+        SITE.read_text()
+        .replace('name = "kiosk-K1"', 'name = "kiosk-K1"\nprinter = "lpt://1"\nreaders = ["x"]')
+        .replace(
+            'name = "counter-W2"',
+            'name = "counter-W2"\ndisplay = "serial:///dev/ttyUSB1?addr=three"',
+        )
+    )
+    config = loads(text, SITE)
+    found = {(p.key, p.line) for p in check(config)}
+    assert found == {
+        ("kiosks[0].readers[0]", line_of(text, 'readers = ["x"]')),
+        ("kiosks[0].printer", line_of(text, "lpt://")),
+        ("counters[2].display", line_of(text, "addr=three")),
+    }
+    assert check(config, ["kiosk-K2", "counter-W1"]) == []  # only the daemons named
