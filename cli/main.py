@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from quhao import logs
 from quhao.clock import Clock
@@ -163,7 +164,7 @@ def cmd_counter(args: argparse.Namespace) -> int:
     notifier = Notifier()
     for terminal in terminals:
         terminal.start()
-        notifier.watch(terminal.device, lambda t=terminal: t.heartbeat)
+        notifier.watch(terminal.device, _heartbeat_of(terminal))
     log.info("counter serving %s", ", ".join(args.device))
     notifier.ready(f"windows {', '.join(str(t.window) for t in terminals)}")
     notifier.start_watchdog()
@@ -172,6 +173,11 @@ def cmd_counter(args: argparse.Namespace) -> int:
     for terminal in terminals:
         terminal.close()
     return 0
+
+
+def _heartbeat_of(daemon: Any) -> Callable[[], float]:
+    """A daemon's owner loop heartbeat, read by the systemd watchdog."""
+    return lambda: float(daemon.heartbeat)
 
 
 def cmd_kiosk(args: argparse.Namespace) -> int:
@@ -221,8 +227,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         )
         printed = 0
         while not stop.wait(0.2):
-            for item in printer.tickets[printed:]:
-                print(f"--- ticket {printed + 1} ---\n{item.text}", flush=True)
+            for paper in printer.tickets[printed:]:
+                print(f"--- ticket {printed + 1} ---\n{paper.text}", flush=True)
                 printed += 1
         printer.close()
     elif args.device == "sam":
@@ -299,7 +305,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_summary(results: dict) -> None:
+def _bench_summary(results: dict[str, Any]) -> None:
     import json
 
     hall, kiosk, counter = results["hall"], results["kiosk"], results["counter"]

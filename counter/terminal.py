@@ -107,8 +107,8 @@ class CounterTerminal:
             self.bus,
             self.topics,
             device,
-            timeout_s=2.0,  # SWAP: config.devices.hall_timeout_s
-            attempts=3,  # SWAP: config.devices.hall_attempts
+            timeout_s=config.devices.hall_timeout_s,
+            attempts=config.devices.hall_attempts,
         )
         self.keypad = CallerKeypad(config.keys.caller)
         self.pad = RatingPad(

@@ -112,8 +112,8 @@ class KioskDaemon:
             self.bus,
             self.topics,
             device,
-            timeout_s=2.0,  # SWAP: config.devices.hall_timeout_s
-            attempts=3,  # SWAP: config.devices.hall_attempts
+            timeout_s=config.devices.hall_timeout_s,
+            attempts=config.devices.hall_attempts,
         )
         wait_s = max(FLOW_TIMEOUT_S, FLOW_TIMEOUT_MIN_REAL_S * self.clock.speed)
         self.flow = KioskFlow(self.kiosk.services, wait_s)
