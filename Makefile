@@ -16,6 +16,7 @@ demo: deps
 
 test: deps
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 bench: deps
@@ -29,6 +30,7 @@ chaos: deps
 
 lint: deps
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m ruff format --check .
 
 clean:
