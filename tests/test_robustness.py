@@ -228,6 +228,85 @@ def test_a_full_disk_answers_unavailable_and_recovers_with_the_same_rids(
         assert not wal.exists() or wal.stat().st_size <= 2 << 20
 
 
+def test_a_locked_database_answers_the_whole_batch_unavailable_and_the_same_rids_recover(
+    broker: Mosquitto, hall, tmp_path: Path
+) -> None:
+    """Another SQLite connection holds the write lock (a stray `sqlite3` shell, say): the
+    hall's commit fails with `database is locked` after its 5 s busy timeout. Every
+    request decided in that batch — issues from two kiosks and a counter's call — is
+    answered `unavailable` and nothing of it is stored or kept (a malformed request in
+    the batch keeps its own answer); the same rids after the lock is gone get one ticket
+    each, the call calls the ticket that was first, and asking again changes nothing."""
+    kiosk = Device(broker.url, "kiosk-K1")
+    assert kiosk.request("issue", service="social", person=person(1))["ticket"]["number"] == (
+        "A001"
+    )
+    status = Recorder(broker.url, T.status("hall"), client_id="locked-status")
+    devices = ("kiosk-K1", "kiosk-K2", "counter-W1")
+    replies = Recorder(broker.url, *(T.reply(d) for d in devices), client_id="locked-replies")
+    batch = [
+        ("kiosk-K1", "issue", {"rid": "locked-k1", "service": "social", "person": person(2)}),
+        ("kiosk-K2", "issue", {"rid": "locked-k2", "service": "social", "person": person(3)}),
+        ("counter-W1", "call", {"rid": "locked-w1"}),
+    ]
+    raw = Bus(broker.url, "raw-locked")
+    raw.start()
+    locker = sqlite3.connect(tmp_path / "hall" / "hall.sqlite", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        for n, (device, action, payload) in enumerate(batch):  # back to back: one batch
+            raw.publish(T.request(device, action), payload, correlation=f"b{n}".encode())
+        raw.publish(T.request("kiosk-K1", "issue"), b"{not json", correlation=b"bad")
+
+        def answers() -> dict[str, dict[str, Any]]:
+            return {
+                p["rid"] or "malformed": p for d in devices for p in replies.payloads(T.reply(d))
+            }
+
+        got = wait_until(lambda: len(answers()) == 4 and answers(), 30, "four answers")
+        codes = {rid: a["error"]["code"] for rid, a in got.items() if not a["ok"]}
+        assert codes == {
+            "locked-k1": "unavailable",
+            "locked-k2": "unavailable",
+            "locked-w1": "unavailable",
+            "malformed": "bad_request",
+        }, got
+        status.wait_for(T.status("hall"), lambda p: p.get("state") == "storage_failed")
+        stored = locker.execute("SELECT COUNT(*) FROM requests WHERE rid LIKE 'locked-%'")
+        assert stored.fetchone() == (0,)
+        assert locker.execute("SELECT COUNT(*) FROM tickets").fetchone() == (1,)
+        assert hall.alive
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+        raw.stop()
+
+    # the same rids again, one by one: the state was not kept, the numbers were not used
+    def ask(device: str, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        client = Device(broker.url, device)
+        try:
+            body = {k: v for k, v in payload.items() if k != "rid"}
+            return client.request(action, rid=payload["rid"], **body)
+        finally:
+            client.close()
+
+    again = {payload["rid"]: ask(device, action, payload) for device, action, payload in batch}
+    assert again["locked-k1"]["ticket"]["number"] == "A002"
+    assert again["locked-k2"]["ticket"]["number"] == "A003"
+    assert again["locked-w1"]["ticket"]["number"] == "A001"  # first in the queue, not A002
+    for request in batch:
+        assert ask(*request) == again[request[2]["rid"]]  # asked again: the stored answer
+    status.wait_for(T.status("hall"), lambda p: p.get("state") == "ok")
+    db = sqlite3.connect(tmp_path / "hall" / "hall.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM tickets").fetchone() == (3,)
+    called = db.execute("SELECT COUNT(*) FROM events WHERE type = 'ticket.called'").fetchone()
+    assert called == (1,)
+    db.close()
+    kiosk.close()
+    replies.close()
+    status.close()
+
+
 # ---- day rollover -------------------------------------------------------------
 
 
