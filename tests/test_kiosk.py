@@ -49,7 +49,8 @@ FIND = (0x20, 0x01)  # GA 467 find card: the kiosk asks the SAM reader every 50 
 SECRET = (SITE.parent / "test.secret").read_bytes().strip()
 
 
-def kiosk_site(tmp: Path, printer_port: int) -> Path:
+def kiosk_site(tmp: Path, printer_port: int, extra: str = "") -> Path:
+    """The small test hall with kiosk-K1 on the simulators under tmp; `extra`: more TOML."""
     text = SITE.read_text()
     head, tail = text.split('[[kiosks]]\nname = "kiosk-K1"\n', 1)
     kiosk = (
@@ -64,7 +65,7 @@ def kiosk_site(tmp: Path, printer_port: int) -> Path:
         "card_absent_ms = 100\n"
     )
     site = tmp / "site.toml"
-    site.write_text(head + kiosk + tail)
+    site.write_text(head + kiosk + tail + extra)
     (tmp / "test.secret").write_text((SITE.parent / "test.secret").read_text())
     return site
 
@@ -133,9 +134,12 @@ class Hall:
 
 
 @pytest.fixture
-def hall(broker: Mosquitto, tmp_path: Path, pcsc: PcscStack) -> Iterator[Hall]:
+def hall(
+    request: pytest.FixtureRequest, broker: Mosquitto, tmp_path: Path, pcsc: PcscStack
+) -> Iterator[Hall]:
+    """The hall and kiosk-K1 on its simulators; parametrized (indirect): more site TOML."""
     printer = PrinterSimulator(tmp_path / "tickets", port=free_port()).start()
-    site = kiosk_site(tmp_path, printer.port)
+    site = kiosk_site(tmp_path, printer.port, getattr(request, "param", ""))
     sam = SamSimulator(tmp_path / "sam-K1").start()
     keys = KeypadFeeder(tmp_path / "keys-K1.fifo")
     card = VirtualIdCard(pcsc.port)
@@ -372,14 +376,19 @@ def test_printer_dying_mid_ticket_voids_the_number(hall: Hall) -> None:
     counter.close()
 
 
+# The kiosk gives up on the hall after two attempts of half a second (2 s × 3 by default).
+QUICK_TO_GIVE_UP = "\n[devices]\nhall_timeout_ms = 500\nhall_attempts = 2\n"
+
+
+@pytest.mark.parametrize("hall", [QUICK_TO_GIVE_UP], indirect=True, ids=["quick-to-give-up"])
 def test_hall_unreachable_means_out_of_service_and_no_ticket(hall: Hall) -> None:
     hall.hall.stop()
     wait_until(lambda: hall.status().get("state") == "out_of_service", what="hall offline seen")
     assert "hall not reachable" in hall.status()["reasons"]
     hall.keys.tap("KEY_F1")
     hall.swipe(ADULT)
-    time.sleep(7)  # three attempts of two seconds
-    assert hall.printer.tickets == []
+    wait_until(lambda: "no ticket:" in hall.kiosk.log(), what="the kiosk to give up on the hall")
+    assert hall.status()["state"] == "out_of_service" and hall.printer.tickets == []
     hall.hall.start()
     wait_until(lambda: hall.status().get("state") == "in_service", what="back in service")
     hall.keys.tap("KEY_F1")
