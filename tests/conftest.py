@@ -2,12 +2,33 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from quhao.broker import Mosquitto
 from simulators.idcard import PORT_ENV, SOCKET_ENV, PcscStack, free_vpcd_port
 from tests.helpers import Device, hall_daemon
+
+# Test modules whose tests share one costly module-scoped fixture: all their tests go to
+# one worker, so it is made once (the demo's simulated day).
+ONE_WORKER_MODULES = {"tests/test_demo.py"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's scheduling, test by test, except that each module of
+    ONE_WORKER_MODULES is one unit of work. (What `--dist loadgroup` with an xdist_group
+    mark would do, but loadgroup silently stopped grouping under pytest 9.2: it renames
+    node ids through a field pytest no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER_MODULES else nodeid
+
+    return ModulesTogether(config, log)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

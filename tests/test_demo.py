@@ -13,8 +13,9 @@ import pytest
 from cli.demo import DemoResult, run_demo
 from simulators.crowd import plan_arrivals, short_day
 
-# One simulated day for the whole module: its tests on one worker, which starts it first.
-pytestmark = [pytest.mark.xdist_group("demo"), pytest.mark.long]
+# One simulated day for the whole module: its tests go to one worker (tests/conftest.py,
+# ONE_WORKER_MODULES), which starts it first.
+pytestmark = pytest.mark.long
 
 
 @pytest.fixture(scope="module")
