@@ -313,42 +313,47 @@ def test_person_keys_are_erased_once_no_quota_window_needs_them(tmp_path: Path) 
     gone on Wednesday — from the event log, the file and its WAL."""
     site = _site(tmp_path, limits=True)
     state = tmp_path / "hall"
+    keys = [f"{uuid.uuid4().hex}{uuid.uuid4().hex}" for _ in range(3)]
+
+    def stored() -> bytes:
+        return b"".join(p.read_bytes() for p in state.glob("hall.sqlite*"))
+
     with Mosquitto(workdir=tmp_path / "mq") as broker:
+        halls: list[Daemon] = []
 
         def run_on(day: str) -> Daemon:
-            return hall_daemon(broker.url, state, config=site, clock=f"{day}T10:00:00+08:00")
+            clock = f"{day}T10:00:00+08:00"
+            halls.append(hall_daemon(broker.url, state, config=site, clock=clock).start())
+            return halls[-1]
 
-        keys = [f"{uuid.uuid4().hex}{uuid.uuid4().hex}" for _ in range(3)]
-        hall = run_on("2026-11-23").start()
-        bus = Bus(broker.url, "kiosk-K1")
-        client = HallClient(bus, T, "kiosk-K1")
-        bus.start()
-        for key in keys:
-            answer = client.request("issue", {"service": "social", "person": {"key": key}})
-            assert answer["ok"], answer
-        bus.stop()
-        hall.stop()
+        def issue(*payloads: dict[str, Any]) -> list[dict[str, Any]]:
+            bus = Bus(broker.url, "kiosk-K1")
+            client = HallClient(bus, T, "kiosk-K1")
+            bus.start()
+            try:
+                return [client.request("issue", payload) for payload in payloads]
+            finally:
+                bus.stop()
 
-        def stored() -> bytes:
-            return b"".join(p.read_bytes() for p in state.glob("hall.sqlite*"))
-
-        assert all(key.encode() in stored() for key in keys)
-        hall = run_on("2026-11-24").start()
-        # The first round of the hall's loop erases what is due. Two requests one after
-        # the other: the second is answered in a later round than the first, so that
-        # first round is over. (An unknown service: answered, and nothing issued.)
-        bus = Bus(broker.url, "kiosk-K1")
-        client = HallClient(bus, T, "kiosk-K1")
-        bus.start()
-        for _ in range(2):
-            answer = client.request("issue", {"service": "nope"})
-            assert answer["error"]["code"] == "unknown_service", answer
-        bus.stop()
-        hall.stop()
-        assert all(key.encode() in stored() for key in keys), "erased before the next day ended"
-        hall = run_on("2026-11-25").start()
-        wait_until(lambda: "erased the person keys of 3 tickets" in hall.log(), what="erasure")
-        hall.stop()
+        try:
+            hall = run_on("2026-11-23")
+            answers = issue(*({"service": "social", "person": {"key": key}} for key in keys))
+            assert all(answer["ok"] for answer in answers), answers
+            hall.stop()
+            assert all(key.encode() in stored() for key in keys)
+            hall = run_on("2026-11-24")
+            # The first round of the hall's loop erases what is due. Two requests one after
+            # the other: the second is answered in a later round than the first, so that
+            # first round is over. (An unknown service: answered, and nothing issued.)
+            answers = issue({"service": "nope"}, {"service": "nope"})
+            assert all(a["error"]["code"] == "unknown_service" for a in answers), answers
+            hall.stop()
+            assert all(key.encode() in stored() for key in keys), "erased before the next day"
+            hall = run_on("2026-11-25")
+            wait_until(lambda: "erased the person keys of 3 tickets" in hall.log(), what="erasure")
+        finally:
+            for started in halls:
+                started.stop()
     assert not any(key.encode() in stored() for key in keys)
     db = sqlite3.connect(state / "hall.sqlite")
     assert db.execute("SELECT COUNT(*) FROM tickets").fetchone() == (3,)  # the record stays
