@@ -328,8 +328,7 @@ class KioskDaemon:
     def _ask_hall(self, issue: Issue, input_at: float) -> None:
         session = self.printer.session() if self.printer else None
         if session is not None:
-            self.printer_state = session.status()
-            self._publish_status()
+            self._printer_is(session.status())
             if not self.printer_state.can_print:
                 log.warning("%s: no ticket: printer %s", self.device, self.printer_state.detail)
                 self._say("暂停服务：打印机故障")
@@ -432,8 +431,8 @@ class KioskDaemon:
                 "hall_ms": round(hall_s * 1000, 3),
             }
             log.info("%s: ticket %s printed", self.device, issued["number"])
-            self._say(f"请取票 {issued['number']}")
-            self._publish_status()
+            self.message = f"请取票 {issued['number']}"
+            self._publish_status()  # one status for the ticket: count, timings, screen
             return
         # Printed badly or not at all: void it so the number is never called.
         log.warning(
@@ -502,7 +501,11 @@ class KioskDaemon:
     def _check_printer(self) -> None:
         if self.printer is None:
             return
-        state = self.printer.status()
+        self._printer_is(self.printer.status())
+
+    def _printer_is(self, state: PrinterState) -> None:
+        """The printer's state as just read; a change is logged and published, a repeat
+        costs nothing (a swipe reads it on every ticket)."""
         if state != self.printer_state:
             (log.info if state.can_print else log.warning)(
                 "%s: printer %s %s", self.device, state.state, state.detail

@@ -202,8 +202,9 @@ class LedDisplay:
         if self._ping is not None:
             self._ping.cancel()
             self._ping = None
-        if self._port is not None:
+        port, self._port = self._port, None
+        if port is not None:
             with contextlib.suppress(*PORT_ERRORS):
-                self._loop.unwatch(self._port.fileno())
-                self._port.close()
-            self._port = None
+                self._loop.unwatch(port.fileno())
+            with contextlib.suppress(*PORT_ERRORS):
+                port.close()
