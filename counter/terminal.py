@@ -194,15 +194,17 @@ class CounterTerminal:
 
     def _on_caller_key(self, event: KeyEvent) -> None:
         result = self.keypad.press(event, event.time)  # the kernel's stamp: when it was pressed
-        if self._prompting and not self.keypad.waiting_for_pin:
-            self._prompting = False  # PIN confirmed, login cancelled: the prompt goes
-            self._end_notice()
         if isinstance(result, Ignored):
             if result.why != "bounce":
                 log.info("%s: key %s ignored: %s", self.device, result.key, result.why)
             else:
                 log.debug("%s: key %s ignored: bounce", self.device, result.key)
-        elif isinstance(result, AskPin):
+        # The PIN was confirmed or the login cancelled: the prompt goes before anything
+        # this key does shows (a refused login's notice), and after the key is logged.
+        if self._prompting and not self.keypad.waiting_for_pin:
+            self._prompting = False
+            self._end_notice()
+        if isinstance(result, AskPin):
             log.info("%s: staff number typed; asking for the PIN", self.device)
             self._prompting = True
             self._show_notice(PIN_PROMPT, self.keypad.pin_timeout_s, flash=False)
