@@ -36,6 +36,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from quhao.config.errors import ConfigError, Problem, dotted
+from quhao.config.screens import Screens, check_screens
 from quhao.staffauth import PIN_HASH_PATTERN
 from quhao.tomlpos import Path, line_of
 
@@ -343,6 +344,8 @@ class Staff(_Table):
     name: StrictStr
     photo: StrictStr = ""
     pledge: StrictStr = ""
+    contact: StrictStr = ""  # 五公开: how to reach the clerk (a phone extension)
+    party_member: StrictBool = False  # 共产党员岗: the window screen shows the badge
     services: tuple[StrictStr, ...] = ()
     can_override: StrictBool = Field(False, alias="override")
     cards: tuple[CardUid, ...] = ()  # staff card UIDs, upper-case hex
@@ -553,6 +556,7 @@ class SiteConfig(_Table):
     limits: Limits = Limits()
     privacy: Privacy = Field(Privacy(), validate_default=True)  # checked against the quotas
     devices: Devices = Devices()
+    screens: Screens = Screens()
 
     _source: FsPath = PrivateAttr(FsPath("site.toml"))
     _lines: dict[Path, int] = PrivateAttr(default_factory=dict)  # key path -> line in the file
@@ -589,7 +593,15 @@ class SiteConfig(_Table):
             return "kiosk"
         if device in self.counters:
             return "counter"
+        if self.rater_window(device) is not None:
+            return "rater"
         return None
+
+    def rater_window(self, device: str) -> int | None:
+        """`rater-W5`: the touch screen at window 5, which may only rate (its window's)."""
+        match = re.fullmatch(r"rater-W([1-9][0-9]{0,5})", device)
+        number = int(match[1]) if match else None
+        return number if number in self.windows else None
 
     def staff_by_card(self, uid: str) -> Staff | None:
         uid = uid.upper()
@@ -714,6 +726,13 @@ class SiteConfig(_Table):
                 f"keys must outlive the longest quota window ({longest // 3600} hours)",
             )
         return privacy
+
+    @field_validator("screens")
+    @classmethod
+    def _boards_known(cls, screens: Screens, info: ValidationInfo) -> Screens:
+        for path, message in check_screens(screens, info.data):
+            _report(info, path, message)
+        return screens
 
 
 def _report(info: ValidationInfo, path: Path, message: str) -> None:
