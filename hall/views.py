@@ -79,6 +79,8 @@ def window_profile(engine: Engine, number: int) -> dict[str, Any]:
                     "name": staff.name,
                     "photo": staff.photo,
                     "pledge": staff.pledge,
+                    "contact": staff.contact,
+                    "party_member": staff.party_member,
                     "services": [
                         config.services[s].name for s in staff.services if s in config.services
                     ],

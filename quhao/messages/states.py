@@ -51,6 +51,9 @@ class Clerk(Wire):
     photo: str
     pledge: str
     services: list[str] = Field(description="service names")
+    # Absent in profiles retained by a hall from before these fields: readers default them.
+    contact: str = Field(default="", description="how to reach the clerk (五公开)")
+    party_member: bool = Field(default=False, description="共产党员岗: show the badge")
 
 
 class WindowProfile(Wire):
