@@ -146,7 +146,8 @@ class Engine:
             method = _HANDLERS.get(action)
             if method is None:
                 raise Refused("unknown_action", f"no action {shown(action)}")
-            if role != ACTION_REQUESTS[action].role:
+            # A rater (rater-W{n}, a window's touch screen) may rate, and nothing else.
+            if role != ACTION_REQUESTS[action].role and (role, action) != ("rater", "rate"):
                 raise Refused("forbidden", f"a {role} may not {action}")
             try:
                 request = decode_request(action, payload, rid_required=False)
@@ -485,13 +486,16 @@ class Engine:
         }, [event]
 
     def _rate(self, device: str, r: RateRequest, now: float) -> Decided:
-        term = self.terminals[device]
+        # The window's counter (its rating pad) or the window's rater touch screen.
+        window = self.config.rater_window(device)
+        if window is None:
+            window = self.terminals[device].window
         ticket = self._ticket(r.ticket, now)
         level = r.level
         reason = (r.reason or "").strip()
-        if ticket.window != term.window or ticket.status != Status.FINISHED:
+        if ticket.window != window or ticket.status != Status.FINISHED:
             raise Refused(
-                "bad_state", f"ticket {ticket.number} was not finished at window {term.window}"
+                "bad_state", f"ticket {ticket.number} was not finished at window {window}"
             )
         if ticket.rating_state != "none":
             return {"ticket": ticket.id, "level": ticket.rating, "changed": False}, []

@@ -188,7 +188,12 @@ class HallService:
         )
         self.inbox: list[Request] = []
         self.limiter = DeviceLimiter(
-            {"kiosk": config.limits.kiosk, "counter": config.limits.counter}
+            # a rater touch screen is held to a counter's rate
+            {
+                "kiosk": config.limits.kiosk,
+                "counter": config.limits.counter,
+                "rater": config.limits.counter,
+            }
         )
         self.health: dict[str, Any] = {"state": "ok", "disk": "ok"}
         self._health_published: dict[str, Any] = {}

@@ -38,6 +38,9 @@ ACL (the same on every listener; anonymous clients are refused everywhere):
   `hall/req/{its name}/…`, reads only its own `reply/{its name}` and the public
   state (hall state, window state and profile, the hall's availability), and
   reads and writes its own `device/{its name}/…`;
+- a rater `rater-W{n}` (window n's touch rating screen, whose credentials the
+  screens daemon holds) publishes only `hall/req/rater-W{n}/rate` and reads its own
+  replies; the hall takes a rating from it for window n only;
 - read-only users read the hall state, windows, events, and devices'
   availability and status, and publish nothing.
 A Last Will is a publish like any other: a kiosk's Will on the hall's availability
@@ -82,8 +85,13 @@ def password_hash(password: str, salt: bytes | None = None) -> str:
     )
 
 
+def rater_users(config: SiteConfig) -> list[str]:
+    """`rater-W{n}`: window n's touch rating screen, driven by the screens daemon."""
+    return [f"rater-W{number}" for number in config.windows]
+
+
 def users(config: SiteConfig) -> list[str]:
-    return [HALL_USER, *config.kiosks, *config.counters, *READ_ONLY_USERS]
+    return [HALL_USER, *config.kiosks, *config.counters, *rater_users(config), *READ_ONLY_USERS]
 
 
 def acl(config: SiteConfig) -> str:
@@ -109,6 +117,14 @@ def acl(config: SiteConfig) -> str:
             f"topic read {root}/reply/{device}/#",
             f"topic readwrite {root}/device/{device}/#",
             *(f"topic read {topic}" for topic in public_reads),
+            "",
+        ]
+    for rater in rater_users(config):
+        lines += [  # it may ask the hall one thing, for its own window: rate
+            f"user {rater}",
+            f"topic write {root}/hall/req/{rater}/rate",
+            f"topic read {root}/reply/{rater}",
+            f"topic read {root}/reply/{rater}/#",
             "",
         ]
     for reader in READ_ONLY_USERS:
