@@ -37,8 +37,42 @@ class Topics:
     def event(self, event_type: str) -> str:
         return f"{self.root}/event/{event_type}"
 
+    @property
+    def feed(self) -> str:
+        """The durable feed to the city (hall/feed.py): events in sequence, QoS 1."""
+        return f"{self.root}/feed"
+
+    @property
+    def feed_request(self) -> str:
+        """Where the city (through its bridge) asks for the events after a sequence."""
+        return f"{self.root}/feed/req"
+
     def availability(self, device: str) -> str:
         return f"{self.root}/device/{device}/availability"
 
     def status(self, device: str) -> str:
         return f"{self.root}/device/{device}/status"
+
+
+# The city broker's side of the feed: each hall's bridge maps `quhao/{site}/feed…` to
+# `city/halls/{site}/feed…` (docs/city.md).
+CITY_ROOT = "city/halls"
+
+
+def city_feed(site: str) -> str:
+    return f"{CITY_ROOT}/{site}/feed"
+
+
+def city_feed_request(site: str) -> str:
+    return f"{CITY_ROOT}/{site}/feed/req"
+
+
+CITY_FEED_FILTER = f"{CITY_ROOT}/+/feed"
+
+
+def parse_city_feed(topic: str) -> str | None:
+    """The site a city feed topic names, or None if it is not one."""
+    parts = topic.split("/")
+    if len(parts) == 4 and f"{parts[0]}/{parts[1]}" == CITY_ROOT and parts[3] == "feed":
+        return parts[2] or None
+    return None
