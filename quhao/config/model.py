@@ -521,6 +521,9 @@ class Devices(_Table):
     hall_attempts: Annotated[StrictInt, Field(ge=1, le=10, description="must be 1 to 10")] = (
         3  # attempts (same rid) before the device says the hall is unreachable
     )
+    lease_numbers: Annotated[StrictInt, Field(ge=0, le=1000, description="must be 0 to 1000")] = (
+        20  # numbers per lease block a kiosk may print while the hall is unreachable; 0: none
+    )
 
     @property
     def hall_timeout_s(self) -> float:
