@@ -37,6 +37,7 @@ from pydantic_core import PydanticCustomError
 
 from quhao.config.errors import ConfigError, Problem, dotted
 from quhao.config.screens import Screens, check_screens
+from quhao.config.voice import Voice
 from quhao.staffauth import PIN_HASH_PATTERN
 from quhao.tomlpos import Path, line_of
 
@@ -560,6 +561,7 @@ class SiteConfig(_Table):
     privacy: Privacy = Field(Privacy(), validate_default=True)  # checked against the quotas
     devices: Devices = Devices()
     screens: Screens = Screens()
+    voice: Voice = Voice()  # voice calling (语音叫号): quhao/config/voice.py
 
     _source: FsPath = PrivateAttr(FsPath("site.toml"))
     _lines: dict[Path, int] = PrivateAttr(default_factory=dict)  # key path -> line in the file
@@ -729,6 +731,12 @@ class SiteConfig(_Table):
                 f"keys must outlive the longest quota window ({longest // 3600} hours)",
             )
         return privacy
+
+    @field_validator("voice")
+    @classmethod
+    def _voice_services_known(cls, voice: Voice, info: ValidationInfo) -> Voice:
+        _known_services(info, voice.services, ("voice", "services"))
+        return voice
 
     @field_validator("screens")
     @classmethod
