@@ -273,6 +273,29 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_voice(args: argparse.Namespace) -> int:
+    from quhao.config.voice import Voice
+    from screens.voice import standalone
+
+    if args.action == "clips":
+        logs.setup(args.log_level)
+        voice = _load(args).voice if args.config else Voice()
+        return standalone.clips(voice, args.out or Path("voice-clips"))
+    if args.config is None:
+        raise ValueError("quhao voice: --config is required")
+    config = _load(args)
+    return standalone.run(
+        config,
+        args.broker,
+        Clock.parse(args.clock),
+        stop_on_signals(),
+        credentials_dir=args.credentials,
+        out=args.out,
+        work_dir=args.state_dir,
+        user=args.user,
+    )
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     logs.setup(args.log_level)
     results = {}
@@ -566,6 +589,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="print one snapshot and exit")
     p.add_argument("--timeout", type=float, default=5.0, help="with --once: wait this long")
     p.set_defaults(func=cmd_ctl)
+
+    p = sub.add_parser(
+        "voice",
+        help="voice calling (语音叫号): announce every call; or make clips",
+        conflict_handler="resolve",  # --config below is optional for clips
+    )
+    p.add_argument("action", nargs="?", choices=["run", "clips"], default="run")
+    _common(p)
+    p.add_argument("--config", type=Path, help="site TOML file (optional for clips)")
+    p.add_argument("--out", type=Path, help="run: a WAV file per announcement here; clips: DIR")
+    p.add_argument("--user", default="display", help="read-only broker user (default display)")
+    p.set_defaults(func=cmd_voice)
 
     p = sub.add_parser("demo", help="a whole simulated hall day through the real daemons")
     p.add_argument(
