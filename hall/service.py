@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from hall import record
 from hall.engine import Engine
+from hall.feed import Feed
 from hall.limits import DeviceLimiter
 from hall.model import Event
 from hall.snapshot import EVERY_EVENTS as SNAPSHOT_EVERY
@@ -186,6 +187,14 @@ class HallService:
             tls=tls,
             availability_topic=self.topics.availability("hall"),
         )
+        self.feed = Feed(
+            self.bus,
+            self.store.db,
+            config.site.id,
+            self.store.database_id,
+            self.topics.feed,
+            self.topics.feed_request,
+        )
         self.inbox: list[Request] = []
         self.limiter = DeviceLimiter(
             # a rater touch screen is held to a counter's rate
@@ -208,6 +217,7 @@ class HallService:
     def start(self) -> None:
         self.bus.subscribe(self.topics.request_filter, self._on_request, retain_as_published=True)
         self.bus.on_connect(self._on_connect)
+        self.feed.start()
         self.bus.connect_inline(required=False)
 
     def run(
@@ -253,6 +263,7 @@ class HallService:
             if self._events_since_snapshot >= self.snapshot_every:
                 self.write_snapshot(f"{self._events_since_snapshot} events since the last")
             self._maybe_publish_hall_state()
+            self.feed.pump()  # to the city: what this round committed, after its answers
 
     def reload(self, path: str | Path) -> bool:
         """Re-read the site file; a broken one is reported and the running config kept."""

@@ -1,0 +1,256 @@
+"""The durable feed out of the hall, for the city (docs/city.md).
+
+Every committed event already has its place in the hall's log: `events.seq`, an
+INTEGER PRIMARY KEY that only ever grows — the hall appends and never deletes an event
+(erasing person keys rewrites an event's data in place; snapshots and pruning touch other
+tables), and a backup is a copy of the whole log. So `seq` is the per-hall sequence
+number of the feed; nothing new is stored. (A backup put back with `quhao restore` does
+rewind it: the city notices — the hall's head falls behind what it holds — and stops
+taking that hall's feed until someone decides; docs/city.md.)
+
+- **Live**: once a round, after the batch's answers went out, whatever was committed
+  since the last round is read back from the log and published on `quhao/{site}/feed` at
+  QoS 1, in order. Read back from the log, not taken from memory, so a live batch and a
+  replay of the same events are the same bytes.
+- **Heartbeat**: every `HEARTBEAT_S` and on (re)connect, a batch without events: `head`
+  tells the city how far the log goes, so a lost tail is noticed without new traffic.
+  While the broker is away nothing is queued up: the city asks for what it missed.
+- **Replay**: the city asks `quhao/{site}/feed/req` for "events after N" (only the city's
+  bridge can publish there: the hall broker's ACL gives no other user that topic). One
+  request is served per round, at most `MAX_PAGE` events, at most `REPLAY_RATE` pages a
+  second (a burst of a few); a request while one waits replaces it; anything malformed
+  is logged and dropped.
+
+`supervision_event` (what leaves the hall) and `pack` (how it is cut into messages) are
+pure; the rest is a thin adapter the hall's loop drives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from hall.limits import TokenBucket
+from quhao.config import Rate
+from quhao.messages.feed import MAX_FEED_BYTES, MAX_PAGE, ReplayRequest
+from quhao.mqtt import Bus, Message
+from quhao.wire import BadPayload, decode_object, encode, shown
+
+log = logging.getLogger("quhao.hall.feed")
+
+HEARTBEAT_S = 10.0  # real seconds between heartbeats
+LIVE_MAX = 2000  # more than this unpublished (the broker was away): the city asks instead
+REPLAY_RATE = Rate(per_s=20, burst=40)  # pages a second: a flood never starves the hall
+PACK_BYTES = 128 * 1024  # one feed message at most this big (well under MAX_FEED_BYTES)
+
+# What supervision needs of each fact; everything else stays in the hall (person keys
+# above all, but also queue positions and internal counters). A type not listed here
+# leaves with no fields at all.
+SUPERVISION_FIELDS: dict[str, tuple[str, ...]] = {
+    "ticket.issued": ("ticket", "day", "number", "service", "kiosk", "priority", "override_staff"),
+    "ticket.refused": ("kiosk", "service", "reason", "day"),
+    "ticket.called": ("ticket", "terminal", "window", "staff"),
+    "ticket.recalled": ("ticket", "terminal", "window"),
+    "ticket.skipped": ("ticket", "terminal", "reason"),
+    "ticket.finished": ("ticket", "terminal", "window", "staff"),
+    "ticket.transferred": ("ticket", "terminal", "from", "to"),
+    "ticket.reinstated": ("ticket", "terminal"),
+    "ticket.voided": ("ticket", "kiosk"),
+    "ticket.expired": ("ticket", "reason"),
+    "ticket.carried": ("ticket", "to_day"),
+    "ticket.rated": ("ticket", "number", "service", "window", "level", "reason", "staff"),
+    "alert.bad_rating": ("ticket", "number", "service", "window", "level", "reason", "staff"),
+    "alert.max_wait": ("ticket", "number", "service", "window", "waited_s"),
+    "terminal.login": ("terminal", "staff"),
+    "terminal.logout": ("terminal",),
+    "terminal.paused": ("terminal",),
+    "terminal.resumed": ("terminal",),
+    "tickets.archived": ("before",),
+}
+
+
+def supervision_event(seq: int, at: float, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """One logged event as it leaves the hall: its seq, time, type, and only the fields
+    supervision needs (never a person key)."""
+    wanted = SUPERVISION_FIELDS.get(kind, ())
+    return {
+        "seq": seq,
+        "at": at,
+        "type": kind,
+        "data": {k: data[k] for k in wanted if k in data},
+    }
+
+
+def pack(
+    site: str,
+    db: str,
+    head: int,
+    events: list[dict[str, Any]],
+    *,
+    replay: bool = False,
+    max_bytes: int = PACK_BYTES,
+) -> list[bytes]:
+    """Feed messages for these events, in order, each under `max_bytes` (an event bigger
+    than that alone — it cannot be: a hall event is a few hundred bytes — goes alone).
+    No events: one heartbeat."""
+    envelope = {"site": site, "db": db, "head": head, "replay": replay}
+    overhead = len(encode({**envelope, "events": []}))
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = overhead
+    for event in events:
+        raw = encode(event)
+        if chunk and size + len(raw) + 1 > max_bytes:
+            out.append(_join(envelope, chunk))
+            chunk, size = [], overhead
+        chunk.append(raw)
+        size += len(raw) + 1
+    if chunk or not out:
+        out.append(_join(envelope, chunk))
+    return out
+
+
+def _join(envelope: dict[str, Any], events: list[bytes]) -> bytes:
+    head = encode(envelope)[:-1]  # the object without its closing brace
+    return head + b',"events":[' + b",".join(events) + b"]}"
+
+
+def read_replay_request(raw: bytes) -> ReplayRequest:
+    """A replay request, or BadPayload saying what is wrong."""
+    payload = decode_object(raw)
+    try:
+        return ReplayRequest.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        raise BadPayload(f"{where}: {first['msg']}") from exc
+
+
+@dataclass
+class FeedStats:
+    live_events: int = 0
+    replay_pages: int = 0
+    replay_refused: int = 0
+    malformed: int = 0
+
+
+class Feed:
+    """The hall's side of the feed; every method runs in the hall's owner thread."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        db: sqlite3.Connection,
+        site: str,
+        database_id: str,
+        feed_topic: str,
+        request_topic: str,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bus, self.db, self.site, self.database_id = bus, db, site, database_id
+        self.topic, self.request_topic = feed_topic, request_topic
+        self.monotonic = monotonic
+        self.sent = self._head()  # live publication starts with what is committed next
+        self.pending: ReplayRequest | None = None
+        self.bucket = TokenBucket(REPLAY_RATE)
+        self.next_heartbeat = 0.0
+        self.stats = FeedStats()
+        self._refusal_logged = 0.0
+
+    def start(self) -> None:
+        self.bus.subscribe(self.request_topic, self._on_request, retain_as_published=True)
+        self.bus.on_connect(self._on_connect)
+
+    def _on_connect(self) -> None:
+        self.next_heartbeat = 0.0  # tell the city the head at once (from the loop)
+
+    def _head(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+
+    def _rows(self, after: int, limit: int) -> list[dict[str, Any]]:
+        return [
+            supervision_event(seq, at, kind, json.loads(data))
+            for seq, at, kind, data in self.db.execute(
+                "SELECT seq, at, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            )
+        ]
+
+    # ---- from the broker (paho callback, in the owner thread) ----------------
+
+    def _on_request(self, message: Message) -> None:
+        if message.retain:
+            self.stats.malformed += 1
+            log.warning("ignored a retained replay request")
+            return
+        try:
+            request = read_replay_request(message.payload)
+        except BadPayload as exc:
+            self.stats.malformed += 1
+            log.warning("ignored a malformed replay request: %s", shown(str(exc), 120))
+            return
+        self.pending = request  # the newest supersedes one not served yet
+
+    # ---- from the hall's loop, once a round --------------------------------
+
+    def pump(self) -> None:
+        """Publish what was committed since the last round; serve one replay page; beat."""
+        if not self.bus.connected.is_set():
+            return
+        try:
+            self._publish_live()
+            self._serve_replay()
+            now = self.monotonic()
+            if now >= self.next_heartbeat:
+                self.next_heartbeat = now + HEARTBEAT_S
+                self._send(pack(self.site, self.database_id, self.sent, []))
+        except sqlite3.Error as exc:
+            log.warning("feed postponed: %s", exc)
+
+    def _publish_live(self) -> None:
+        head = self._head()
+        if head <= self.sent:
+            return
+        if head - self.sent > LIVE_MAX:
+            # Far behind (the broker was away): the city asks for these at its own pace.
+            log.info(
+                "feed: %d events committed while away; the city asks for them", head - self.sent
+            )
+            self.sent = head
+            self.next_heartbeat = 0.0
+            return
+        events = self._rows(self.sent, head - self.sent)
+        self._send(pack(self.site, self.database_id, head, events))
+        self.sent = head
+        self.stats.live_events += len(events)
+
+    def _serve_replay(self) -> None:
+        request = self.pending
+        if request is None:
+            return
+        self.pending = None
+        now = self.monotonic()
+        if not self.bucket.take(now):
+            self.stats.replay_refused += 1
+            if now - self._refusal_logged > 10:
+                self._refusal_logged = now
+                log.warning("feed: replay requests beyond %g a second dropped", REPLAY_RATE.per_s)
+            return
+        events = self._rows(request.after, min(request.limit, MAX_PAGE))
+        head = max(self._head(), events[-1]["seq"] if events else 0)
+        self._send(pack(self.site, self.database_id, head, events, replay=True))
+        self.stats.replay_pages += 1
+
+    def _send(self, messages: Iterable[bytes]) -> None:
+        for raw in messages:
+            if len(raw) > MAX_FEED_BYTES:  # cannot happen with PACK_BYTES; never send it
+                log.error("feed message of %d bytes not sent", len(raw))
+                continue
+            self.bus.publish(self.topic, raw, qos=1)

@@ -1,0 +1,48 @@
+"""The durable feed out of a hall, for the city (docs/city.md, docs/protocol.md "Feed").
+
+- `quhao/{site}/feed` (hall → city, QoS 1): a `FeedBatch` — events of the hall's log in
+  sequence, each with its per-hall sequence number, person keys and whatever supervision
+  does not need stripped; `head` is the hall's last committed sequence when it was sent
+  (a batch without events is a heartbeat: it tells the city how far the log goes).
+- `quhao/{site}/feed/req` (city → hall, QoS 1): a `ReplayRequest` — "events after N".
+  The hall answers with `FeedBatch`es on the feed topic (`replay: true`), at most
+  `MAX_PAGE` events, from its own log.
+
+One topic each way keeps the feed in order over an MQTT bridge (a broker keeps the order
+of one publisher's QoS 1 messages on one topic) and the bridge configuration to two lines.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from quhao.messages.base import Wire
+
+MAX_PAGE = 500  # events in one replay answer (sent as one or more batches)
+MAX_BATCH_EVENTS = 1000  # events in one feed message: a bound for the city's decoder
+MAX_FEED_BYTES = 256 * 1024  # one feed message at most (the brokers' max_packet_size)
+SITE_PATTERN = r"^[a-z0-9_-]{1,32}$"
+
+Seq = Annotated[int, Field(ge=1, le=2**53, description="the event's place in the hall's log")]
+
+
+class FeedEvent(Wire):
+    seq: Seq
+    at: float = Field(description="Unix seconds, hall clock")
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    data: dict[str, Any] = Field(description="the fact's fields (no person keys)")
+
+
+class FeedBatch(Wire):
+    site: Annotated[str, Field(pattern=SITE_PATTERN, description="the hall's site id")]
+    db: Annotated[str, Field(min_length=1, max_length=64, description="the hall's database id")]
+    head: Annotated[int, Field(ge=0, le=2**53, description="the hall's last committed seq")]
+    events: Annotated[list[FeedEvent], Field(max_length=MAX_BATCH_EVENTS)]
+    replay: bool = Field(default=False, description="an answer to a ReplayRequest")
+
+
+class ReplayRequest(Wire):
+    after: Annotated[int, Field(ge=0, le=2**53, description="send the events after this seq")]
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = MAX_PAGE
