@@ -52,6 +52,7 @@ class Announcer:
         self.config, self.voice = config, config.voice
         self.now = now
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="quhao-voice-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         self.queue = AnnouncementQueue(
             Policy(
                 self.voice,
