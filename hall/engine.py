@@ -18,7 +18,11 @@ Rules, all from the site configuration:
 - several terminals at one window call independently (一窗双岗);
 - the live state stays small however long the hall runs: once a day `tick` archives
   the settled tickets of the days before yesterday (`tickets.archived`) — the store
-  keeps them for reports; an action naming one is answered `unknown_ticket`.
+  keeps them for reports; an action naming one is answered `unknown_ticket`;
+- offline issuing (docs/architecture.md, "Offline issuing: the lease protocol"): a
+  kiosk's `lease` reserves the next numbers of a service's day for it alone (online
+  numbering goes on after them); its `handover` puts what it printed offline into the
+  queue by issue time, checked against its lease; `release` gives up the rest.
 """
 
 from __future__ import annotations
@@ -30,17 +34,21 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from hall.model import Event, Refused, Status, Terminal, Ticket
+from hall.model import Event, LeaseBlock, Refused, Status, Terminal, Ticket
 from quhao.config import Service, SiteConfig
 from quhao.messages import (
     ACTION_REQUESTS,
     ActionRequest,
     BadRequest,
     CallRequest,
+    HandoverRequest,
     IssueRequest,
+    LeaseRequest,
     LoginRequest,
+    OfflineTicket,
     RateRequest,
     ReinstateRequest,
+    ReleaseRequest,
     StaffProof,
     TransferRequest,
     VoidRequest,
@@ -62,6 +70,9 @@ class Outcome:
     error: Refused | None = None
 
 
+LEASE_BLOCKS_HELD = 2  # unreleased blocks a kiosk may hold per service and day
+MAX_NUMBER = 999_999  # the largest number counter a ticket can show
+OFFLINE_SKEW_S = 300  # an offline ticket may be this far in the hall's future (clocks)
 ARCHIVE_AFTER_DAYS = 1  # settled tickets of days before yesterday leave the live state
 SETTLED = frozenset({Status.FINISHED, Status.SKIPPED, Status.VOIDED, Status.EXPIRED})
 
@@ -72,7 +83,10 @@ class Engine:
         self.secret = secret
         self.authority = StaffAuthority(config.staff, secret)
         self.tickets: dict[str, Ticket] = {}
-        self.last_number: dict[tuple[str, str], int] = defaultdict(int)  # (day, service)
+        # (day, service): the highest number given out, to a ticket or into a lease
+        self.last_number: dict[tuple[str, str], int] = defaultdict(int)
+        self.issued_count: dict[tuple[str, str], int] = defaultdict(int)  # tickets, for caps
+        self.leases: dict[tuple[str, str, str], list[LeaseBlock]] = {}  # (day, svc, kiosk)
         self.terminals: dict[str, Terminal] = {
             name: Terminal(name, c.window) for name, c in config.counters.items()
         }
@@ -202,7 +216,7 @@ class Engine:
         if not self.is_open(now):
             raise Refused("closed", "the hall does not issue tickets now")
         day = self.day_of(now)
-        issued = self.last_number.get((day, service.id), 0)
+        issued = self.issued_count.get((day, service.id), 0)
         if service.daily_cap is not None and issued >= service.daily_cap:
             raise Refused(
                 "daily_cap_reached",
@@ -217,7 +231,7 @@ class Engine:
                     f"{service.quota.seconds // 60} minutes",
                 )
         priority = self._priority(service, wanted, age)
-        number = f"{service.prefix}{issued + 1:0{self.config.rules.number_width}d}"
+        number = self._number(service, self.last_number.get((day, service.id), 0) + 1)
         ticket_id = f"{day}/{number}"
         data = {
             "ticket": ticket_id,
@@ -244,6 +258,144 @@ class Engine:
                 "override": staff_id is not None,
             }
         }, [event]
+
+    def _number(self, service: Service, counter: int) -> str:
+        return f"{service.prefix}{counter:0{self.config.rules.number_width}d}"
+
+    # ---- offline issuing: leases, handover, release -----------------------
+
+    def _lease(self, device: str, r: LeaseRequest, now: float) -> Decided:
+        """Reserve the next numbers of today's `service` for this kiosk alone."""
+        service = self._service(r.service)
+        if service.id not in self.config.kiosks[device].services:
+            raise Refused("forbidden", f"{device} does not issue {service.name}")
+        size = self.config.devices.lease_numbers
+        if size == 0:
+            raise Refused("forbidden", "this hall does not issue offline ([devices] lease_numbers)")
+        day = self.day_of(now)
+        held = [b for b in self.leases.get((day, service.id, device), ()) if not b.released]
+        if len(held) >= LEASE_BLOCKS_HELD:
+            raise Refused("bad_state", f"{len(held)} leases of {service.id} held: release first")
+        if service.daily_cap is not None:
+            size = min(size, service.daily_cap - self.issued_count.get((day, service.id), 0))
+            if size <= 0:
+                raise Refused("daily_cap_reached", f"{service.name}: the daily cap is reached")
+        first = self.last_number.get((day, service.id), 0) + 1
+        last = min(first + size - 1, MAX_NUMBER)
+        if last < first:
+            raise Refused("daily_cap_reached", f"{service.name}: no numbers left today")
+        lease = {"day": day, "service": service.id, "first": first, "last": last}
+        return {"lease": lease}, [Event("lease.granted", now, {"kiosk": device, **lease})]
+
+    def _handover(self, device: str, r: HandoverRequest, now: float) -> Decided:
+        """Offline tickets into the queue, each checked against this kiosk's lease.
+
+        Each is decided alone: placed (by its issue time, as if issued live), already
+        placed (the same rid: a repeat), or refused with an alert. Quota and cap breaches
+        only the hall can see are alerts beside the ticket, which stands."""
+        placed: list[dict[str, Any]] = []
+        refused: list[dict[str, Any]] = []
+        events: list[Event] = []
+        batch: dict[str, str] = {}  # ticket id -> rid, of this request
+        held: dict[tuple[str, str], int] = defaultdict(int)  # (key, service) in this request
+        counted: dict[tuple[str, str], int] = defaultdict(int)  # (day, service) in it
+        keys_needed_from = self.person_keys_expire_before(now)
+        for t in r.tickets:
+            try:
+                ticket, new = self._offline_ticket(device, t, now, batch)
+            except Refused as refusal:
+                refused.append({"rid": t.rid, "code": refusal.code, "message": refusal.message})
+                if refusal.code == "not_leased":
+                    events.append(self._lease_breach(device, t, refusal.message, now))
+                continue
+            if not new:
+                placed.append({**ticket, "placed": False})
+                continue
+            service = self.config.services[t.service]
+            day = ticket["id"].split("/")[0]
+            key = t.person.key if t.person and t.issued_at >= keys_needed_from else None
+            age = t.person.age if t.person else None
+            try:
+                priority = self._priority(service, t.priority, age)
+            except Refused:
+                priority = self._priority(service, None, age)  # no such lane: none; it stands
+            batch[ticket["id"]] = t.rid
+            data = {
+                "ticket": ticket["id"],
+                "day": day,
+                "number": ticket["number"],
+                "service": service.id,
+                "kiosk": device,
+                "priority": priority,
+                "person_key": key,
+                "override_staff": None,
+                "seq": self.seq + 1 + len(batch) - 1,
+                "offline": True,
+                "rid": t.rid,
+                "handed_over_at": now,
+            }
+            events.append(Event("ticket.issued", t.issued_at, data))
+            alert = {"ticket": ticket["id"], "number": ticket["number"], "service": service.id}
+            alert["kiosk"] = device
+            if key is not None and service.quota is not None:
+                before = held[(key, service.id)] + self._tickets_held(
+                    key, service.id, t.issued_at, service.quota.seconds
+                )
+                held[(key, service.id)] += 1
+                if before >= service.quota.tickets:
+                    events.append(Event("alert.quota_breach", now, {**alert, "held": before}))
+            counted[(day, service.id)] += 1
+            if service.daily_cap is not None and (
+                self.issued_count.get((day, service.id), 0) + counted[(day, service.id)]
+                > service.daily_cap
+            ):
+                events.append(Event("alert.daily_cap_exceeded", now, alert))
+            placed.append({**ticket, "placed": True})
+        return {"tickets": placed, "refused": refused}, events
+
+    def _offline_ticket(
+        self, device: str, t: OfflineTicket, now: float, batch: Mapping[str, str]
+    ) -> tuple[dict[str, Any], bool]:
+        """The ticket id and number an offline ticket gets, and whether it is new."""
+        service = self._service(t.service)
+        if t.issued_at > now + OFFLINE_SKEW_S:
+            raise Refused("bad_request", f"issued_at {t.issued_at:.0f} is in the future")
+        day = self.day_of(t.issued_at)
+        blocks = self.leases.get((day, service.id, device), ())
+        if not any(t.number in block for block in blocks):
+            raise Refused("not_leased", f"{service.id} {t.number} of {day} is not leased here")
+        number = self._number(service, t.number)
+        ticket_id = f"{day}/{number}"
+        view = {"rid": t.rid, "id": ticket_id, "number": number}
+        known = self.tickets.get(ticket_id)
+        rid = known.offline_rid if known is not None else batch.get(ticket_id)
+        if rid is None and known is None:
+            return view, True
+        if rid == t.rid:
+            return view, False
+        raise Refused("not_leased", f"{number} of {day} was handed over as another ticket")
+
+    def _lease_breach(self, device: str, t: OfflineTicket, why: str, now: float) -> Event:
+        day = self.day_of(t.issued_at)
+        return Event(
+            "alert.lease_breach",
+            now,
+            {"kiosk": device, "day": day, "service": t.service, "number": t.number, "reason": why},
+        )
+
+    def _release_lease(self, device: str, r: ReleaseRequest, now: float) -> Decided:
+        """Give up the unused numbers of this kiosk's lease for one day and service."""
+        held = [b for b in self.leases.get((r.day, r.service, device), ()) if not b.released]
+        if not held:
+            return {"released": 0}, []
+        used = {
+            int(t.number[1:])
+            for t in self.tickets.values()
+            if t.offline and t.kiosk == device and t.day == r.day and t.origin_service == r.service
+        }
+        unused = sum(b.last - b.first + 1 - sum(1 for n in used if n in b) for b in held)
+        data = {"kiosk": device, "day": r.day, "service": r.service, "unused": unused}
+        return {"released": unused}, [Event("lease.released", now, data)]
 
     def _proven_staff(self, proof: StaffProof) -> str:
         """The staff member who proved presence at the device: card proof or id + PIN."""
@@ -679,14 +831,17 @@ class Engine:
             override_staff=d["override_staff"],
             order=(e.at, float(d["seq"])),
             queue_day=d["day"],
+            offline=d.get("offline", False),
+            offline_rid=d.get("rid"),
         )
         self.tickets[ticket.id] = ticket
         number = int(ticket.number[1:])
         key = (ticket.day, ticket.service)
         self.last_number[key] = max(self.last_number[key], number)
+        self.issued_count[key] += 1
         if ticket.person_key:
             history = self.person_history[(ticket.person_key, ticket.service)]
-            history.append((e.at, ticket.id))
+            bisect.insort(history, (e.at, ticket.id))  # an offline ticket comes in late
             while history and e.at - history[0][0] >= self.longest_quota_s:
                 history.pop(0)  # forget what no quota window can see any more
         self._enqueue(ticket)
@@ -775,6 +930,10 @@ class Engine:
                     history.remove((ticket.issued_at, ticket.id))
         for key in [k for k in self.last_number if k[0] < before]:
             del self.last_number[key]
+        for key in [k for k in self.issued_count if k[0] < before]:
+            del self.issued_count[key]
+        for lease in [k for k in self.leases if k[0] < before]:
+            del self.leases[lease]
         for key in [k for k in self.service_time if k[0] < before]:
             del self.service_time[key]
         for qkey in [k for k, queue in self.queues.items() if k[0] < before and not queue]:
@@ -783,6 +942,22 @@ class Engine:
             history[:] = [(at, tid) for at, tid in history if e.at - at < self.longest_quota_s]
             if not history:
                 del self.person_history[hkey]
+
+    def _apply_lease_granted(self, e: Event) -> None:
+        d = e.data
+        self.leases.setdefault((d["day"], d["service"], d["kiosk"]), []).append(
+            LeaseBlock(d["first"], d["last"])
+        )
+        key = (d["day"], d["service"])
+        self.last_number[key] = max(self.last_number[key], d["last"])  # online goes on after
+
+    def _apply_lease_released(self, e: Event) -> None:
+        d = e.data
+        for block in self.leases.get((d["day"], d["service"], d["kiosk"]), ()):
+            block.released = True
+
+    def _apply_alert(self, e: Event) -> None:
+        """An alert is a fact for people (the report, the log); the queue is unchanged."""
 
     def _apply_max_wait(self, e: Event) -> None:
         self.tickets[e.data["ticket"]].wait_alerted = True
@@ -811,6 +986,9 @@ Handler = Callable[[Engine, str, Any, float], Decided]
 _HANDLERS: dict[str, Handler] = {
     "issue": Engine._issue,
     "void": Engine._void,
+    "lease": Engine._lease,
+    "handover": Engine._handover,
+    "release": Engine._release_lease,
     "call": Engine._call,
     "recall": Engine._recall,
     "skip": Engine._skip,
@@ -843,4 +1021,9 @@ _APPLY = {
     "terminal.logout": Engine._apply_logout,
     "terminal.paused": Engine._apply_paused,
     "terminal.resumed": Engine._apply_resumed,
+    "lease.granted": Engine._apply_lease_granted,
+    "lease.released": Engine._apply_lease_released,
+    "alert.quota_breach": Engine._apply_alert,
+    "alert.daily_cap_exceeded": Engine._apply_alert,
+    "alert.lease_breach": Engine._apply_alert,
 }

@@ -43,6 +43,8 @@ class Ticket:
     rating_reason: str = ""
     wait_alerted: bool = False
     queue_day: str = ""  # the day whose queue holds it: its own, or a later one if carried
+    offline: bool = False  # issued by its kiosk from a lease while the hall was unreachable
+    offline_rid: str | None = None  # that kiosk's id of it: a second handover changes nothing
 
     def public(self) -> dict[str, Any]:
         """What may leave the hall: everything but the person key."""
@@ -55,6 +57,19 @@ class Ticket:
             "status": self.status.value,
             "window": self.window,
         }
+
+
+@dataclass
+class LeaseBlock:
+    """Numbers first…last of one service's day, reserved for one kiosk to issue offline.
+    Online numbering went on after `last`, so nobody else ever issues them."""
+
+    first: int
+    last: int
+    released: bool = False  # the kiosk gave up what it had not used
+
+    def __contains__(self, number: int) -> bool:
+        return self.first <= number <= self.last
 
 
 @dataclass

@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hall.engine import Engine
-from hall.model import Status, Terminal, Ticket
+from hall.model import LeaseBlock, Status, Terminal, Ticket
 from quhao.config import SiteConfig
 
 if TYPE_CHECKING:
     from hall.store import Store
 
-FORMAT = 1  # bump whenever the data below changes meaning
+FORMAT = 2  # bump whenever the data below changes meaning (2: leases, offline tickets)
 COMPRESSION_LEVEL = 1  # ~5x smaller; higher levels cost 3x the time for ~25 % less
 EVERY_EVENTS = 20_000  # default: a snapshot after this many events, and at each day's end
 KEEP = 3  # snapshots kept in the store; older ones are deleted
@@ -47,6 +47,8 @@ _TERMINAL_FIELDS = tuple(f.name for f in dataclasses.fields(Terminal))
 _STATE = {
     "tickets",
     "last_number",
+    "issued_count",
+    "leases",
     "terminals",
     "queues",
     "person_history",
@@ -74,6 +76,11 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         "ticket_fields": list(_TICKET_FIELDS),
         "tickets": [_ticket_row(t) for t in engine.tickets.values()],
         "last_number": [[day, svc, n] for (day, svc), n in engine.last_number.items()],
+        "issued_count": [[day, svc, n] for (day, svc), n in engine.issued_count.items()],
+        "leases": [
+            [day, svc, kiosk, [[b.first, b.last, b.released] for b in blocks]]
+            for (day, svc, kiosk), blocks in engine.leases.items()
+        ],
         "terminal_fields": list(_TERMINAL_FIELDS),
         "terminals": [_terminal_row(t) for t in engine.terminals.values()],
         "queues": [
@@ -112,6 +119,16 @@ def restore(config: SiteConfig, secret: bytes | None, data: dict[str, Any]) -> E
         engine.last_number = defaultdict(
             int, {(day, svc): int(n) for day, svc, n in data["last_number"]}
         )
+        engine.issued_count = defaultdict(
+            int, {(day, svc): int(n) for day, svc, n in data["issued_count"]}
+        )
+        engine.leases = {
+            (str(day), str(svc), str(kiosk)): [
+                LeaseBlock(int(first), int(last), bool(released))
+                for first, last, released in blocks
+            ]
+            for day, svc, kiosk, blocks in data["leases"]
+        }
         engine.terminals = {t.device: t for t in map(_terminal, data["terminals"])}
         engine.queues = defaultdict(
             list,

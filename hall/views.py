@@ -123,7 +123,7 @@ def hall_state(engine: Engine, now: float) -> dict[str, Any]:
                 "prefix": service.prefix,
                 "waiting": waiting,
                 "estimated_wait_s": estimated_wait_s(engine, service.id, waiting, day),
-                "issued": engine.last_number.get((day, service.id), 0),
+                "issued": engine.issued_count.get((day, service.id), 0),
             }
         )
     windows = []

@@ -317,6 +317,8 @@ def state(engine: Engine) -> tuple:
         list(engine.terminals.items()),
         [(k, list(v)) for k, v in engine.queues.items()],
         dict(engine.last_number),
+        dict(engine.issued_count),
+        {k: list(v) for k, v in engine.leases.items()},
         {k: list(v) for k, v in engine.person_history.items()},
         dict(engine.service_time),
         engine.seq,
@@ -326,6 +328,7 @@ def state(engine: Engine) -> tuple:
 ENGINE_ATTRIBUTES = {
     *("config", "secret", "authority", "longest_quota_s"),
     *("tickets", "last_number", "terminals", "queues", "person_history", "service_time", "seq"),
+    *("issued_count", "leases"),
 }
 
 

@@ -33,6 +33,7 @@ from quhao.messages import (
     ERROR_CODES,
     EVENTS,
     MAX_AGE,
+    MAX_HANDOVER,
     MAX_REASON,
     MAX_RID,
     MAX_TEXT,
@@ -42,14 +43,18 @@ from quhao.messages import (
     CallRequest,
     ErrorReply,
     FinishRequest,
+    HandoverRequest,
     IssueRequest,
+    LeaseRequest,
     LoginRequest,
     LogoutRequest,
+    OfflineTicket,
     PauseRequest,
     Person,
     RateRequest,
     RecallRequest,
     ReinstateRequest,
+    ReleaseRequest,
     ResumeRequest,
     SkipRequest,
     StaffProof,
@@ -197,6 +202,28 @@ REQUESTS = {
         override=st.none() | proofs,
     ),
     "void": requests_of(VoidRequest, ticket=st.sampled_from(["A001", "2026-11-23/A001"]) | text),
+    "lease": requests_of(LeaseRequest, service=st.sampled_from(["social", "enquiry"]) | text),
+    "handover": requests_of(
+        HandoverRequest,
+        tickets=st.lists(
+            st.builds(
+                OfflineTicket,
+                rid=rids,
+                service=st.sampled_from(["social", "enquiry"]) | text,
+                number=st.integers(1, 999_999),
+                issued_at=st.floats(NINE - 86400, NINE + 600),
+                person=st.none() | persons,
+                priority=st.sampled_from([None, "appointment"]),
+            ),
+            min_size=1,
+            max_size=MAX_HANDOVER,
+        ),
+    ),
+    "release": requests_of(
+        ReleaseRequest,
+        day=st.sampled_from(["2026-11-23", "2026-11-22"]),
+        service=st.sampled_from(["social"]) | text,
+    ),
     "call": requests_of(CallRequest, expect=st.none() | st.just("A001") | text),
     "recall": requests_of(RecallRequest),
     "skip": requests_of(SkipRequest),
@@ -275,6 +302,9 @@ VALID: dict[str, dict[str, Any]] = {
         "override": {"staff": "S001", "pin": "1111"},
     },
     "void": {"ticket": "A003"},
+    "lease": {"service": "social"},
+    "handover": {"tickets": [{"rid": "t-1", "service": "social", "number": 7, "issued_at": NINE}]},
+    "release": {"day": "2026-11-23", "service": "social"},
     "call": {"expect": "A002"},
     "recall": {},
     "skip": {},
@@ -483,6 +513,24 @@ def test_a_real_engine_answers_and_publishes_what_the_models_describe() -> None:
     ask("counter-W1", "resume", {}, NINE + 20)
     ask("counter-W1", "logout", {}, NINE + 21)
     ask("kiosk-K2", "issue", {"service": "enquiry", "person": None}, NINE + 22)  # waits on
+    social = ask("kiosk-K1", "lease", {"service": "social"}, NINE + 23)["lease"]
+    tax = ask("kiosk-K1", "lease", {"service": "tax"}, NINE + 24)["lease"]
+    for n in range(3):  # tax's daily cap of 3, online
+        ask("kiosk-K2", "issue", {"service": "tax", "person": {"key": f"{n + 9:064x}"}}, NINE + 25)
+    offline = [
+        {"rid": "o-1", "service": "social", "number": social["first"], "person": person},
+        {"rid": "o-2", "service": "tax", "number": tax["first"], "person": {"key": "cd" * 32}},
+        {"rid": "o-3", "service": "social", "number": social["last"] + 1},  # not leased
+    ]
+    handed = ask(
+        "kiosk-K1",
+        "handover",
+        {"tickets": [{**t, "issued_at": NINE + 26} for t in offline]},
+        NINE + 30,
+    )
+    assert [t["placed"] for t in handed["tickets"]] == [True, True]
+    assert [r["code"] for r in handed["refused"]] == ["not_leased"]
+    ask("kiosk-K1", "release", {"day": "2026-11-23", "service": "social"}, NINE + 31)
     for at in (NINE + 4000, NINE + 86400, NINE + 3 * 86400):
         for event in engine.tick(at):
             published = public_event(engine, event)

@@ -55,6 +55,10 @@ Age = Annotated[
 ]
 Reason = Annotated[str, Field(max_length=MAX_REASON)]
 Seconds = Annotated[float, Field(description="Unix seconds, hall clock")]
+DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+Day = Annotated[
+    str, Field(max_length=MAX_TEXT, pattern=DAY_PATTERN, description="a local date, 2026-11-23")
+]
 
 Priority = Literal["elderly", "appointment", "green"]
 TicketStatus = Literal["waiting", "called", "finished", "skipped", "voided", "expired"]
@@ -93,7 +97,10 @@ _KINDS = {
     "dict_type": "dict",
     "list_type": "list",
 }
-_PATTERNS = {PERSON_KEY_PATTERN: "16 to 128 lower-case hex digits"}
+_PATTERNS = {
+    PERSON_KEY_PATTERN: "16 to 128 lower-case hex digits",
+    DAY_PATTERN: "a date YYYY-MM-DD",
+}
 
 
 def problem(error: ErrorDetails) -> str:

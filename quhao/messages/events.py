@@ -39,6 +39,13 @@ class TicketIssued(TicketFact):
     priority: Priority | None
     override_staff: str | None = Field(description="the staff id that allowed it beyond quota")
     seq: int = Field(description="issue order (ties in the queue)")
+    offline: bool = Field(
+        default=False, description="issued by the kiosk from its lease; `at` is when it printed"
+    )
+    rid: str | None = Field(default=None, description="an offline ticket's rid at its kiosk")
+    handed_over_at: Seconds | None = Field(
+        default=None, description="when the kiosk handed the offline ticket over"
+    )
 
 
 class TicketRefused(Fact):
@@ -160,6 +167,59 @@ class MaxWait(TicketFact):
     waited_s: int
 
 
+class LeaseGranted(Fact):
+    """Numbers `first`…`last` of a service's day reserved for one kiosk's offline issuing:
+    online numbering goes on after them."""
+
+    type: Literal["lease.granted"]
+    kiosk: str
+    day: str
+    service: str
+    first: int
+    last: int
+
+
+class LeaseReleased(Fact):
+    """A kiosk gave up the unused numbers of its lease (never issued by anyone)."""
+
+    type: Literal["lease.released"]
+    kiosk: str
+    day: str
+    service: str
+    unused: int = Field(description="numbers of the lease that no ticket carries")
+
+
+class QuotaBreach(TicketFact):
+    """A handed-over offline ticket beyond its person's quota (seen only by the hall: the
+    same person at two kiosks cut off at once). The ticket stands."""
+
+    type: Literal["alert.quota_breach"]
+    number: str
+    service: str
+    kiosk: str
+    held: int = Field(description="tickets the person held for the service before it")
+
+
+class DailyCapExceeded(TicketFact):
+    """A handed-over offline ticket beyond its service's daily cap. The ticket stands."""
+
+    type: Literal["alert.daily_cap_exceeded"]
+    number: str
+    service: str
+    kiosk: str
+
+
+class LeaseBreach(Fact):
+    """A kiosk handed over a number that is not in its lease: refused (`not_leased`)."""
+
+    type: Literal["alert.lease_breach"]
+    kiosk: str
+    day: str
+    service: str
+    number: int
+    reason: str
+
+
 class TerminalLogin(Fact):
     """A clerk logged in at a terminal, or a call opened it without one."""
 
@@ -217,6 +277,11 @@ EVENT_MODELS = (
     TerminalPaused,
     TerminalResumed,
     TicketsArchived,
+    LeaseGranted,
+    LeaseReleased,
+    QuotaBreach,
+    DailyCapExceeded,
+    LeaseBreach,
 )
 EVENTS: dict[str, type[Fact]] = {
     get_args(model.model_fields["type"].annotation)[0]: model for model in EVENT_MODELS

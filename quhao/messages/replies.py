@@ -35,6 +35,7 @@ ERROR_CODES = {
     "no_ticket": "the terminal has no ticket",
     "bad_state": "the ticket is not in a state that allows this",
     "reason_required": "不满意/非常不满意 need a reason",
+    "not_leased": "the number is not in this kiosk's lease for that day and service",
     "unavailable": "the hall could not store the change; retry with the same rid",
     "rate_limited": "this device sent more requests than any real one would; slow down",
 }
@@ -55,6 +56,7 @@ ErrorCode = Literal[
     "no_ticket",
     "bad_state",
     "reason_required",
+    "not_leased",
     "unavailable",
     "rate_limited",
 ]
@@ -86,6 +88,28 @@ class IssuedTicket(Wire):
     override: bool = Field(description="issued beyond the quota by a proven staff member")
 
 
+class LeaseView(Wire):
+    """Numbers `first`…`last` of `service` on `day`, this kiosk's alone to issue offline."""
+
+    day: str
+    service: str
+    first: int
+    last: int
+
+
+class HandedOver(Wire):
+    rid: str = Field(description="the offline ticket's rid")
+    id: str = Field(description="the ticket id in the hall")
+    number: str
+    placed: bool = Field(description="false: it was handed over before; nothing changed")
+
+
+class OfflineRefusal(Wire):
+    rid: str = Field(description="the offline ticket's rid")
+    code: ErrorCode
+    message: str
+
+
 class StaffView(Wire):
     id: str
     name: str
@@ -114,6 +138,22 @@ class ErrorReply(Wire):
 
 
 # ---- each action's reply ----------------------------------------------------
+
+
+class LeaseReply(Reply):
+    lease: LeaseView
+
+
+class HandoverReply(Reply):
+    """Each offline ticket is either in the queue now (`tickets`) or refused for good
+    (`refused`, with an alert): a kiosk never sends it again."""
+
+    tickets: list[HandedOver]
+    refused: list[OfflineRefusal]
+
+
+class ReleaseReply(Reply):
+    released: int = Field(description="unused numbers given up now (0: none were held)")
 
 
 class IssueReply(Reply):
@@ -166,6 +206,9 @@ class RateReply(Reply):
 ACTION_REPLIES: dict[str, type[Reply]] = {
     "issue": IssueReply,
     "void": TicketReply,
+    "lease": LeaseReply,
+    "handover": HandoverReply,
+    "release": ReleaseReply,
     "call": CallReply,
     "recall": RecallReply,
     "skip": TicketReply,

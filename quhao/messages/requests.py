@@ -16,9 +16,11 @@ from pydantic_core import PydanticCustomError
 from quhao.messages.base import (
     Age,
     BadRequest,
+    Day,
     PersonKey,
     Reason,
     Rid,
+    Seconds,
     ServiceId,
     StaffId,
     Text,
@@ -85,6 +87,53 @@ class IssueRequest(ActionRequest):
     override: StaffProof | None = Field(
         default=None, description="issue beyond the quota (and allow green)"
     )
+
+
+MAX_HANDOVER = 50  # offline tickets in one `handover` request
+MAX_NUMBER = 999_999  # a ticket number's counter: number_width is at most 6
+
+
+class LeaseRequest(ActionRequest):
+    """A block of today's numbers of one service that this kiosk may issue on its own
+    while the hall does not answer (docs/architecture.md, "Offline issuing")."""
+
+    action = "lease"
+    role = "kiosk"
+
+    service: ServiceId
+
+
+class OfflineTicket(Wire):
+    """A ticket the kiosk printed from its lease while the hall did not answer."""
+
+    rid: Rid = Field(description="the kiosk's own id of this ticket: handing it over twice is one")
+    service: ServiceId
+    number: int = Field(ge=1, le=MAX_NUMBER, description="the counter of its number, in the lease")
+    issued_at: Seconds = Field(description="when it was printed (its day is the lease's)")
+    person: Person | None = None
+    priority: Literal["appointment"] | None = Field(
+        default=None, description="elderly is the hall's to decide, from the age"
+    )
+
+
+class HandoverRequest(ActionRequest):
+    """Offline tickets, placed in the queue by issue time as if issued live."""
+
+    action = "handover"
+    role = "kiosk"
+
+    tickets: list[OfflineTicket] = Field(min_length=1, max_length=MAX_HANDOVER)
+
+
+class ReleaseRequest(ActionRequest):
+    """The kiosk will never issue the unused numbers of its lease for this day and
+    service (it handed over every ticket it issued from it first)."""
+
+    action = "release"
+    role = "kiosk"
+
+    day: Day
+    service: ServiceId
 
 
 class VoidRequest(ActionRequest):
@@ -183,6 +232,9 @@ ACTION_REQUESTS: dict[str, type[ActionRequest]] = {
     for model in (
         IssueRequest,
         VoidRequest,
+        LeaseRequest,
+        HandoverRequest,
+        ReleaseRequest,
         CallRequest,
         RecallRequest,
         SkipRequest,
