@@ -1,1 +1,2 @@
-"""Front of house: the hall board, window rating screens, the citizen's ticket page and voice calling."""
+"""Front of house: the hall board, window rating screens, the citizen's ticket page
+and voice calling."""
