@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cli.screens import add_arguments as screens_arguments
 from quhao import logs
 from quhao.clock import Clock
 from quhao.config import ConfigError, SiteConfig, load
@@ -196,6 +197,12 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
     notifier.stopping()
     kiosk.close()
     return 0
+
+
+def cmd_screens(args: argparse.Namespace) -> int:
+    from cli.screens import run_screens
+
+    return run_screens(_load(args), args)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -552,6 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, secret=True)
     p.add_argument("--device", required=True, help="a [[kiosks]] name, e.g. kiosk-K1")
     p.set_defaults(func=cmd_kiosk)
+
+    p = sub.add_parser("screens", help="serve the hall board, window screens and ticket pages")
+    _common(p, state=False, secret=True)
+    screens_arguments(p)
+    p.set_defaults(func=cmd_screens)
 
     p = sub.add_parser("sim", help="device simulators")
     sims = p.add_subparsers(dest="device", required=True)
