@@ -93,7 +93,8 @@ class Announcer:
             if obj.get("type") not in CALL_EVENTS:
                 return None
             event = decode_event(obj)
-            assert isinstance(event, TicketCalled | TicketRecalled)
+            if not isinstance(event, TicketCalled | TicketRecalled):
+                return None
             number = event.number or event.ticket.rsplit("/", 1)[-1]
             if not NUMBER.match(number):
                 raise ValueError(f"not a ticket number: {shown(number)}")
