@@ -36,7 +36,7 @@ TEMPLATE_FIELDS = frozenset({"number", "window", "service"})
 DEFAULT_TEMPLATE = "请 {number} 号 到 {window} 号窗口 办理"
 DEFAULT_RECALL_TEMPLATE = "请 {number} 号 再次 到 {window} 号窗口"
 # espeak-ng's Mandarin voice that reads a Latin letter inside Chinese text as a letter
-# name (A → "ei"); plain `cmn` switches to English for the rest of the sentence.
+# name (A → "ei"); bookworm's plain `cmn` reads 请, 到, 号 … with English sounds.
 DEFAULT_VOICE = "cmn-latn-pinyin"
 
 

@@ -6,8 +6,8 @@ sox reads whatever a hall records (any rate, stereo, FLAC…) into that format.
 
 - `EspeakEngine`: offline text-to-speech with espeak-ng. Its voice `cmn-latn-pinyin`
   reads a Latin letter inside Chinese as a letter name (A → "ei", B → "bi"); the plain
-  `cmn` voice of Debian bookworm's espeak-ng 1.51 switches to English for the whole
-  rest of the sentence once it meets a letter ("A 零零一" comes out in English sounds).
+  `cmn` voice of Debian bookworm's espeak-ng 1.51 reads common characters (请, 到, 号,
+  四) and the rest of a sentence after a letter with its English voice.
 - `ClipsEngine`: a folder of WAV clips named after what they say (`请.wav`, `A.wav`,
   `零.wav`, `号窗口.wav` …). Each word of the text is cut into the longest clip names
   that spell it, so a hall records whole words where it likes and characters elsewhere.
