@@ -65,8 +65,9 @@ class VoiceDaemon:
     def start(self) -> None:
         for kind in CALL_EVENTS:
             self.bus.subscribe(self.topics.event(kind), self._on_event)
-        self.announcer.start()
+        # Connected (and subscribed) before the announcer says it is ready.
         BusDriver(self.loop, self.bus).start()
+        self.announcer.start()
         self.loop.start()
 
     def _on_event(self, message: Message) -> None:
