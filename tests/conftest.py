@@ -11,8 +11,8 @@ from simulators.idcard import PORT_ENV, SOCKET_ENV, PcscStack, free_vpcd_port
 from tests.helpers import Device, hall_daemon
 
 # Test modules whose tests share one costly module-scoped fixture: all their tests go to
-# one worker, so it is made once (the demo's simulated day).
-ONE_WORKER_MODULES = {"tests/test_demo.py"}
+# one worker, so it is made once (the demo's simulated day; the screens' browser and hall).
+ONE_WORKER_MODULES = {"tests/test_demo.py", "tests/test_screens.py"}
 
 
 @pytest.hookimpl(optionalhook=True)
