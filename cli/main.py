@@ -399,7 +399,14 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from hall.report import build, write
 
+    if args.city:
+        from cli.city_cmd import cmd_city_report
+
+        return cmd_city_report(args)
     logs.setup(args.log_level)
+    if args.day is None:
+        print("quhao report: --day is required (or --city with --from and --to)", file=sys.stderr)
+        return 2
     config = load(args.config) if args.config else None
     db = args.db or args.state_dir / "hall.sqlite"
     if not db.exists():
@@ -660,13 +667,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("report", help="the day's report (HTML with charts, CSV)")
-    p.add_argument("--day", required=True, help="YYYY-MM-DD, local to the hall")
+    p.add_argument("--day", help="YYYY-MM-DD, local to the hall")
     p.add_argument("--config", type=Path, help="site file (service names, time zone)")
+    p.add_argument("--city", action="store_true", help="the city's report: --config city.toml")
+    p.add_argument("--from", dest="start", help="--city: the first day, YYYY-MM-DD")
+    p.add_argument("--to", dest="end", help="--city: the last day, YYYY-MM-DD")
     p.add_argument("--db", type=Path, help="the hall's hall.sqlite")
     p.add_argument("--state-dir", type=Path, default=Path("state"), help="or the hall's state dir")
     p.add_argument("--out", type=Path, default=Path("report"))
     p.add_argument("--log-level", default="WARNING")
     p.set_defaults(func=cmd_report)
+
+    from cli.city_cmd import add_parser as add_city_parser
+
+    add_city_parser(sub)
 
     p = sub.add_parser("backup", help="a verified copy of the hall's database, while it runs")
     p.add_argument("--state-dir", type=Path, required=True, help="the hall's state directory")
