@@ -490,7 +490,8 @@ class HallView:
             sid = service.id if service else ""
             known = counts.get(sid)
             status, window = ("called", serving) if serving is not None else ("unknown", None)
-            ahead = known.waiting if known and status == "unknown" else None
+            # at most everyone waiting for its service but itself
+            ahead = max(known.waiting - 1, 0) if known and status == "unknown" else None
             wait_s = known.estimated_wait_s if known and status == "unknown" else None
             return {
                 "id": ticket_id,
