@@ -121,7 +121,7 @@ bridge_insecure false
 # queued (up to the brokers' limits) and delivered in order when it is back; what
 # overflows the city asks for again from the hall's log.
 cleansession false
-local_clientid bridge-city
+local_clientid bridge-city-{site}
 try_private true
 notifications false
 restart_timeout 2 10
