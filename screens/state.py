@@ -23,7 +23,7 @@ Where each part comes from:
   on carried. People ahead = the priority tickets waiting before it (all of them, for
   an ordinary ticket) + the ordinary ones before it. A ticket issued before the view
   started (the daemon restarted) is not in that copy: its page shows the service's
-  whole waiting count as an upper bound ("approximate");
+  waiting count, less itself, as an upper bound ("approximate");
 - the rating prompt of a window screen: `ticket.finished` at that window, open for
   `[queue] rating_timeout_s` (hall time) or until `ticket.rated` names the ticket;
 - whether the hall is up: the retained `device/hall/availability` (its Last Will says
