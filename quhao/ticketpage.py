@@ -47,3 +47,9 @@ def path(key: bytes, site: str, ticket_id: str) -> str:
 
 def url(base: str, key: bytes, site: str, ticket_id: str) -> str:
     return base.rstrip("/") + path(key, site, ticket_id)
+
+
+def qr_text(public_url: str, key: bytes, site: str, ticket_id: str) -> str:
+    """What a ticket's QR code carries: its page's URL when the site has a public base
+    URL (`[screens] public_url`), else the bare `quhao:{site}:{ticket id}`."""
+    return url(public_url, key, site, ticket_id) if public_url else f"quhao:{site}:{ticket_id}"
