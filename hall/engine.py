@@ -72,6 +72,7 @@ class Outcome:
 
 LEASE_BLOCKS_HELD = 2  # unreleased blocks a kiosk may hold per service and day
 MAX_NUMBER = 999_999  # the largest number counter a ticket can show
+LEASES_KEPT_DAYS = 7  # a lease stays known this long after its day is archived
 OFFLINE_SKEW_S = 300  # an offline ticket may be this far in the hall's future (clocks)
 ARCHIVE_AFTER_DAYS = 1  # settled tickets of days before yesterday leave the live state
 SETTLED = frozenset({Status.FINISHED, Status.SKIPPED, Status.VOIDED, Status.EXPIRED})
@@ -932,7 +933,9 @@ class Engine:
             del self.last_number[key]
         for key in [k for k in self.issued_count if k[0] < before]:
             del self.issued_count[key]
-        for lease in [k for k in self.leases if k[0] < before]:
+        # A kiosk cut off for days still hands over what it printed: leases stay a week.
+        kept = (date.fromisoformat(before) - timedelta(days=LEASES_KEPT_DAYS)).isoformat()
+        for lease in [k for k in self.leases if k[0] < kept]:
             del self.leases[lease]
         for key in [k for k in self.service_time if k[0] < before]:
             del self.service_time[key]

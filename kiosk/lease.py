@@ -1,0 +1,239 @@
+"""What a kiosk may print while the hall does not answer, and what it did. Pure, sans-I/O.
+
+The hall leases the kiosk blocks of a service's day (`lease`): numbers nobody else will
+ever issue. `Leases` is the kiosk's view of them, rebuilt at start from its durable record
+(kiosk/offline_store.py): the blocks it was granted and every ticket it printed. It
+decides, never does: which number an offline ticket gets (always above every number it
+ever recorded for that day and service, so a restart never reuses one), whether a person
+is within the quota by this kiosk's own record, what to hand over and release, when to
+ask for a new block. The caller stores what it decides (before printing) and sends what
+it asks. docs/architecture.md, "Offline issuing: the lease protocol", argues why no
+number can be printed twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from quhao.config import Service, SiteConfig
+
+
+@dataclass(frozen=True)
+class Block:
+    """Numbers first…last of a service's day, leased to this kiosk."""
+
+    day: str
+    service: str
+    first: int
+    last: int
+    state: str = "held"  # held | releasing (never issued from again) | released
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+
+@dataclass(frozen=True)
+class Printed:
+    """A ticket this kiosk issued: online (for the quota) or offline (also to hand over)."""
+
+    rid: str
+    day: str
+    service: str
+    number: int | None  # offline: the lease number; online: None (the hall's number)
+    issued_at: float
+    person_key: str | None  # erased by the hall's retention rule
+    age: int | None
+    priority: str | None  # an offline ticket's wish: "appointment" or None
+    state: str = "online"  # online | issued (offline, to hand over) | voided | handed
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: str  # no_lease | quota_exceeded | closed | override
+    message: str  # what the screen says
+
+
+SCREEN = {
+    "no_lease": "暂停服务：系统连接中断，本机离线号已用完",
+    "quota_exceeded": "该证件本项业务取号已达上限",
+    "closed": "当前不在取号时间",
+    "override": "系统连接中断，暂不能办理工作人员授权取号",
+}
+
+
+def day_of(config: SiteConfig, now: float) -> str:
+    return datetime.fromtimestamp(now, config.site.timezone).date().isoformat()
+
+
+def site_open(config: SiteConfig, now: float) -> bool:
+    """The hall's opening hours, as the hall's engine reads them."""
+    local = datetime.fromtimestamp(now, config.site.timezone)
+    if local.weekday() not in config.site.days:
+        return False
+    moment = local.time()
+    return any(
+        start <= moment and (end is None or moment < end) for start, end in config.site.hours
+    )
+
+
+def new_rid() -> str:
+    return uuid.uuid4().hex
+
+
+class Leases:
+    def __init__(
+        self, config: SiteConfig, blocks: Iterable[Block] = (), printed: Iterable[Printed] = ()
+    ) -> None:
+        self.config = config
+        self.blocks: list[Block] = list(blocks)
+        self.printed: dict[str, Printed] = {p.rid: p for p in printed}
+
+    # ---- what the kiosk holds ----------------------------------------------
+
+    def _used(self, day: str, service: str) -> set[int]:
+        return {
+            p.number
+            for p in self.printed.values()
+            if p.number is not None and p.day == day and p.service == service
+        }
+
+    def _next(self, day: str, service: str) -> int | None:
+        """The next free number: above every number ever recorded for the day and service,
+        in a block still held."""
+        used = self._used(day, service)
+        floor = max(used, default=0)
+        free = [
+            max(b.first, floor + 1)
+            for b in self.blocks
+            if b.day == day and b.service == service and b.state == "held" and b.last > floor
+        ]
+        return min(free, default=None)
+
+    def left(self, day: str, service: str) -> int:
+        """Numbers still free in the held blocks of a day and service."""
+        floor = max(self._used(day, service), default=0)
+        return sum(
+            b.last - max(b.first, floor + 1) + 1
+            for b in self.blocks
+            if b.day == day and b.service == service and b.state == "held" and b.last > floor
+        )
+
+    # ---- deciding an offline ticket ---------------------------------------
+
+    def take(
+        self,
+        service: Service,
+        person_key: str | None,
+        age: int | None,
+        appointment: bool,
+        override: bool,
+        now: float,
+    ) -> Printed | Refusal:
+        """An offline ticket, or why not. Store it durably before printing it."""
+        if override:
+            return Refusal("override", SCREEN["override"])
+        if not site_open(self.config, now):
+            return Refusal("closed", SCREEN["closed"])
+        day = day_of(self.config, now)
+        if person_key is not None and service.quota is not None:
+            held = self.held(person_key, service.id, now, service.quota.seconds)
+            if held >= service.quota.tickets:
+                return Refusal("quota_exceeded", SCREEN["quota_exceeded"])
+        number = self._next(day, service.id)
+        if number is None:
+            return Refusal("no_lease", SCREEN["no_lease"])
+        priority = "appointment" if appointment and "appointment" in service.priorities else None
+        return Printed(new_rid(), day, service.id, number, now, person_key, age, priority, "issued")
+
+    def held(self, person_key: str, service: str, now: float, seconds: int) -> int:
+        """Tickets this kiosk printed for the person and service within the quota window."""
+        return sum(
+            1
+            for p in self.printed.values()
+            if p.person_key == person_key
+            and p.service == service
+            and p.state != "voided"
+            and now - p.issued_at < seconds
+        )
+
+    def priority(self, service: Service, printed: Printed) -> str | None:
+        """The lane the ticket shows: as the hall will decide it at handover."""
+        if printed.priority:
+            return printed.priority
+        elderly = printed.age is not None and printed.age >= self.config.rules.elderly_age
+        return "elderly" if elderly and "elderly" in service.priorities else None
+
+    # ---- what happened (each also stored by the caller) -------------------
+
+    def record(self, printed: Printed) -> None:
+        self.printed[printed.rid] = printed
+
+    def set_state(self, rid: str, state: str) -> Printed:
+        self.printed[rid] = replace(self.printed[rid], state=state)
+        return self.printed[rid]
+
+    def granted(self, block: Block) -> None:
+        if block not in self.blocks:
+            self.blocks.append(block)
+
+    def block_state(self, day: str, service: str, state: str, only: str | None = None) -> None:
+        self.blocks = [
+            replace(b, state=state)
+            if b.day == day and b.service == service and (only is None or b.state == only)
+            else b
+            for b in self.blocks
+        ]
+
+    def forget(self, before: float) -> None:
+        """Retention, by the hall's rule (`privacy.person_key_days`): tickets printed before
+        `before` (days ago: their days' blocks are never drawn from again) are forgotten,
+        but for one still to hand over, which only loses its person key; released blocks
+        of those days too."""
+        for rid, p in list(self.printed.items()):
+            if p.issued_at < before:
+                if p.state == "issued":
+                    self.printed[rid] = replace(p, person_key=None)
+                else:
+                    del self.printed[rid]
+        cutoff = day_of(self.config, before)
+        self.blocks = [b for b in self.blocks if b.day >= cutoff or b.state != "released"]
+
+    # ---- what to ask the hall next ----------------------------------------
+
+    def to_hand_over(self, limit: int) -> list[Printed]:
+        issued = [p for p in self.printed.values() if p.state == "issued"]
+        return sorted(issued, key=lambda p: p.issued_at)[:limit]
+
+    def to_release(self, today: str) -> tuple[str, str] | None:
+        """A (day, service) whose held blocks are done with: drawn from (every ticket of it
+        handed over), or of a past day; or one whose release was not answered yet."""
+        pending = {(p.day, p.service) for p in self.printed.values() if p.state == "issued"}
+        for b in self.blocks:
+            key = (b.day, b.service)
+            if key in pending:
+                continue
+            if b.state == "releasing":
+                return key
+            if b.state == "held" and (b.day < today or self._drawn(b)):
+                return key
+        return None
+
+    def _drawn(self, block: Block) -> bool:
+        return any(block.first <= n <= block.last for n in self._used(block.day, block.service))
+
+    def wants_lease(self, today: str, services: Iterable[str]) -> str | None:
+        """A service whose stock for today is under half a block (none: no block yet)."""
+        for service in services:
+            held = [
+                b
+                for b in self.blocks
+                if b.day == today and b.service == service and b.state == "held"
+            ]
+            size = max((b.size for b in held), default=0)
+            if not held or self.left(today, service) * 2 < size:
+                return service
+        return None
