@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -89,6 +90,29 @@ GREEN_NEEDS_STAFF = "绿色通道须工作人员先刷工作证或输入工号�
 PRIORITY_NAMES = {"elderly": "老年人优先", "appointment": "预约优先", "green": "绿色通道"}
 
 
+@dataclass(frozen=True)
+class InputTiming:
+    """One ticket's clock: when its input came (a card first noticed, a key pressed) and
+    the waits on the devices and the hall along the way, so the kiosk's own share of
+    input → first byte can be told apart from theirs."""
+
+    at: float  # monotonic: the card noticed by its reader, or the key pressed
+    card_read_s: float = 0.0  # the reader reading the card's data after noticing it
+    printer_s: float = 0.0  # the printer answering its status
+    hall_s: float = 0.0  # the hall answering `issue`
+
+    def report(self, first_byte_at: float) -> dict[str, float]:
+        total = first_byte_at - self.at
+        own = total - self.card_read_s - self.printer_s - self.hall_s
+        return {
+            "input_to_print_ms": round(total * 1000, 3),
+            "hall_ms": round(self.hall_s * 1000, 3),
+            "card_read_ms": round(self.card_read_s * 1000, 3),
+            "printer_status_ms": round(self.printer_s * 1000, 3),
+            "own_ms": round(own * 1000, 3),
+        }
+
+
 class KioskDaemon:
     def __init__(
         self,
@@ -120,7 +144,7 @@ class KioskDaemon:
         self.entry = IdEntry(config.keys.kiosk, self.kiosk.services, wait_s)
         self.printer = TicketPrinter(self.kiosk.printer) if self.kiosk.printer else None
         # All of the following belong to the owner loop: only its thread reads or writes them.
-        self.waiting: deque[tuple[Issue, float]] = deque()  # (issue, when its input came)
+        self.waiting: deque[tuple[Issue, InputTiming]] = deque()
         self.issuing = False  # one ticket at a time, in order
         self.health: dict[str, Any] = {"readers": {}}
         self.hall_online = True
@@ -133,7 +157,7 @@ class KioskDaemon:
         self._result: Timer | None = None  # while set, the screen shows an outcome
         self.issued = 0
         self.last_ticket: dict[str, float] = {}  # timings of the last ticket printed
-        self._input_at = time.monotonic()  # when the input that completes an issue came
+        self._input = InputTiming(time.monotonic())  # the input that completes an issue
         self._threads: list[threading.Thread] = []
 
     @property
@@ -218,7 +242,9 @@ class KioskDaemon:
 
     def _on_card(self, read: CardRead) -> None:
         self._end_result()  # a new presentation: the last outcome gives way
-        self._input_at = read.detected_at or time.monotonic()
+        now = time.monotonic()
+        detected_at = read.detected_at or now
+        self._input = InputTiming(detected_at, (read.read_at or now) - detected_at)
         if read.uid is not None:
             staff = self.config.staff_by_card(read.uid)
             if staff is not None:
@@ -255,7 +281,7 @@ class KioskDaemon:
 
     def _on_key(self, event: KeyEvent) -> None:
         self._end_result()
-        self._input_at = time.monotonic()
+        self._input = InputTiming(time.monotonic())
         result = self.entry.press(event, self.clock.now())
         if isinstance(result, ServiceChosen):
             issue = self.flow.choose(result.service, self.clock.now())
@@ -312,23 +338,25 @@ class KioskDaemon:
     # ---- issuing ------------------------------------------------------------
 
     def _enqueue(self, issue: Issue) -> None:
-        self.waiting.append((issue, self._input_at))
+        self.waiting.append((issue, self._input))
         self._next_issue()
 
     def _next_issue(self) -> None:
         while self.waiting and not self.issuing:
-            issue, input_at = self.waiting.popleft()
+            issue, timing = self.waiting.popleft()
             self.issuing = True
             try:
-                self._ask_hall(issue, input_at)
+                self._ask_hall(issue, timing)
             except Exception:
                 log.exception("%s: issuing failed", self.device)
                 self._done(None)
 
-    def _ask_hall(self, issue: Issue, input_at: float) -> None:
+    def _ask_hall(self, issue: Issue, timing: InputTiming) -> None:
         session = self.printer.session() if self.printer else None
         if session is not None:
+            status_from = time.monotonic()
             self._printer_is(session.status())
+            timing = replace(timing, printer_s=time.monotonic() - status_from)
             if not self.printer_state.can_print:
                 log.warning("%s: no ticket: printer %s", self.device, self.printer_state.detail)
                 self._say("暂停服务：打印机故障")
@@ -347,7 +375,7 @@ class KioskDaemon:
         asked_at = time.monotonic()
         self.hall.send(
             request,
-            partial(self._answered, issue, session, input_at, asked_at),
+            partial(self._answered, issue, session, timing, asked_at),
             partial(self._unanswered, session),
         )
 
@@ -362,7 +390,7 @@ class KioskDaemon:
         self,
         issue: Issue,
         session: PrinterSession | None,
-        input_at: float,
+        timing: InputTiming,
         asked_at: float,
         response: dict[str, Any],
     ) -> None:
@@ -375,7 +403,7 @@ class KioskDaemon:
             if not response.get("ok"):
                 self._refused(issue, response.get("error", {}), session)
             else:
-                self._print(issue, response["ticket"], session, input_at, hall_s)
+                self._print(issue, response["ticket"], session, replace(timing, hall_s=hall_s))
         except Exception:
             log.exception("%s: issuing failed", self.device)
             self._say(self._prompt())
@@ -410,8 +438,7 @@ class KioskDaemon:
         issue: Issue,
         issued: dict[str, Any],
         session: PrinterSession | None,
-        input_at: float,
-        hall_s: float,
+        timing: InputTiming,
     ) -> None:
         fields = self._fields(issue, issued.get("service_name", issue.service))
         fields.update(
@@ -426,10 +453,7 @@ class KioskDaemon:
         self.printer_state = state
         if state.can_print:
             self.issued += 1
-            self.last_ticket = {
-                "input_to_print_ms": round((printing_at - input_at) * 1000, 3),
-                "hall_ms": round(hall_s * 1000, 3),
-            }
+            self.last_ticket = timing.report(printing_at)
             log.info("%s: ticket %s printed", self.device, issued["number"])
             self.message = f"请取票 {issued['number']}"
             self._publish_status()  # one status for the ticket: count, timings, screen

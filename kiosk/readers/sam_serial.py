@@ -143,7 +143,14 @@ class SamReader:
                 continue
             card = self._fingerprints.of(message.data[4 : 4 + 256])  # the card's text
             if self.presence.identified(card, self.clock()):
-                self.on_card(CardRead(self.label, identity=identity, detected_at=detected_at))
+                self.on_card(
+                    CardRead(
+                        self.label,
+                        identity=identity,
+                        detected_at=detected_at,
+                        read_at=time.monotonic(),
+                    )
+                )
             else:
                 log.debug("%s: the same card, back after a dropout: not read again", self.label)
 

@@ -35,6 +35,7 @@ class CardRead:
     uid: str | None = None  # PC/SC: the card's serial number (hex, upper case)
     identity: Identity | None = None  # SAM: the card's text
     detected_at: float | None = None  # monotonic time the reader first noticed the card
+    read_at: float | None = None  # monotonic time the card's data was all read
 
     def __repr__(self) -> str:
         return f"CardRead(reader={self.reader!r}, <card data withheld>)"

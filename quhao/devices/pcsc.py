@@ -118,7 +118,9 @@ class PcscReader:
         if uid is None:
             self.presence.present(now)  # a card, but which one is unknown
         elif self.presence.identified(self._fingerprints.of(uid.encode()), now):
-            self.on_card(CardRead(self.label, uid=uid, detected_at=detected_at))
+            self.on_card(
+                CardRead(self.label, uid=uid, detected_at=detected_at, read_at=time.monotonic())
+            )
         else:
             log.debug("%s: the same card, back after a dropout: not read again", self.label)
 
