@@ -287,3 +287,15 @@ def test_check_finds_device_uris_the_daemons_would_refuse() -> None:
         ("counters[2].display", line_of(text, "addr=three")),
     }
     assert check(config, ["kiosk-K2", "counter-W1"]) == []  # only the daemons named
+
+
+def test_check_refuses_an_led_protocol_no_counter_speaks() -> None:
+    text = SITE.read_text().replace(
+        'name = "counter-W2"',
+        'name = "counter-W2"\ndisplay = "serial:///dev/ttyUSB1?addr=3&protocol=acme-led"',
+    )
+    problems = check(loads(text, SITE))
+    assert [(p.key, p.line) for p in problems] == [
+        ("counters[2].display", line_of(text, "protocol=acme-led"))
+    ]
+    assert "unknown LED protocol 'acme-led' (known: quhao-led)" in problems[0].message

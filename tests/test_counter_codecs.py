@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from counter.keypad import AskPin, CallerKeypad, Ignored, Intent
+from counter.led import PROTOCOLS
 from counter.led.quhao_led import (
     ACK,
     NAK,
@@ -18,6 +19,7 @@ from counter.led.quhao_led import (
 )
 from counter.rating import Rating, RatingPad
 from quhao.config import CallerKeys
+from quhao.devices import led as led_names
 from quhao.devices.inputevent import RECORD_SIZE, Decoder, KeyEvent, encode_key
 from quhao.staffauth import staff_id_for
 
@@ -212,3 +214,8 @@ def test_typed_staff_numbers_match_the_id_or_its_digits() -> None:
     assert staff_id_for(ids, "0120") == "T120"
     assert staff_id_for(ids, "42") == "42"
     assert staff_id_for(ids, "7") is None and staff_id_for(ids, "") is None
+
+
+def test_the_configuration_check_knows_every_led_protocol_the_counter_speaks() -> None:
+    assert set(led_names.PROTOCOL_NAMES) == set(PROTOCOLS)
+    assert led_names.DEFAULT_PROTOCOL in PROTOCOLS

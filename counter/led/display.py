@@ -23,6 +23,7 @@ import serial
 
 from counter.led import protocol_named
 from counter.led.base import ReplyParser
+from quhao.devices import led
 from quhao.devices import uri as uris
 from quhao.devices.state import DeviceState
 from quhao.owner import OwnerLoop, Timer
@@ -57,7 +58,7 @@ class LedDisplay:
         self.label = label
         self.address = self.uri.int_param("addr", 1)
         self.baud = self.uri.int_param("baud", 9600)
-        self.protocol = protocol_named(self.uri.params.get("protocol", "quhao-led"))
+        self.protocol = protocol_named(self.uri.params.get("protocol", led.DEFAULT_PROTOCOL))
         self.health = DeviceState("display", label, log, on_state)
         self._wanted: tuple[str, bool] = ("", False)
         self._version = 0  # bumps on every show(); a recall of the same text bumps too

@@ -7,8 +7,8 @@ for every daemon of the site; `quhao hall`, `quhao kiosk` and `quhao counter` ru
 themselves at start, so the check passes exactly what the daemons accept.
 
 Not checked: whether a device is plugged in (daemons wait for their devices and report
-them), the LED protocol name (the counter's registry of protocols), staff photos (no
-daemon reads them: the hall publishes the path as written, for screens to fetch).
+them), staff photos (no daemon reads them: the hall publishes the path as written, for
+screens to fetch).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Collection
 
 from quhao.config.errors import Problem
 from quhao.config.model import SiteConfig, secret_or_problem
+from quhao.devices import led
 from quhao.devices import uri as uris
 from quhao.tomlpos import Path
 
@@ -48,6 +49,7 @@ def check(config: SiteConfig, devices: Collection[str] | None = None) -> list[Pr
             problems += _uri(config, ("counters", i, "keypad"), counter.keypad, KEYS)
             problems += _uri(config, ("counters", i, "rating"), counter.rating, KEYS)
             problems += _uri(config, ("counters", i, "display"), counter.display, DISPLAY)
+            problems += _led_protocol(config, ("counters", i, "display"), counter.display)
             problems += _uri(config, ("counters", i, "reader"), counter.reader, STAFF_READER)
     return problems
 
@@ -74,6 +76,17 @@ def _secret(config: SiteConfig, wanted: set[str]) -> list[Problem]:
             "`quhao secret gen --out FILE` and name it here)"
         )
     return [config.problem(("site", "secret_file"), found)]
+
+
+def _led_protocol(config: SiteConfig, path: Path, text: str) -> list[Problem]:
+    try:
+        name = uris.parse(text, DISPLAY).params.get("protocol", led.DEFAULT_PROTOCOL)
+    except ValueError:
+        return []  # no display, or a URI `_uri` already refuses
+    if name in led.PROTOCOL_NAMES:
+        return []
+    known = ", ".join(led.PROTOCOL_NAMES)
+    return [config.problem(path, f"unknown LED protocol {name!r} (known: {known})")]
 
 
 def _uri(config: SiteConfig, path: Path, text: str, schemes: tuple[str, ...]) -> list[Problem]:
