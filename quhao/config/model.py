@@ -36,6 +36,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from quhao.config.errors import ConfigError, Problem, dotted
+from quhao.config.loops import Appointments, Cases, Scoring
 from quhao.config.screens import Screens, check_screens
 from quhao.config.voice import Voice
 from quhao.staffauth import PIN_HASH_PATTERN
@@ -562,6 +563,10 @@ class SiteConfig(_Table):
     devices: Devices = Devices()
     screens: Screens = Screens()
     voice: Voice = Voice()  # voice calling (语音叫号): quhao/config/voice.py
+    # appointment check-in, bad-rating cases, the score: quhao/config/loops.py
+    appointments: Appointments = Appointments()
+    cases: Cases = Cases()
+    scoring: Scoring = Scoring()
 
     _source: FsPath = PrivateAttr(FsPath("site.toml"))
     _lines: dict[Path, int] = PrivateAttr(default_factory=dict)  # key path -> line in the file
