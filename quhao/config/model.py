@@ -540,6 +540,10 @@ def _one_table_is_a_list(value: Any) -> Any:
     return [value] if isinstance(value, dict) else value
 
 
+# The hall office (`quhao cases`, `quhao appointments`): asks the hall as this device.
+OFFICE_DEVICE = "office"
+
+
 class SiteConfig(_Table):
     """A hall's configuration. Tables that are arrays in the file are also here by key:
     `services` by id, `windows` by number, `staff` by id, `kiosks` and `counters` by name."""
@@ -605,6 +609,8 @@ class SiteConfig(_Table):
             return "counter"
         if self.rater_window(device) is not None:
             return "rater"
+        if device == OFFICE_DEVICE:
+            return "office"
         return None
 
     def rater_window(self, device: str) -> int | None:
