@@ -185,7 +185,9 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
     from kiosk.daemon import KioskDaemon
 
     config = _load(args)
-    kiosk = KioskDaemon(config, args.device, args.broker, Clock.parse(args.clock), args.credentials)
+    kiosk = KioskDaemon(
+        config, args.device, args.broker, Clock.parse(args.clock), args.credentials, args.state_dir
+    )
     stop = stop_on_signals()
     kiosk.start()
     log.info("kiosk %s serving", args.device)
@@ -322,6 +324,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from cli.bench.surge import run_surge_bench
 
         results["surge"] = run_surge_bench()
+    if args.target == "screens":  # not in "all": it drives Chromium and 2,000 pages
+        from cli.bench.screens import run_screens_bench
+
+        results["screens"] = run_screens_bench(presses=args.presses // 2, pages=args.pages)
     if args.target == "startup":  # not in "all": building its record takes minutes once
         from hall.history import run_startup_bench
 
@@ -730,7 +736,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_staff)
 
     p = sub.add_parser("bench", help="benchmarks against a bare MQTT baseline")
-    p.add_argument("target", choices=["hall", "kiosk", "counter", "surge", "startup", "all"])
+    p.add_argument(
+        "target", choices=["hall", "kiosk", "counter", "surge", "startup", "screens", "all"]
+    )
+    p.add_argument("--pages", type=int, default=2000, help="screens: ticket pages at once")
     p.add_argument("--days", type=int, default=365, help="startup: days of record")
     p.add_argument("--per-day", type=int, default=2000, help="startup: tickets a day")
     p.add_argument("--cache", type=Path, help="startup: where the record is built and reused")

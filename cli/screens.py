@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import resource
 import signal
 
 from quhao.clock import Clock
@@ -25,6 +26,10 @@ def run_screens(config: SiteConfig, args: argparse.Namespace) -> int:
 
 async def _serve(config: SiteConfig, args: argparse.Namespace) -> int:
     from screens.daemon import ScreensDaemon
+
+    # One file descriptor per connected phone: a busy hall has thousands.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     daemon = ScreensDaemon(
         config,

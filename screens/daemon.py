@@ -31,6 +31,7 @@ from screens.web import Hub, build_app, sse
 log = logging.getLogger("quhao.screens")
 
 DISPLAY_USER = "display"
+PAGE_SLICE = 100  # ticket pages updated between two turns of the loop
 # What the screens read (the display user's ACL allows these and no more).
 SUBSCRIPTIONS = (
     "hall/state",
@@ -75,6 +76,9 @@ class ScreensDaemon:
         self.garbage = 0  # messages skipped as unreadable
         self._runner: web.AppRunner | None = None
         self._beat: asyncio.Task[None] | None = None
+        self._urgent: set[str] = set()  # ticket pages to update first
+        self._later: set[str] = set()
+        self._flushing: asyncio.Task[None] | None = None
 
     # ---- running ----------------------------------------------------------
 
@@ -141,26 +145,42 @@ class ScreensDaemon:
                     changes.windows | changes.profiles | changes.ratings
                 ):
                     hub.send(channel, self.window_snapshot(number))
+        # Ticket pages: the ones a message names first, then every page of a queue that
+        # moved; computed after the messages read together are all folded (a call brings
+        # a window state and events at once), in slices so streams write in between.
+        pages = {c.partition(":")[2] for c in hub.channels if c.startswith("ticket:")}
         if online_changed:
-            tickets = {c.partition(":")[2] for c in hub.channels if c.startswith("ticket:")}
+            self._later |= pages
         else:
-            tickets = changes.tickets | self.view.tickets_of(changes.services)
-            if changes.windows:  # a call found in a window state for a ticket not followed
-                tickets |= {
-                    c.partition(":")[2]
-                    for c in hub.channels
-                    if c.startswith("ticket:") and c.partition(":")[2] not in self.view.tickets
-                }
-            if changes.services:  # unfollowed tickets show their service's count
-                tickets |= {
-                    c.partition(":")[2]
-                    for c in hub.channels
-                    if c.startswith("ticket:") and c.partition(":")[2] not in self.view.tickets
-                }
-        for ticket_id in tickets:
-            channel = f"ticket:{ticket_id}"
-            if channel in hub.channels:
-                hub.send(channel, self.ticket_snapshot(ticket_id), only_changed=True)
+            self._urgent |= changes.tickets & pages
+            moved = self.view.tickets_of(changes.services) if changes.services else set()
+            if changes.services or changes.windows:  # pages of tickets the view never saw
+                moved |= {t for t in pages if t not in self.view.tickets}
+            self._later |= moved & pages
+        if (self._urgent or self._later) and self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_pages())
+
+    async def _flush_pages(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the rest of what arrived with this message first
+            while self._urgent or self._later:
+                urgent, self._urgent = self._urgent, set()
+                for ticket_id in urgent:
+                    self._send_page(ticket_id)
+                later, self._later = self._later - urgent, set()
+                for i, ticket_id in enumerate(later):
+                    if ticket_id in self._urgent:
+                        continue
+                    self._send_page(ticket_id)
+                    if i % PAGE_SLICE == PAGE_SLICE - 1:
+                        await asyncio.sleep(0)
+        finally:
+            self._flushing = None
+
+    def _send_page(self, ticket_id: str) -> None:
+        channel = f"ticket:{ticket_id}"
+        if channel in self.hub.channels:
+            self.hub.send(channel, self.ticket_snapshot(ticket_id), only_changed=True)
 
     def _board_deltas(self, name: str, changes: Changes, online_changed: bool) -> None:
         channel = f"board:{name}"

@@ -22,6 +22,7 @@ from quhao.mqtt import Bus
 
 log = logging.getLogger("quhao.screens.mqtt")
 
+MAX_PACKETS = 64  # read what arrived together in one go (a call's state and events)
 MISC_S = 1.0  # keepalive and reconnect cadence
 CONNECT_TIMEOUT_S = 1.0  # a reconnect's TCP connect blocks the loop at most this long
 
@@ -107,7 +108,7 @@ class AsyncBus:
                 self._loop.remove_writer(sock)
 
     def _readable(self) -> None:
-        rc = self.client.loop_read()
+        rc = self.client.loop_read(MAX_PACKETS)
         if rc != paho.MQTT_ERR_SUCCESS:
             log.debug("MQTT read: %s", rc)
 

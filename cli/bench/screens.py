@@ -1,0 +1,370 @@
+"""`quhao bench screens`: (a) a caller key press → the number in the board's DOM in
+headless Chromium, beside a bare publish of a window state → the same page through the
+same daemon, sample by sample in the same run; (b) 2,000 ticket pages connected at once
+(an aiohttp load client in its own process, not 2,000 browsers): a call → the right
+page notified, and the daemon's memory and CPU.
+
+(a) Real chain: keypad FIFO → `quhao counter` → hall (SQLite commit) → retained window
+state → `quhao screens` → server-sent event → Chromium's DOM. Times are wall-clock
+epoch on one machine: Python's before the key record is written, the page's
+(`performance.timeOrigin + performance.now()`) when a MutationObserver sees the number.
+The baseline publishes a window state for another window straight to the broker: the
+broker → daemon → browser part alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+import multiprocessing.queues
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cli.bench.baseline import Run, cpu_seconds, ratio, start_daemons
+from quhao import ticketpage
+from quhao.broker import Mosquitto, free_port, wait_for_port
+from quhao.mqtt import Bus
+from quhao.processes import stop
+from quhao.rpc import HallClient
+from quhao.topics import Topics
+from simulators.keys import KeypadFeeder
+
+SITE_ID = "benchscreens"
+CALL_INTERVAL_S = 1.0
+SECRET = b"bench-screens-secret-0123456789"
+WATCH = """
+window.seen = [];
+var target = document.querySelector('.cell[data-window="' + arguments[0] + '"] .ticket');
+new MutationObserver(function () {
+  seen.push([target.textContent, performance.timeOrigin + performance.now()]);
+}).observe(target, {childList: true, characterData: true, subtree: true});
+"""
+
+
+def _site(work: Path) -> Path:
+    (work / "site.secret").write_bytes(SECRET)
+    windows = "".join(
+        f'[[windows]]\nnumber = {n}\nservices = ["{"bench" if n == 1 else "other"}"]\n\n'
+        for n in range(1, 11)
+    )
+    text = f"""
+[site]
+id = "{SITE_ID}"
+name = "基准测试大厅"
+hours = ["00:00-24:00"]
+secret_file = "site.secret"
+
+[queue]
+number_width = 5
+
+[limits]
+kiosk = {{ per_s = 100000, burst = 100000 }}
+counter = {{ per_s = 100000, burst = 100000 }}
+
+[[services]]
+id = "bench"
+name = "基准业务"
+prefix = "A"
+quota = false
+id_required = false
+
+[[services]]
+id = "other"
+name = "其他业务"
+prefix = "B"
+quota = false
+id_required = false
+
+{windows}
+[[kiosks]]
+name = "kiosk-K1"
+
+[[counters]]
+name = "counter-W1"
+window = 1
+keypad = "events://{work}/keys.fifo"
+"""
+    path = work / "site.toml"
+    path.write_text(text)
+    return path
+
+
+def _raise_fd_limit() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_screens_bench(
+    presses: int = 100, pages: int = 2000, calls: int = 30, out: Path | None = None
+) -> dict[str, Any]:
+    from screens.shots import chromium
+
+    _raise_fd_limit()
+    work = Path(tempfile.mkdtemp(prefix="quhao-bench-screens-"))
+    site = _site(work)
+    keys = KeypadFeeder(work / "keys.fifo")
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    driver = None
+    results: dict[str, Any] = {"benchmark": "screens"}
+    with Mosquitto(workdir=work / "broker") as broker:
+        try:
+            procs = start_daemons(
+                site,
+                broker.url,
+                ["hall", "--state-dir", str(work / "hall")],
+                ["counter", "--device", "counter-W1"],
+                ["screens", "--port", str(port)],
+            )
+            wait_for_port(port, timeout=20)
+            base = f"http://127.0.0.1:{port}"
+            bus = Bus(broker.url, "bench-kiosk")
+            kiosk = HallClient(bus, Topics(SITE_ID), "kiosk-K1")
+            bus.start()
+            for _ in range(presses + 10):
+                kiosk.request("issue", {"service": "bench", "person": None})
+            driver = chromium()
+            driver.get(base + "/board")
+            time.sleep(2.0)  # the counter logs in and the board's first snapshot arrives
+            results.update(_key_to_dom(driver, keys, broker.url, presses))
+            driver.quit()
+            driver = None
+            ids = [
+                kiosk.request("issue", {"service": "bench", "person": None})["ticket"]["id"]
+                for _ in range(pages)
+            ]
+            results["pages"] = _pages(base, ids, procs[2].pid, kiosk, bus, broker.url, calls)
+            bus.stop()
+        finally:
+            if driver is not None:
+                driver.quit()
+            for proc in procs:
+                stop(proc, 15)
+            keys.close()
+    shutil.rmtree(work, ignore_errors=True)
+    _print(results)
+    if out:
+        out.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _key_to_dom(driver: Any, keys: KeypadFeeder, broker: str, presses: int) -> dict[str, Any]:
+    driver.execute_script(WATCH, 1)
+    driver.execute_script(WATCH.replace("window.seen", "window.bare").replace("seen.", "bare."), 2)
+    bare = Bus(broker, "bench-bare")
+    bare.start()
+    topic = Topics(SITE_ID).window_state(2)
+    key_s, bare_s = [], []
+    for i in range(presses + 10):
+        number = f"A{i + 1:05d}"
+        began = time.time()
+        keys.tap("KEY_KPENTER")
+        key_at = _seen(driver, "seen", number)
+        keys.tap("KEY_KPDOT")  # finish: the next call is a new key, no lockout
+        _idle(driver, 1)
+        fake = f"B{i + 1:05d}"
+        state = _window_state(2, fake, time.time())
+        sent = time.time()
+        bare.publish(topic, state)
+        bare_at = _seen(driver, "bare", fake)
+        if i >= 10:  # warm-up
+            key_s.append(key_at - began)
+            bare_s.append(bare_at - sent)
+    bare.stop()
+    key_run, bare_run = Run(key_s, sum(key_s)), Run(bare_s, sum(bare_s))
+    return {
+        "key_to_dom": key_run.summary(),
+        "bare_publish_to_dom": bare_run.summary(),
+        "ratio_p50": ratio(key_run.p50_ms, bare_run.p50_ms),
+        "ratio_p99": ratio(key_run.p99_ms, bare_run.p99_ms),
+    }
+
+
+def _seen(driver: Any, name: str, number: str, timeout: float = 10.0) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for text, at in driver.execute_script(f"return window.{name}"):
+            if number in text:
+                return float(at) / 1000
+        time.sleep(0.005)
+    raise TimeoutError(f"{number} never showed on the board")
+
+
+def _idle(driver: Any, window: int, timeout: float = 10.0) -> None:
+    """Until the board shows the window free again (its finish went through)."""
+    query = f"return document.querySelector('.cell[data-window=\"{window}\"] .ticket').textContent"
+    deadline = time.monotonic() + timeout
+    while driver.execute_script(query) != "空闲":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"window {window} never became free")
+        time.sleep(0.005)
+
+
+def _window_state(window: int, ticket: str, at: float) -> dict[str, Any]:
+    term = {
+        "device": f"bare-W{window}",
+        "status": "serving",
+        "ticket": ticket,
+        "ticket_id": f"2026-01-01/{ticket}",
+        "service": "other",
+        "called_at": at,
+        "staff": None,
+        "staff_name": None,
+        "since": at,
+    }
+    return {
+        "window": window,
+        "name": "",
+        "status": "serving",
+        "ticket": ticket,
+        "ticket_id": term["ticket_id"],
+        "service": "other",
+        "service_name": "其他业务",
+        "called_at": at,
+        "staff": None,
+        "staff_name": None,
+        "since": at,
+        "services": ["other"],
+        "terminals": [term],
+    }
+
+
+# ---- (b) 2,000 ticket pages ----------------------------------------------------------
+
+
+def _pages(
+    base: str,
+    ids: list[str],
+    daemon_pid: int,
+    kiosk: HallClient,
+    bus: Bus,
+    broker: str,
+    calls: int,
+) -> dict[str, Any]:
+    key = ticketpage.page_key(SECRET)
+    paths = [f"/events{ticketpage.path(key, SITE_ID, tid)}" for tid in ids]
+    ctx = mp.get_context("spawn")
+    report: mp.queues.Queue[Any] = ctx.Queue()
+    ready, done = ctx.Event(), ctx.Event()
+    client = ctx.Process(target=_load_client, args=(base, paths, ready, done, report), daemon=True)
+    rss_before = rss_mb(daemon_pid)
+    client.start()
+    if not ready.wait(120):
+        raise RuntimeError("the load client did not connect its pages")
+    connected = report.get(timeout=10)
+    rss_connected = rss_mb(daemon_pid)
+    counter = HallClient(bus, Topics(SITE_ID), "counter-W1")  # the calls: as the counter
+    cpu_before, wall_before = cpu_seconds(daemon_pid), time.monotonic()
+    sent: dict[str, float] = {}
+    for _ in range(calls):
+        began = time.time()
+        answer = counter.request("call", {})
+        if answer.get("ticket"):
+            sent[answer["ticket"]["id"]] = began
+        # One call a second: already several times a busy hall's rate (41 windows, a
+        # citizen every few minutes each); each call moves every page of the queue.
+        time.sleep(CALL_INTERVAL_S)
+    time.sleep(1.0)
+    cpu = cpu_seconds(daemon_pid) - cpu_before
+    wall = time.monotonic() - wall_before
+    done.set()
+    seen: dict[str, float] = report.get(timeout=60)
+    client.join(30)
+    latencies = [seen[t] - at for t, at in sent.items() if t in seen]
+    run = Run(latencies, wall, failures=len(sent) - len(latencies))
+    return {
+        "pages": len(paths),
+        "connected": connected,
+        "calls": len(sent),
+        "call_to_page": run.summary(),
+        "daemon_rss_mb_before": round(rss_before, 1),
+        "daemon_rss_mb_connected": round(rss_connected, 1),
+        "daemon_rss_mb_after": round(rss_mb(daemon_pid), 1),
+        "daemon_cpu_s": round(cpu, 2),
+        "daemon_cpu_share": round(cpu / wall, 3),
+        "daemon_cpu_ms_per_call": round(cpu * 1000 / max(1, len(sent)), 2),
+    }
+
+
+def _load_client(
+    base: str, paths: list[str], ready: Any, done: Any, report: mp.queues.Queue[Any]
+) -> None:
+    _raise_fd_limit()
+    report_seen: dict[str, float] = asyncio.run(_load(base, paths, ready, done, report))
+    report.put(report_seen)
+
+
+async def _load(
+    base: str, paths: list[str], ready: Any, done: Any, report: mp.queues.Queue[Any]
+) -> dict[str, float]:
+    import aiohttp
+
+    seen: dict[str, float] = {}
+    opened = 0
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with aiohttp.ClientSession(base, connector=connector, timeout=timeout) as session:
+
+        async def page(path: str) -> None:
+            nonlocal opened
+            ticket = "/".join(path.split("/")[3:5])
+            async with session.get(path) as response:
+                if response.status != 200:
+                    return
+                opened += 1
+                async for raw in response.content:
+                    if raw.startswith(b"data: ") and b'"status": "called"' in raw:
+                        seen.setdefault(ticket, time.time())
+
+        tasks = []
+        for i, path in enumerate(paths):
+            tasks.append(asyncio.create_task(page(path)))
+            if i % 100 == 99:
+                await asyncio.sleep(0.05)  # connect in waves, as phones would
+        while opened < len(paths):
+            await asyncio.sleep(0.1)
+            if all(t.done() for t in tasks):
+                break
+        report.put(opened)
+        ready.set()
+        while not done.is_set():
+            await asyncio.sleep(0.1)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return seen
+
+
+def _print(results: dict[str, Any]) -> None:
+    key, bare = results["key_to_dom"], results["bare_publish_to_dom"]
+    print(
+        f"\ncaller key → board DOM (Chromium) vs bare window-state publish → same page "
+        f"({key['n']} presses)"
+    )
+    print(f"{'':34}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'bare publish → DOM':34}{bare['p50_ms']:10.2f}{bare['p99_ms']:10.2f}")
+    print(f"{'key → DOM (real chain)':34}{key['p50_ms']:10.2f}{key['p99_ms']:10.2f}")
+    print(f"{'ratio':34}{results['ratio_p50']:10.2f}{results['ratio_p99']:10.2f}")
+    pages = results["pages"]
+    call = pages["call_to_page"]
+    print(
+        f"\n{pages['connected']} ticket pages connected: call → the right page p50 "
+        f"{call['p50_ms']:.1f} ms, p99 {call['p99_ms']:.1f} ms ({pages['calls']} calls, "
+        f"{call['failures']} missed); daemon RSS {pages['daemon_rss_mb_before']} → "
+        f"{pages['daemon_rss_mb_connected']} MB, CPU {pages['daemon_cpu_ms_per_call']} ms "
+        f"per call ({pages['daemon_cpu_share']:.0%} of a core)"
+    )
+    print(json.dumps(results, separators=(",", ":")))
