@@ -770,7 +770,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return func(args)
     except ConfigError as exc:
-        print(f"quhao: configuration error: {exc}", file=sys.stderr)
+        for problem in exc.problems:  # one a line, each with its file:line
+            print(f"quhao: configuration error: {problem}", file=sys.stderr)
         return 2
     except ValueError as exc:
         print(f"quhao: {exc}", file=sys.stderr)

@@ -250,6 +250,20 @@ def test_quhao_check_fails_when_the_secret_file_is_missing(tmp_path: Path) -> No
     assert ok.returncode == 0 and ": ok — site testhall" in ok.stdout
 
 
+def test_a_daemon_refusing_its_file_says_every_problem_on_its_own_line(tmp_path: Path) -> None:
+    text = SITE.read_text().replace("elderly_age = 65", "elderly_age = 0")
+    text = text.replace('prefix = "K"', 'prefix = "KK"')
+    site = _site_copy(tmp_path, text)
+    result = _quhao("hall", "--config", str(site), "--state-dir", str(tmp_path / "hall"))
+    age, prefix = line_of(text, "elderly_age"), line_of(text, 'prefix = "KK"')
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"quhao: configuration error: {site}:{age}: queue.elderly_age: must be positive, got 0",
+        f"quhao: configuration error: {site}:{prefix}: "
+        "services[2].prefix: must be one capital letter A-Z, got 'KK'",
+    ]
+
+
 def test_quhao_check_reports_three_independent_errors_with_their_lines(tmp_path: Path) -> None:
     text = (
         SITE.read_text()
