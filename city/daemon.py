@@ -12,7 +12,7 @@ the city broker's ACL lets each hall's bridge user publish only under its own
 `city/halls/{site}/…` — and only halls of the allow-list are taken. The payload must be
 a feed batch (quhao/messages/feed.py) of at most 256 KB whose `site` is the topic's
 hall, with plausible times; anything else is counted and dropped, and logged at most
-once every `COMPLAIN_S` per hall, so a flood fills neither the log nor the database.
+once every `COMPLAIN_S` per hall and reason, so a flood fills neither the log nor the database.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class CityDaemon:
         self.stats = CityStats()
         self.heartbeat = time.monotonic()
         self._probe = False
-        self._complained: dict[str, float] = {}
+        self._complained: dict[tuple[str, str], float] = {}
         self._next_flush = 0.0
         self._next_partitions = 0.0
         self._writer_down_until = 0.0
@@ -277,8 +277,8 @@ class CityDaemon:
     def _drop(self, hall: str, why: str, detail: Any) -> None:
         self.stats.dropped[why] += 1
         now = time.monotonic()
-        if now - self._complained.get(hall, -COMPLAIN_S) >= COMPLAIN_S:
-            self._complained[hall] = now
+        if now - self._complained.get((hall, why), -COMPLAIN_S) >= COMPLAIN_S:
+            self._complained[(hall, why)] = now
             log.warning(
                 "feed of %s dropped (%s): %s [dropped so far: %s]",
                 shown(hall),

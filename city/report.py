@@ -231,11 +231,10 @@ def _row(r: tuple[Any, ...]) -> Row:
 
 # ---- output -----------------------------------------------------------------
 
-CSV_COLUMNS = list(
-    Row("", "", "", 0, 0, 0, 0, None, None, None, dict.fromkeys(LEVELS, 0), 0, 0, None, 0, 0, 0, 0, 0)
-    .csv_row()
-    .keys()
+_EMPTY = Row(
+    "", "", "", 0, 0, 0, 0, None, None, None, dict.fromkeys(LEVELS, 0), 0, 0, None, 0, 0, 0, 0, 0
 )
+CSV_COLUMNS = list(_EMPTY.csv_row().keys())
 
 
 def write(report: CityReport, out: Path) -> Path:

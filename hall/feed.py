@@ -47,7 +47,7 @@ log = logging.getLogger("quhao.hall.feed")
 
 HEARTBEAT_S = 10.0  # real seconds between heartbeats
 LIVE_MAX = 2000  # more than this unpublished (the broker was away): the city asks instead
-REPLAY_RATE = Rate(per_s=20, burst=40)  # pages a second: a flood never starves the hall
+REPLAY_RATE = Rate(per_s=10, burst=20)  # pages a second: a flood never starves the hall
 PACK_BYTES = 128 * 1024  # one feed message at most this big (well under MAX_FEED_BYTES)
 
 # What supervision needs of each fact; everything else stays in the hall (person keys
@@ -159,6 +159,7 @@ class Feed:
         self.monotonic = monotonic
         self.sent = self._head()  # live publication starts with what is committed next
         self.pending: ReplayRequest | None = None
+        self.requests = 0  # replay requests received, well-formed or not
         self.bucket = TokenBucket(REPLAY_RATE)
         self.next_heartbeat = 0.0
         self.stats = FeedStats()
@@ -186,6 +187,7 @@ class Feed:
     # ---- from the broker (paho callback, in the owner thread) ----------------
 
     def _on_request(self, message: Message) -> None:
+        self.requests += 1  # the hall's loop drains the socket while these arrive
         if message.retain:
             self.stats.malformed += 1
             log.warning("ignored a retained replay request")

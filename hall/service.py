@@ -242,9 +242,9 @@ class HallService:
             # the last batch was being committed is read now and forms the next batch.
             self.bus.loop_once(0.0 if self.inbox else 0.1)
             for _ in range(MAX_BATCH):  # paho reads a packet or few per round: drain the socket
-                waiting = len(self.inbox)
+                waiting, asked = len(self.inbox), self.feed.requests
                 self.bus.loop_once(0.0)
-                if len(self.inbox) == waiting:
+                if len(self.inbox) == waiting and self.feed.requests == asked:
                     break
             batch = self.inbox[:MAX_BATCH]
             del self.inbox[:MAX_BATCH]

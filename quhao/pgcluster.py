@@ -2,7 +2,8 @@
 
 Debian's server binaries live in /usr/lib/postgresql/<version>/bin (not on PATH). initdb
 refuses to run as root, so as root the cluster belongs to `nobody` (the folder is handed
-to it and every server command runs through `runuser`). The server listens on a free
+to it — made under /tmp if `nobody` could not reach the one asked for — and every
+server command runs through `runuser`). The server listens on a free
 loopback port and on a unix socket in the folder; `dsn` connects as the superuser of the
 cluster (the user who made it), trust authentication, so nothing leaves the machine.
 """
@@ -40,11 +41,21 @@ def bindir() -> Path:
     return Path(found[-1]).parent
 
 
+def _reachable_by_others(folder: Path) -> bool:
+    """Whether every existing ancestor of folder lets other users through."""
+    for parent in folder.resolve().parents:
+        if parent.exists() and not parent.stat().st_mode & 0o001:
+            return False
+    return True
+
+
 class PgCluster:
     """A private PostgreSQL server, stopped (and its folder removed) on close()."""
 
     def __init__(self, folder: str | Path | None = None, *, fsync: bool = True) -> None:
         self.bin = bindir()
+        if os.geteuid() == 0 and folder is not None and not _reachable_by_others(Path(folder)):
+            folder = None  # e.g. pytest's 0700 temp dirs: `nobody` could not get in
         self.dir = Path(folder or tempfile.mkdtemp(prefix="quhao-pg-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data = self.dir / "data"
