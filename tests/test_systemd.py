@@ -26,7 +26,7 @@ def test_every_unit_verifies(tmp_path: Path) -> None:
         name = unit.name.replace("@.", "@kiosk-K1." if "kiosk" in unit.name else "@counter-W1.")
         (tmp_path / name).write_text(text)
         names.append(name)
-    assert len(names) == 7  # a timer is verified with the service it starts
+    assert len(names) == 8  # a timer is verified with the service it starts
     result = subprocess.run(
         [analyze, "verify", "--man=no", *names],
         cwd=tmp_path,
@@ -81,6 +81,7 @@ EXPOSURE_LIMITS = {
     "quhao-counter@.service": 2.1,
     "quhao-backup.service": 1.0,
     "quhao-screens.service": 1.7,
+    "quhao-city.service": 1.8,
 }
 INSTANCES = {"quhao-kiosk@.service": "kiosk-K1", "quhao-counter@.service": "counter-W1"}
 
