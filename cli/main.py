@@ -377,8 +377,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+
     from quhao.brokergen import generate
 
+    if args.free_port:
+        from quhao.broker import free_port
+
+        print(free_port())
+        return 0
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if args.dev:  # the project's development broker, in the foreground (cli/demo needs none)
+        import tempfile
+
+        from quhao.broker import free_port, write_dev_conf
+
+        port = args.port or free_port()
+        conf = write_dev_conf(port, Path(tempfile.mkdtemp(prefix="quhao-dev-broker-")))
+        print(f"mqtt://127.0.0.1:{port} — Mosquitto with {conf}", file=sys.stderr, flush=True)
+        os.execv(binary, [binary, "-c", str(conf)])
+    if args.config is None:
+        print("quhao broker: --config is required (or --dev)", file=sys.stderr)
+        return 2
+    args.port = args.port or 1883
     config = _load(args)
     conf = generate(
         config,
@@ -394,10 +416,6 @@ def cmd_broker(args: argparse.Namespace) -> int:
     if args.action == "gen":
         print(f"{conf}\ndevice credentials: {args.out.resolve() / 'credentials'}/<device>/")
         return 0
-    import os
-    import shutil
-
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     log.info("starting %s -c %s", binary, conf)
     os.execv(binary, [binary, "-c", str(conf)])  # foreground; signals go to mosquitto
 
@@ -419,8 +437,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"quhao: no database at {db}", file=sys.stderr)
         return 2
     names = {s.id: s.name for s in config.services.values()} if config else {}
+    staff = {m.id: m.name for m in config.staff.values()} if config else {}
     tz = config.site.timezone if config else None
-    page = write(build(db, args.day, tz, names), args.out)
+    page = write(build(db, args.day, tz, names, staff), args.out)
     print(page)
     return 0
 
@@ -651,9 +670,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="run",
         help="gen: write the files; run (default): write them and start Mosquitto",
     )
-    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--config", type=Path, help="the site file (not with --dev)")
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        help="run a development broker (broker-config/dev.conf: loopback, anonymous) in the "
+        "foreground on --port, or a free port; its URL goes to stderr",
+    )
+    p.add_argument("--free-port", action="store_true", help="print a free loopback port, exit")
     p.add_argument("--out", type=Path, default=Path("broker"), help="where the files go")
-    p.add_argument("--port", type=int, default=1883, help="loopback listener")
+    p.add_argument("--port", type=int, help="loopback listener (default 1883)")
     p.add_argument("--tls-port", type=int, default=8883, help="LAN TLS listener")
     p.add_argument("--ws-port", type=int, default=9001, help="websockets listener")
     p.add_argument("--bind", default="0.0.0.0", help="address of the LAN listeners")

@@ -59,6 +59,18 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
             time.sleep(0.02)
 
 
+def write_dev_conf(port: int, workdir: Path, template: str = "dev.conf") -> Path:
+    """broker-config/dev.conf with its port filled in, for a development broker in the
+    foreground: on 127.0.0.1:`port`, anonymous, no persistence, logging to stderr (as
+    root Mosquitto drops to its own user, which could not write a log file here)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    lines = (BROKER_CONFIG_DIR / template).read_text().splitlines(keepends=True)
+    text = "".join("log_dest stderr\n" if x.startswith("log_dest ") else x for x in lines)
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(text.replace("@PORT@", str(port)).replace("@DIR@", str(workdir)))
+    return conf
+
+
 class Mosquitto:
     """A mosquitto process on a free loopback port, stopped on close()."""
 
