@@ -4,11 +4,13 @@
 real hall's database as well as on a simulated day's. Everything is computed
 from the `tickets` projection and the event log; no person key is read or written.
 
-Per service, window and clerk: issued, served, no-shows, voided, wait p50/p90/max,
-mean service time, satisfaction (rate = 非常满意 + 满意 over rated tickets) with the
-five-level distribution and the unrated count, quota refusals, alerts.
+Per service, window and clerk (by name and staff number): issued, served, no-shows,
+voided, wait p50/p90/max, mean service time, satisfaction (rate = 非常满意 + 满意 over
+rated tickets) with the five-level distribution and the unrated count, quota refusals.
 Charts: queue length through the day per service, the wait distribution, window
-utilisation.
+utilisation. Alerts summarised for a hall manager — counts by kind, by window and by
+hour, the 20 longest waits, every bad rating — with every alert in alerts.csv. Times
+in the CSV files are local ISO 8601 (`2026-11-23T09:41:07+08:00`).
 """
 
 from __future__ import annotations
@@ -100,8 +102,14 @@ class DayReport:
 
 
 def build(
-    db_path: Path, day: str, tz: ZoneInfo | None = None, service_names: dict[str, str] | None = None
+    db_path: Path,
+    day: str,
+    tz: ZoneInfo | None = None,
+    service_names: dict[str, str] | None = None,
+    staff_names: dict[str, str] | None = None,
 ) -> DayReport:
+    """The day's figures. `staff_names` (staff id -> name, from the site file) names the
+    clerks; without it they are listed by staff number only."""
     tz = tz or ZoneInfo("Asia/Shanghai")
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
@@ -132,10 +140,20 @@ def build(
                 windows.setdefault(str(ticket["window"]), Group(f"{ticket['window']}号窗口"))
             )
         if ticket["staff"]:
-            out.append(clerks.setdefault(ticket["staff"], Group(ticket["staff"])))
+            staff = ticket["staff"]
+            name = (staff_names or {}).get(staff)
+            out.append(clerks.setdefault(staff, Group(f"{name} {staff}" if name else staff)))
         return out
 
     for t in tickets:
+        # a transferred ticket's first call was at the service it was issued for: its wait
+        # counts there, not at the service it ended at
+        origin_id: str = t["origin_service"]
+        origin = services.setdefault(origin_id, Group(names.get(origin_id, origin_id)))
+        if t["first_called_at"] and t["origin_service"] != t["service"]:
+            origin.waits.append(t["first_called_at"] - t["issued_at"])
+        final_id: str = t["service"]
+        final = services.setdefault(final_id, Group(names.get(final_id, final_id)))
         for g in groups(t):
             g.issued += 1
             if t["status"] == "finished":
@@ -146,7 +164,7 @@ def build(
                 g.no_shows += 1
             elif t["status"] == "voided":
                 g.voided += 1
-            if t["first_called_at"]:
+            if t["first_called_at"] and (g is not final or t["origin_service"] == t["service"]):
                 g.waits.append(t["first_called_at"] - t["issued_at"])
             if t["rating_state"] == "rated" and t["rating"] in LEVELS:
                 g.levels[t["rating"]] += 1
@@ -278,7 +296,10 @@ def write(report: DayReport, out: Path, assets: list[tuple[str, Path]] | None = 
         fields = [c for c in TICKET_COLUMNS if c not in ("day", "rating_reason")]
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(report.tickets)
+        for ticket in report.tickets:
+            writer.writerow(
+                {k: _iso(v, report.tz) if k in TIME_COLUMNS else v for k, v in ticket.items()}
+            )
     with (out / "alerts.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(
             handle,
@@ -295,10 +316,19 @@ def write(report: DayReport, out: Path, assets: list[tuple[str, Path]] | None = 
             ],
         )
         writer.writeheader()
-        writer.writerows(report.alerts)
+        for alert in report.alerts:
+            writer.writerow({**alert, "at": _iso(alert["at"], report.tz)})
     page = out / "report.html"
     page.write_text(_html(report, assets or []), encoding="utf-8")
     return page
+
+
+TIME_COLUMNS = {"issued_at", "first_called_at", "called_at", "finished_at"}
+
+
+def _iso(at: float | None, tz: ZoneInfo) -> str:
+    """Local ISO 8601 with the offset, to the second: what a spreadsheet reads as a time."""
+    return "" if at is None else datetime.fromtimestamp(at, tz).isoformat(timespec="seconds")
 
 
 def _order(key: str) -> tuple[int, str]:
@@ -341,7 +371,7 @@ def _html(r: DayReport, assets: list[tuple[str, Path]]) -> str:
     for title, groups in (("Services", r.services), ("Windows", r.windows), ("Clerks", r.clerks)):
         parts.append(f"<h2>{title}</h2>{_table(groups, r.total)}")
     parts.append("<h2>Alerts</h2>")
-    parts.append(_alerts(r.alerts, r.tz) if r.alerts else "<p>None.</p>")
+    parts.append(_alert_summary(r) if r.alerts else "<p>None.</p>")
     if assets:
         parts.append("<h2>From the simulators</h2><div class='assets'>")
         for label, path in assets:
@@ -398,22 +428,80 @@ def _table(groups: dict[str, Group], total: Group) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def _alerts(alerts: list[dict[str, Any]], tz: ZoneInfo) -> str:
+ALERT_KINDS = {
+    "alert.max_wait": "waited too long 等候超时",
+    "alert.bad_rating": "bad rating 差评",
+    "alert.quota_breach": "over quota 超限",
+    "alert.daily_cap_exceeded": "over the daily cap 超出日限",
+    "alert.lease_breach": "offline lease breach 离线超限",
+}
+TOP_WAITS = 20
+
+
+def _alert_summary(r: DayReport) -> str:
+    """Counts by kind, by window and by hour; the longest waits; every bad rating. The
+    full list is alerts.csv: a page of every alert of a surge day is too long to read."""
+    kinds = sorted({a["type"] for a in r.alerts})
+
+    def label(kind: str) -> str:
+        return ALERT_KINDS.get(kind, kind)
+
+    def counts(key: Any, title: str) -> str:
+        table: dict[Any, dict[str, int]] = defaultdict(lambda: dict.fromkeys(kinds, 0))
+        for a in r.alerts:
+            table[key(a)][a["type"]] += 1
+        head = f"<tr><th>{title}</th>" + "".join(f"<th>{label(k)}</th>" for k in kinds)
+        rows = [
+            f"<tr><th>{html.escape(str(name))}</th>"
+            + "".join(f"<td>{row[k] or ''}</td>" for k in kinds)
+            + "</tr>"
+            for name, row in sorted(table.items(), key=lambda kv: str(kv[0]).zfill(4))
+        ]
+        return f"<table>{head}</tr>{''.join(rows)}</table>"
+
+    by_kind = "".join(
+        f"<tr><th>{label(k)}</th><td>{sum(1 for a in r.alerts if a['type'] == k)}</td></tr>"
+        for k in kinds
+    )
+    parts = [
+        f"<p>{len(r.alerts)} alerts; every one is in <a href='alerts.csv'>alerts.csv</a>.</p>",
+        f"<div class='side'><table><tr><th>kind</th><th>count</th></tr>{by_kind}</table>",
+        counts(lambda a: datetime.fromtimestamp(a["at"], r.tz).strftime("%H:00"), "hour"),
+        counts(lambda a: f"{a['window']}号" if a["window"] else "—", "window"),
+        "</div>",
+    ]
+    waits = sorted(
+        (a for a in r.alerts if a["type"] == "alert.max_wait"),
+        key=lambda a: -(a["waited_s"] or 0),
+    )[:TOP_WAITS]
+    if waits:
+        parts.append(f"<h3>The {len(waits)} longest waits</h3>")
+        parts.append(_alert_rows(waits, r))
+    bad = [a for a in r.alerts if a["type"] == "alert.bad_rating"]
+    parts.append(f"<h3>Every bad rating ({len(bad)})</h3>")
+    parts.append(_alert_rows(bad, r) if bad else "<p>None.</p>")
+    return "\n".join(parts)
+
+
+def _alert_rows(alerts: list[dict[str, Any]], r: DayReport) -> str:
     rows = []
     for a in alerts:
-        when = datetime.fromtimestamp(a["at"], tz).strftime("%H:%M")
+        when = datetime.fromtimestamp(a["at"], r.tz).strftime("%H:%M")
         what = (
             f"waited {round((a['waited_s'] or 0) / 60)} min"
             if a["type"] == "alert.max_wait"
             else f"{LEVELS.get(a['level'] or 0, '')} — {a['reason']}"
         )
+        clerk = r.clerks.get(a["staff"] or "")
+        service = r.service_names.get(a["service"] or "", a["service"] or "")
         rows.append(
-            f"<tr><td>{when}</td><td>{a['type']}</td><td>{a['ticket']}</td>"
-            f"<td>{a['window'] or ''}</td><td>{a['staff'] or ''}</td>"
+            f"<tr><td>{when}</td><td>{html.escape(str(a['ticket'] or ''))}</td>"
+            f"<td>{html.escape(service)}</td><td>{a['window'] or ''}</td>"
+            f"<td>{html.escape(clerk.name if clerk else a['staff'] or '')}</td>"
             f"<td>{html.escape(what)}</td></tr>"
         )
     return (
-        "<table><tr><th>time</th><th>alert</th><th>ticket</th><th>window</th><th>clerk</th>"
+        "<table><tr><th>time</th><th>ticket</th><th>service</th><th>window</th><th>clerk</th>"
         f"<th></th></tr>{''.join(rows)}</table>"
     )
 
@@ -531,4 +619,5 @@ _CSS = """body{font-family:'WenQuanYi Micro Hei',sans-serif;margin:2em;color:#22
 table{border-collapse:collapse;font-size:13px;margin-bottom:1em}
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#f4f4f4}
 .chart{background:#fcfcfc;border:1px solid #eee}.assets{display:flex;flex-wrap:wrap;gap:12px}
-figure img{max-width:260px;border:1px solid #ddd}figcaption{font-size:12px}"""
+figure img{max-width:260px;border:1px solid #ddd}figcaption{font-size:12px}
+.side{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}"""
