@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -28,10 +29,18 @@ from screens.rating import Raters, RaterUnavailable
 from screens.state import Changes, HallView, call_view
 from screens.web import Hub, build_app, sse
 
+if TYPE_CHECKING:
+    from screens.voice.announcer import Announcer
+
 log = logging.getLogger("quhao.screens")
 
 DISPLAY_USER = "display"
-PAGE_SLICE = 100  # ticket pages updated between two turns of the loop
+PAGE_SLICE = 100
+LATER_S = 0.3  # a moved queue's pages are updated this long after, together
+VOICE_TOPICS = (
+    "event/ticket.called",
+    "event/ticket.recalled",
+)  # ticket pages updated between two turns of the loop
 # What the screens read (the display user's ACL allows these and no more).
 SUBSCRIPTIONS = (
     "hall/state",
@@ -76,6 +85,7 @@ class ScreensDaemon:
         self.garbage = 0  # messages skipped as unreadable
         self._runner: web.AppRunner | None = None
         self._beat: asyncio.Task[None] | None = None
+        self.announcer: Announcer | None = None
         self._urgent: set[str] = set()  # ticket pages to update first
         self._later: set[str] = set()
         self._flushing: asyncio.Task[None] | None = None
@@ -83,6 +93,16 @@ class ScreensDaemon:
     # ---- running ----------------------------------------------------------
 
     async def start(self) -> None:
+        if self.config.voice.enabled:  # voice calling (语音叫号): screens/voice/
+            from screens.voice.announcer import Announcer
+
+            loop = asyncio.get_running_loop()
+
+            def post(action: Callable[[], None]) -> None:
+                loop.call_soon_threadsafe(action)  # the worker thread reports to the loop
+
+            self.announcer = Announcer(self.config, post=post, now=self.clock.now)
+            self.announcer.start()
         self._runner = web.AppRunner(
             build_app(self), handler_cancellation=True, access_log=None, shutdown_timeout=2.0
         )
@@ -103,6 +123,8 @@ class ScreensDaemon:
             self._beat.cancel()
         await self.raters.close()
         await self.bus.stop()
+        if self.announcer is not None:
+            await asyncio.to_thread(self.announcer.stop)  # after the announcement playing
         self.hub.close_all()  # open streams end now, not at the shutdown timeout
         if self._runner is not None:
             await self._runner.cleanup()
@@ -123,6 +145,8 @@ class ScreensDaemon:
 
     def _on_message(self, message: Message) -> None:
         topic = message.topic.removeprefix(self.topics.root + "/")
+        if self.announcer is not None and topic in VOICE_TOPICS:
+            self.announcer.on_event(message.payload)  # it logs and skips what it cannot read
         online = self.view.online
         changes = self.view.feed(topic, message.payload, message.retain, self.clock.now())
         if changes.problem:
@@ -167,7 +191,13 @@ class ScreensDaemon:
                 urgent, self._urgent = self._urgent, set()
                 for ticket_id in urgent:
                     self._send_page(ticket_id)
-                later, self._later = self._later - urgent, set()
+                if not self._urgent:
+                    # The queue's other pages wait for the hall's next hall/state (at
+                    # most 4 a second), so a call moves each page once, not twice.
+                    await asyncio.sleep(LATER_S)
+                    if self._urgent:
+                        continue
+                later, self._later = self._later - self._urgent, set()
                 for i, ticket_id in enumerate(later):
                     if ticket_id in self._urgent:
                         continue
