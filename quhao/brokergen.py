@@ -41,6 +41,8 @@ ACL (the same on every listener; anonymous clients are refused everywhere):
 - a rater `rater-W{n}` (window n's touch rating screen, whose credentials the
   screens daemon holds) publishes only `hall/req/rater-W{n}/rate` and reads its own
   replies; the hall takes a rating from it for window n only;
+- `office` (`quhao cases`, `quhao appointments`) publishes requests only under
+  `hall/req/office/…` and reads its own replies; who acts is proven per request;
 - read-only users read the hall state, windows, events, and devices'
   availability and status, and publish nothing.
 A Last Will is a publish like any other: a kiosk's Will on the hall's availability
@@ -70,6 +72,7 @@ if TYPE_CHECKING:  # cryptography itself is imported only when certificates are 
 
 PBKDF2_ROUNDS = 1000
 HALL_USER, DISPLAY_USER, CTL_USER, MONITOR_USER = "hall", "display", "ctl", "monitor"
+OFFICE_USER = "office"  # `quhao cases`, `quhao appointments`: asks the hall, reads its replies
 READ_ONLY_USERS = (DISPLAY_USER, CTL_USER, MONITOR_USER)
 # Users that only ever connect on the hall server's loopback: no client certificate.
 LOOPBACK_ONLY_USERS = (HALL_USER,)
@@ -91,7 +94,14 @@ def rater_users(config: SiteConfig) -> list[str]:
 
 
 def users(config: SiteConfig) -> list[str]:
-    return [HALL_USER, *config.kiosks, *config.counters, *rater_users(config), *READ_ONLY_USERS]
+    return [
+        HALL_USER,
+        *config.kiosks,
+        *config.counters,
+        *rater_users(config),
+        OFFICE_USER,
+        *READ_ONLY_USERS,
+    ]
 
 
 def acl(config: SiteConfig) -> str:
@@ -127,6 +137,13 @@ def acl(config: SiteConfig) -> str:
             f"topic read {root}/reply/{rater}/#",
             "",
         ]
+    lines += [  # the hall office asks the hall as itself; who acts is proven per request
+        f"user {OFFICE_USER}",
+        f"topic write {root}/hall/req/{OFFICE_USER}/#",
+        f"topic read {root}/reply/{OFFICE_USER}",
+        f"topic read {root}/reply/{OFFICE_USER}/#",
+        "",
+    ]
     for reader in READ_ONLY_USERS:
         lines += [
             f"user {reader}",
