@@ -202,6 +202,7 @@ class HallService:
                 "kiosk": config.limits.kiosk,
                 "counter": config.limits.counter,
                 "rater": config.limits.counter,
+                "office": config.limits.counter,  # a person at a terminal, like a clerk
             }
         )
         self.health: dict[str, Any] = {"state": "ok", "disk": "ok"}
