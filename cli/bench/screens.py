@@ -280,6 +280,10 @@ def _pages(
     time.sleep(1.0)
     cpu = cpu_seconds(daemon_pid) - cpu_before
     wall = time.monotonic() - wall_before
+    import urllib.request
+
+    with urllib.request.urlopen(base + "/status", timeout=10) as response:
+        hub = json.loads(response.read())  # streams open, refused, dropped (fell behind)
     done.set()
     seen: dict[str, float] = report.get(timeout=60)
     client.join(30)
@@ -289,6 +293,7 @@ def _pages(
         "pages": len(paths),
         "connected": connected,
         "calls": len(sent),
+        "streams": hub,
         "call_to_page": run.summary(),
         "daemon_rss_mb_before": round(rss_before, 1),
         "daemon_rss_mb_connected": round(rss_connected, 1),
