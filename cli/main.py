@@ -328,6 +328,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from cli.bench.screens import run_screens_bench
 
         results["screens"] = run_screens_bench(presses=args.presses // 2, pages=args.pages)
+    if args.target == "city":  # not in "all": 200 halls through bridges, minutes
+        from cli.bench.city import run_city_bench
+
+        results["city"] = run_city_bench(halls=args.halls, speed=args.speed, minutes=args.minutes)
     if args.target == "startup":  # not in "all": building its record takes minutes once
         from hall.history import run_startup_bench
 
@@ -763,8 +767,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks against a bare MQTT baseline")
     p.add_argument(
-        "target", choices=["hall", "kiosk", "counter", "surge", "startup", "screens", "all"]
+        "target",
+        choices=["hall", "kiosk", "counter", "surge", "startup", "screens", "city", "all"],
     )
+    p.add_argument("--halls", type=int, default=200, help="city: simulated halls")
+    p.add_argument("--speed", type=float, default=100.0, help="city: times the real peak rate")
+    p.add_argument("--minutes", type=float, default=10.0, help="city: simulated minutes cut")
     p.add_argument("--pages", type=int, default=2000, help="screens: ticket pages at once")
     p.add_argument("--days", type=int, default=365, help="startup: days of record")
     p.add_argument("--per-day", type=int, default=2000, help="startup: tickets a day")

@@ -1,0 +1,412 @@
+"""`quhao bench city`: many simulated halls' feeds through bridged brokers into one
+`quhao city`, beside a bare batched insert of the same rows into the same PostgreSQL.
+
+The city as in production, on one machine (cli/bench/citynet.py): the city broker that
+`quhao city broker` writes (TLS listener, a user per hall), 4 hall brokers each carrying
+the generated bridges of a quarter of the halls (persistent sessions, QoS 1), the
+`quhao city` process, PostgreSQL (fsync on). The halls are simulated — not 200 hall
+processes: a load generator per hall broker publishes each hall's feed exactly as
+hall/feed.py does (the same `supervision_event` and `pack`, one message per round, a
+heartbeat every 10 s) and answers replay requests from each hall's log in memory.
+
+Load: a busy hall's real peak is about 250 tickets an hour (the surge day's busiest
+service issued 1,458 in a day); a ticket makes about four events (issued, called,
+finished, rated or not, now and then a refusal, a skip, an alert), so ≈ 1,000 events an
+hour, 0.28 a second. At `speed`× that per hall, events stamped with the real time.
+
+Phases:
+1. steady: `STEADY_S` seconds of load; throughput and end-to-end lag (the event's time
+   in the hall → its row inserted in the city's write transaction) p50/p99;
+2. cut: every bridge's link cut for `minutes` simulated minutes (`minutes`·60/`speed`
+   real seconds) while the halls go on, then mended: the catch-up time until the city
+   holds every hall's head, and the rate it caught up at (the ingest's capacity: the
+   backlog arrives as fast as the brokers and the replays can bring it);
+3. outage: `quhao city` stopped for `OUTAGE_S` while the halls go on, then started: it
+   asks every hall for what it missed; the backlog over the time to catch up (its start-up
+   included) is the ingest's throughput at full speed;
+4. bare: the same rows, read back from the city's `events`, COPYed in batches of the
+   same size into a twin table through staging + INSERT … ON CONFLICT DO NOTHING.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from cli.bench.citynet import CityNet
+from hall.feed import pack, supervision_event
+from quhao.messages.feed import MAX_PAGE
+from quhao.mqtt import Bus, Message
+from quhao.processes import quhao, stop
+
+REAL_PEAK_EVENTS_PER_S = 1000 / 3600  # one busy hall at its real peak
+ROUND_S = 0.1  # a simulated hall publishes what it committed once a round
+STEADY_S = 30.0
+OUTAGE_S = 20.0  # `quhao city` stopped this long: the backlog its catch-up is timed on
+HALL_BROKERS = 4
+
+
+@dataclass
+class SimHall:
+    site: str
+    db: str
+    log: list[dict[str, Any]] = field(default_factory=list)
+    tickets: list[tuple[str, int]] = field(default_factory=list)  # (id, stage) in progress
+    number: int = 0
+    owed: float = 0.0
+
+    def step(self, rnd: random.Random, now: float) -> dict[str, Any]:
+        """The hall's next event: a new ticket, or the next stage of one in progress."""
+        day = time.strftime("%Y-%m-%d", time.localtime(now))
+        if not self.tickets or rnd.random() < 0.28:
+            self.number += 1
+            ticket = f"{day}/A{self.number:04d}"
+            if rnd.random() < 0.02:
+                return self._add(
+                    now,
+                    "ticket.refused",
+                    {
+                        "kiosk": "kiosk-K1",
+                        "service": "social",
+                        "reason": "quota_exceeded",
+                        "day": day,
+                    },
+                )
+            self.tickets.append((ticket, 0))
+            return self._add(
+                now,
+                "ticket.issued",
+                {
+                    "ticket": ticket,
+                    "day": day,
+                    "number": f"A{self.number:04d}",
+                    "service": "social",
+                    "kiosk": "kiosk-K1",
+                    "priority": None,
+                    "override_staff": None,
+                    "person_key": "ab" * 32,
+                    "seq": self.number,
+                },
+            )
+        ticket, stage = self.tickets.pop(0)
+        window = 1 + self.number % 8
+        if stage == 0:
+            self.tickets.append((ticket, 1))
+            return self._add(
+                now,
+                "ticket.called",
+                {
+                    "ticket": ticket,
+                    "terminal": f"counter-W{window}",
+                    "window": window,
+                    "staff": "S001",
+                    "ordinary_waiting": True,
+                },
+            )
+        if stage == 1:
+            if rnd.random() < 0.08:
+                return self._add(
+                    now,
+                    "ticket.skipped",
+                    {"ticket": ticket, "terminal": f"counter-W{window}", "reason": "no_show"},
+                )
+            self.tickets.append((ticket, 2))
+            return self._add(
+                now,
+                "ticket.finished",
+                {
+                    "ticket": ticket,
+                    "terminal": f"counter-W{window}",
+                    "window": window,
+                    "staff": "S001",
+                },
+            )
+        level = rnd.choice([None, 5, 5, 5, 4, 4, 3, 2, 1])
+        return self._add(
+            now,
+            "ticket.rated",
+            {
+                "ticket": ticket,
+                "number": ticket[-5:],
+                "service": "social",
+                "window": window,
+                "level": level,
+                "reason": "等太久" if level and level <= 2 else "",
+                "staff": "S001",
+            },
+        )
+
+    def _add(self, now: float, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        event = supervision_event(len(self.log) + 1, now, kind, data)
+        self.log.append(event)
+        return event
+
+
+class Generator:
+    """The simulated halls of one hall broker: live feed, heartbeats, replays."""
+
+    def __init__(self, url: str, halls: list[SimHall], rate: float, seed: int) -> None:
+        self.halls = {h.site: h for h in halls}
+        self.rate = rate
+        self.rnd = random.Random(seed)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.bus = Bus(url, f"generator-{seed}")
+        self.bus.subscribe("quhao/+/feed/req", self._on_request)
+        self.bus.start()
+        self.replays = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _on_request(self, message: Message) -> None:
+        site = message.topic.split("/")[1]
+        hall = self.halls.get(site)
+        if hall is None:
+            return
+        request = json.loads(message.payload)
+        with self.lock:
+            after = int(request["after"])
+            page = hall.log[after : after + min(int(request.get("limit", MAX_PAGE)), MAX_PAGE)]
+            head = len(hall.log)
+        for raw in pack(site, hall.db, head, page, replay=True):
+            self.bus.publish(f"quhao/{site}/feed", raw)
+        self.replays += 1
+
+    def _run(self) -> None:
+        next_beat = 0.0
+        while not self.stop.is_set():
+            started = time.monotonic()
+            now = time.time()
+            beat = started >= next_beat
+            if beat:
+                next_beat = started + 10.0
+            for site, hall in self.halls.items():
+                with self.lock:
+                    hall.owed += self.rate * ROUND_S
+                    events = []
+                    while hall.owed >= 1.0:
+                        hall.owed -= 1.0
+                        events.append(hall.step(self.rnd, now))
+                    head = len(hall.log)
+                if events or beat:
+                    for raw in pack(site, hall.db, head, events):
+                        self.bus.publish(f"quhao/{site}/feed", raw)
+            self.stop.wait(max(0.0, ROUND_S - (time.monotonic() - started)))
+
+    def heads(self) -> dict[str, int]:
+        with self.lock:
+            return {site: len(h.log) for site, h in self.halls.items()}
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.bus.stop()
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _positions(dsn: str) -> dict[str, int]:
+    with psycopg.connect(dsn) as conn:
+        return {h: int(d) for h, d in conn.execute("SELECT hall, done FROM feed_positions")}
+
+
+def _lag(dsn: str, since: float, until: float) -> dict[str, float]:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*), "
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM written) - at_s), "
+            "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM written) - at_s) "
+            "FROM events WHERE at_s >= %s AND at_s < %s",
+            (since, until),
+        ).fetchone()
+    assert row is not None
+    return {
+        "events": int(row[0]),
+        "p50_ms": round(float(row[1] or 0) * 1000, 1),
+        "p99_ms": round(float(row[2] or 0) * 1000, 1),
+    }
+
+
+def _bare(dsn: str, batch: int) -> dict[str, float]:
+    """The same rows, batch by batch, into a twin table: COPY + INSERT … ON CONFLICT."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT hall, seq, at, at_s, type, ticket, data::text FROM events "
+            "ORDER BY written, hall, seq"
+        ).fetchall()
+        conn.execute(
+            "CREATE TABLE bare_events (LIKE events INCLUDING DEFAULTS) PARTITION BY RANGE (at)"
+        )
+        for (name,) in conn.execute(
+            "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'events'::regclass"
+        ).fetchall():
+            suffix = abs(hash(name)) % 10**8
+            conn.execute(f"CREATE TABLE bare_events_{suffix} PARTITION OF bare_events {name}")
+        conn.execute("ALTER TABLE bare_events ADD PRIMARY KEY (hall, seq, at)")
+        conn.execute(
+            "CREATE TEMP TABLE bare_stage (hall text, seq bigint, at timestamptz, "
+            "at_s double precision, type text, ticket text, data jsonb) ON COMMIT DELETE ROWS"
+        )
+        conn.commit()
+        started = time.perf_counter()
+        for start in range(0, len(rows), batch):
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy("COPY bare_stage FROM STDIN") as copy:
+                    for row in rows[start : start + batch]:
+                        copy.write_row(row)
+                cur.execute(
+                    "INSERT INTO bare_events (hall, seq, at, at_s, type, ticket, data) "
+                    "SELECT * FROM bare_stage ON CONFLICT DO NOTHING"
+                )
+        seconds = time.perf_counter() - started
+    return {"events": len(rows), "seconds": round(seconds, 2), "per_s": round(len(rows) / seconds)}
+
+
+def run_city_bench(halls: int = 200, speed: float = 100.0, minutes: float = 10.0) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="quhao-bench-city-"))
+    sites = [f"h{i:03d}" for i in range(halls)]
+    groups = [sites[i::HALL_BROKERS] for i in range(HALL_BROKERS)]
+    net = CityNet(work / "net", groups).start()
+    rate = REAL_PEAK_EVENTS_PER_S * speed
+    generators: list[Generator] = []
+    city: subprocess.Popen[bytes] | None = None
+    try:
+        log = (work / "city.log").open("ab")
+        city = quhao("city", "--config", str(net.city_toml), "--log-level", "INFO", log=log)
+        log.close()
+        _wait_until(lambda: "city serving" in (work / "city.log").read_text(), 60, "quhao city")
+        for index, group in enumerate(groups):
+            sims = [SimHall(site, f"db-{site}") for site in group]
+            generators.append(Generator(net.hall_brokers[index].url, sims, rate, index))
+        # every bridge up before the clock starts
+        connected = "New client connected"
+        _wait_until(
+            lambda: net.city_broker.log_path.read_text().count(connected) >= halls,
+            120,
+            "every bridge to connect",
+        )
+        for gen in generators:
+            gen.thread.start()
+        steady_from = time.time()
+        time.sleep(STEADY_S)
+        steady_to = time.time()
+
+        def heads() -> dict[str, int]:
+            out: dict[str, int] = {}
+            for gen in generators:
+                out.update(gen.heads())
+            return out
+
+        def caught_up(target: dict[str, int]) -> bool:
+            done = _positions(net.dsn)
+            return all(done.get(s, 0) >= n for s, n in target.items())
+
+        steady = _lag(net.dsn, steady_from, steady_to - 2)
+        # the cut: every link down for `minutes` of hall time
+        before = sum(_positions(net.dsn).values())
+        for relay in net.relays.values():
+            relay.cut()
+        time.sleep(minutes * 60 / speed)
+        for relay in net.relays.values():
+            relay.mend()
+        mended = time.monotonic()
+        target = heads()
+        backlog = sum(target.values()) - before
+        _wait_until(lambda: caught_up(target), 600, "the city to catch up")
+        catch_up_s = time.monotonic() - mended
+        # an outage of `quhao city` itself: the halls' feeds pile up; on its return it
+        # asks every hall for what it missed (pages of 500) — its ingest at full speed
+        assert city is not None
+        stop(city, 15)
+        time.sleep(OUTAGE_S)
+        target = heads()
+        held = sum(_positions(net.dsn).values())
+        log = (work / "city.log").open("ab")
+        city = quhao("city", "--config", str(net.city_toml), "--log-level", "INFO", log=log)
+        log.close()
+        restarted = time.monotonic()
+        _wait_until(lambda: caught_up(target), 600, "the city to catch up after its outage")
+        outage_s = time.monotonic() - restarted
+        outage_backlog = sum(target.values()) - held
+        for gen in generators:
+            gen.close()
+        generators = []
+        total_events = sum(_positions(net.dsn).values())
+        bare = _bare(net.dsn, 5000)
+        ingest_per_s = outage_backlog / outage_s if outage_s else 0.0
+        result = {
+            "halls": halls,
+            "speed": speed,
+            "offered_per_s": round(rate * halls),
+            "steady": {
+                "seconds": round(steady_to - steady_from, 1),
+                "written_per_s": round(steady["events"] / (steady_to - 2 - steady_from)),
+                "lag_p50_ms": steady["p50_ms"],
+                "lag_p99_ms": steady["p99_ms"],
+            },
+            "cut": {
+                "simulated_minutes": minutes,
+                "real_seconds": round(minutes * 60 / speed, 1),
+                "backlog_events": backlog,
+                "catch_up_s": round(catch_up_s, 1),
+                "catch_up_per_s": round(ingest_per_s),
+            },
+            "outage": {
+                "seconds": OUTAGE_S,
+                "backlog_events": outage_backlog,
+                "catch_up_s": round(outage_s, 1),
+                "ingest_per_s": round(ingest_per_s),
+            },
+            "bare": bare,
+            "ratio_to_bare": round(ingest_per_s / bare["per_s"], 2) if bare["per_s"] else None,
+            "events_total": total_events,
+        }
+        _print(result)
+        return result
+    finally:
+        for gen in generators:
+            gen.close()
+        if city is not None:
+            stop(city, 15)
+        net.close()
+
+
+def _print(r: dict[str, Any]) -> None:
+    print(f"\n== city: {r['halls']} simulated halls at {r['speed']:g}x their peak ==")
+    print(f"offered load            {r['offered_per_s']:>8,} events/s")
+    s = r["steady"]
+    print(
+        f"steady ({s['seconds']:g} s)        {s['written_per_s']:>8,} events/s written, "
+        f"lag p50 {s['lag_p50_ms']} ms, p99 {s['lag_p99_ms']} ms"
+    )
+    c = r["cut"]
+    print(
+        f"cut {c['simulated_minutes']:g} min ({c['real_seconds']:g} s)   backlog "
+        f"{c['backlog_events']:,} events, caught up in {c['catch_up_s']} s "
+        f"({c['catch_up_per_s']:,} events/s)"
+    )
+    o = r["outage"]
+    print(
+        f"city down {o['seconds']:g} s         backlog {o['backlog_events']:,} events, caught up "
+        f"in {o['catch_up_s']} s: ingest {o['ingest_per_s']:,} events/s (start-up included)"
+    )
+    b = r["bare"]
+    print(f"bare batched insert     {b['per_s']:>8,} events/s ({b['events']:,} rows)")
+    print(f"ingest / bare           {r['ratio_to_bare']}x (outage catch-up; target >= 0.5)")
+    print(json.dumps(r, separators=(",", ":")))
