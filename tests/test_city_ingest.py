@@ -175,3 +175,27 @@ def test_pack_cuts_the_feed_into_messages_under_the_limit_in_order(
     for raw, batch in zip(messages, decoded, strict=True):
         assert len(raw) <= limit or len(batch.events) == 1
         assert batch.head == len(events) and batch.site == "h"
+
+
+def test_the_city_file_names_every_problem_with_its_line() -> None:
+    import pytest
+
+    from quhao.config import ConfigError
+    from quhao.config.city import loads_city
+
+    text = (
+        '[city]\ndatabase = "dbname=city"\nbatch_events = "many"\ncolour = 1\n\n'
+        '[[halls]]\nid = "baiyun"\n\n[[halls]]\nid = "Bad!"\n\n[[halls]]\nid = "baiyun"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        loads_city(text, "city.toml")
+    lines = str(caught.value).splitlines()
+    assert lines[0].startswith("city.toml:3: city.batch_events: must be int")
+    assert lines[1].startswith("city.toml:4: city.colour: unknown key")
+    assert lines[2].startswith("city.toml:10: halls[1].id:")
+    config = loads_city('[city]\ndatabase = "x"\n[[halls]]\nid = "a"\n[[halls]]\nid = "b"\n')
+    assert config.hall_ids == {"a", "b"} and config.city.followup_days == 15
+    with pytest.raises(ConfigError, match=r"city.toml:8: halls\[1\].id: hall 'a' is listed twice"):
+        loads_city(
+            '[city]\ndatabase = "x"\n\n[[halls]]\nid = "a"\n\n[[halls]]\nid = "a"\n', "city.toml"
+        )
