@@ -11,8 +11,10 @@ the answer printed on the same connection, a failed print voided. Card data is
 turned into a `Person` (key, age, mask) at once; the raw ID number is never logged,
 sent or kept.
 
-The kiosk is out of service while the printer cannot print or the hall does not
-answer: nothing is issued, `device/{name}/status` says why.
+The kiosk is out of service while the printer cannot print. While the hall does not
+answer, it prints from its lease (kiosk/offline.py, docs/architecture.md "Offline
+issuing: the lease protocol"): 离线取号, no "people ahead", the quota from its own
+record; out of service once the lease is used up. `device/{name}/status` says which.
 
 Staff authority is proven, never named: a staff card read here becomes a card
 proof (HMAC of its UID with the site secret; the UID never leaves the kiosk), a
@@ -44,6 +46,9 @@ from kiosk.entry import (
 )
 from kiosk.escpos_status import PrinterState
 from kiosk.flow import Issue, KioskFlow, StaffProof
+from kiosk.lease import Printed
+from kiosk.offline import OfflineBook
+from kiosk.offline_store import OfflineStore
 from kiosk.person import Person, from_identity, from_number, from_uid
 from kiosk.printer import PrinterSession, TicketPrinter
 from quhao import idnumber, messages
@@ -88,6 +93,8 @@ UNKNOWN_STAFF_NUMBER = "工号或密码错误，请重新授权"
 NO_OVERRIDE_RIGHT = "该工作人员无超额授权权限"
 GREEN_NEEDS_STAFF = "绿色通道须工作人员先刷工作证或输入工号密码"
 PRIORITY_NAMES = {"elderly": "老年人优先", "appointment": "预约优先", "green": "绿色通道"}
+SYNC_S = 1.0  # real seconds between steps of the lease protocol (hand over, release, lease)
+OFFLINE_MARK = "{center}{bold}离线取号 · 系统恢复后按取号时间排队"
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,7 @@ class KioskDaemon:
         broker: str,
         clock: Clock | None = None,
         credentials_dir: Path | None = None,
+        state_dir: Path = Path("state"),
     ) -> None:
         if device not in config.kiosks:
             raise ValueError(f"{device!r} is not a [[kiosks]] entry of {config.source}")
@@ -159,6 +167,10 @@ class KioskDaemon:
         self.last_ticket: dict[str, float] = {}  # timings of the last ticket printed
         self._input = InputTiming(time.monotonic())  # the input that completes an issue
         self._threads: list[threading.Thread] = []
+        # Offline issuing: the lease book on disk, one lease-protocol request at a time.
+        offline = state_dir / f"{device}.offline.sqlite" if config.devices.lease_numbers else None
+        self.offline = OfflineBook(config, OfflineStore(offline or ":memory:"))
+        self._syncing = False
 
     @property
     def heartbeat(self) -> float:
@@ -182,6 +194,7 @@ class KioskDaemon:
             keys.attach(self.loop, self._on_key)
         self.loop.every(TICK_S, self._tick)
         self.loop.every(PRINTER_CHECK_S, self._idle_printer_check)
+        self.loop.every(SYNC_S, self._sync)
         self._say(self._prompt())
         self.loop.start()
         log.info(
@@ -362,6 +375,10 @@ class KioskDaemon:
                 self._say("暂停服务：打印机故障")
                 self._done(session)
                 return
+        left = self.offline.left(self.clock.now(), (issue.service,))[issue.service]
+        if not self.hall_online and left:  # known unreachable: print from the lease at once
+            self._issue_offline(issue, session)
+            return
         log.debug("%s: printer %s; asking the hall", self.device, self.printer_state.state)
         fields: dict[str, Any] = {
             "service": issue.service,
@@ -376,15 +393,91 @@ class KioskDaemon:
         self.hall.send(
             request,
             partial(self._answered, issue, session, timing, asked_at),
-            partial(self._unanswered, session),
+            partial(self._unanswered, issue, session),
         )
 
-    def _unanswered(self, session: PrinterSession | None, why: str) -> None:
+    def _unanswered(self, issue: Issue, session: PrinterSession | None, why: str) -> None:
         self.hall_online = False
+        log.warning("%s: the hall does not answer (%s): issuing offline", self.device, why)
+        try:
+            self._issue_offline(issue, session)
+        except Exception:
+            log.exception("%s: offline issuing failed", self.device)
+            self._done(session)
+
+    def _issue_offline(self, issue: Issue, session: PrinterSession | None) -> None:
+        """A ticket from the lease: on disk first, then printed, marked 离线取号."""
+        person = (issue.person.key, issue.person.age)
+        decided = self.offline.issue(
+            issue.service,
+            person,
+            issue.priority == "appointment",
+            issue.override is not None or issue.priority == "green",
+            self.clock.now(),
+        )
+        if not isinstance(decided, Printed):
+            log.warning("%s: no ticket: offline: %s", self.device, decided.code)
+            self._say(decided.message)
+            self._publish_status()
+            self._done(session)
+            return
+        service = self.config.services[issue.service]
+        number = f"{service.prefix}{decided.number:0{self.config.rules.number_width}d}"
+        fields = self._fields(issue, service.name)
+        priority = self.offline.priority(decided)
+        fields.update(number=number, priority=PRIORITY_NAMES.get(priority or "", ""))
+        lines = [line for line in self.config.ticket.lines if "{ahead}" not in line]
+        at = lines.index("{qr}") if "{qr}" in lines else len(lines)
+        lines.insert(at, OFFLINE_MARK)
+        qr = f"quhao:{self.config.site.id}:{decided.day}/{number}"
+        job = ticket.render(tuple(lines), fields, qr)
+        state = session.print_job(job) if session else PrinterState("ok")
+        self.printer_state = state
+        if state.can_print:
+            self.issued += 1
+            log.info("%s: offline ticket %s printed", self.device, number)
+            self.message = f"请取票 {number}（离线取号）"
+        else:
+            log.warning("%s: offline ticket %s not printed: voided", self.device, number)
+            self.offline.voided(decided.rid)
+            self._say("打印失败，请重新取号或联系工作人员")
         self._publish_status()
-        log.warning("%s: no ticket: %s", self.device, why)
-        self._say("暂停服务：系统连接中断")
         self._done(session)
+
+    # ---- the lease protocol -------------------------------------------------
+
+    def _sync(self) -> None:
+        """One request of the lease protocol at a time: hand over what was printed
+        offline, release what is done with, lease more; an answer says the hall is back."""
+        if self._syncing:
+            return
+        now = self.clock.now()
+        self.offline.forget(now)
+        request = self.offline.next_request(now, self.kiosk.services)
+        if request is None:
+            return
+        self._syncing = True
+        self.hall.send(
+            request,
+            partial(self._synced, request),
+            partial(self._sync_unanswered, request),
+        )
+
+    def _synced(self, request: messages.ActionRequest, response: dict[str, Any]) -> None:
+        self._syncing = False
+        self.offline.answered(request, response, self.clock.now())
+        if not self.hall_online:
+            self.hall_online = True
+            log.warning("%s: the hall answers again", self.device)
+        self._publish_status()
+
+    def _sync_unanswered(self, request: messages.ActionRequest, why: str) -> None:
+        self._syncing = False
+        if isinstance(request, messages.ReleaseRequest):
+            self.offline.leases.block_state(request.day, request.service, "releasing")
+        if self.hall_online:
+            self.hall_online = False
+            self._publish_status()
 
     def _answered(
         self,
@@ -453,6 +546,8 @@ class KioskDaemon:
         self.printer_state = state
         if state.can_print:
             self.issued += 1
+            person = (issue.person.key, issue.person.age)
+            self.offline.online(issue.service, person, self.clock.now())  # for the quota
             self.last_ticket = timing.report(printing_at)
             log.info("%s: ticket %s printed", self.device, issued["number"])
             self.message = f"请取票 {issued['number']}"
@@ -549,14 +644,18 @@ class KioskDaemon:
 
     @property
     def in_service(self) -> bool:
-        return self.hall_online and self.printer_state.can_print
+        return self.printer_state.can_print and (self.hall_online or self._lease_left() > 0)
+
+    def _lease_left(self) -> int:
+        return sum(self.offline.left(self.clock.now(), self.kiosk.services).values())
 
     def _publish_status(self) -> None:
         reasons = []
         if not self.printer_state.can_print:
             reasons.append(f"printer: {self.printer_state.detail or self.printer_state.state}")
-        if not self.hall_online:
-            reasons.append("hall not reachable")
+        left = self.offline.left(self.clock.now(), self.kiosk.services)
+        if not self.hall_online and not any(left.values()):
+            reasons.append("hall not reachable, lease used up")
         status = {
             "state": "in_service" if not reasons else "out_of_service",
             "reasons": reasons,
@@ -569,8 +668,15 @@ class KioskDaemon:
                 "cover": "open" if self.printer_state.state == "cover_open" else "closed",
             },
             **self.health,
-            "message": self.message if not reasons else "暂停服务",
+            "message": self.message
+            if not reasons
+            else ("暂停服务：系统连接中断，离线号已用完" if not self.hall_online else "暂停服务"),
             "issued": self.issued,
+            "offline": {
+                "issuing": not self.hall_online,
+                "lease_left": left,
+                "to_hand_over": self.offline.to_hand_over(),
+            },
             "last_ticket": self.last_ticket,
             "at": self.clock.now(),
         }

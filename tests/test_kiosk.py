@@ -154,6 +154,8 @@ def hall(
             broker.url,
             "--device",
             "kiosk-K1",
+            "--state-dir",
+            str(tmp_path / "kiosk"),
             "--log-level",
             "DEBUG",
         ],
@@ -378,9 +380,10 @@ def test_printer_dying_mid_ticket_voids_the_number(hall: Hall) -> None:
 
 # The kiosk gives up on the hall after two attempts of half a second (2 s × 3 by default).
 QUICK_TO_GIVE_UP = "\n[devices]\nhall_timeout_ms = 500\nhall_attempts = 2\n"
+NO_LEASES = QUICK_TO_GIVE_UP + "lease_numbers = 0\n"  # no offline issuing (tests/test_offline.py)
 
 
-@pytest.mark.parametrize("hall", [QUICK_TO_GIVE_UP], indirect=True, ids=["quick-to-give-up"])
+@pytest.mark.parametrize("hall", [NO_LEASES], indirect=True, ids=["quick-to-give-up"])
 def test_hall_unreachable_means_out_of_service_and_no_ticket(hall: Hall) -> None:
     hall.hall.stop()
     wait_until(lambda: hall.status().get("state") == "out_of_service", what="hall offline seen")

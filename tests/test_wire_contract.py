@@ -75,7 +75,10 @@ from tests.helpers import SITE_ID, Recorder, wait_until
 
 ROOT = Path(__file__).parent.parent
 DOC = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
-CONFIG = load(Path(__file__).parent / "sites" / "small.toml")
+SMALL = load(Path(__file__).parent / "sites" / "small.toml")
+CONFIG = SMALL.model_copy(  # kiosks may issue offline: `lease` is answered
+    update={"devices": SMALL.devices.model_copy(update={"lease_numbers": 20})}
+)
 SECRET = b"wire-contract-test-secret"
 NINE = 1795395600.0  # 2026-11-23 09:00 in Asia/Shanghai
 KEY = "ab" * 32
