@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from hall.cases import CASE_EVENTS, CaseBook
 from hall.model import Event, LeaseBlock, Refused, Status, Terminal, Ticket
 from quhao.config import Service, SiteConfig
 from quhao.messages import (
@@ -54,6 +55,7 @@ from quhao.messages import (
     VoidRequest,
     decode_request,
 )
+from quhao.messages.office import CaseAppealRequest, CaseDecideRequest, CaseUpdateRequest
 from quhao.staffauth import StaffAuthority
 from quhao.wire import shown
 
@@ -96,6 +98,7 @@ class Engine:
         self.person_history: dict[tuple[str, str], list[tuple[float, str]]] = defaultdict(list)
         self.service_time: dict[tuple[str, str], tuple[float, int]] = {}  # (day, svc) -> sum, n
         self.seq = 0
+        self.cases = CaseBook()  # bad-rating follow-up (hall/cases.py)
         quotas = [s.quota.seconds for s in config.services.values() if s.quota]
         self.longest_quota_s = max(quotas, default=0)
 
@@ -668,7 +671,35 @@ class Engine:
         events = [Event("ticket.rated", now, data)]
         if level is not None and level <= 2:
             events.append(Event("alert.bad_rating", now, dict(data)))
+            events.append(
+                self.cases.opening(data, now, self.config.site.timezone, self.config.cases)
+            )
         return {"ticket": ticket.id, "level": level, "changed": True}, events
+
+    # ---- the office: follow-up cases (hall/cases.py) ------------------------
+
+    def _case_update(self, device: str, r: CaseUpdateRequest, now: float) -> Decided:
+        events = self.cases.update(r.case, r.state, self._proven_staff(r.by), r.note, now)
+        return self._case_view(events)
+
+    def _case_appeal(self, device: str, r: CaseAppealRequest, now: float) -> Decided:
+        return self._case_view(self.cases.appeal(r.case, self._proven_staff(r.by), r.note, now))
+
+    def _case_decide(self, device: str, r: CaseDecideRequest, now: float) -> Decided:
+        staff = self._proven_staff(r.by)
+        events = self.cases.decide(r.case, r.decision, staff, r.note, now, self.config.cases)
+        return self._case_view(events)
+
+    def _case_view(self, events: list[Event]) -> Decided:
+        case = self.cases.cases[events[0].data["case"]]
+        d = events[0].data
+        state = d.get("state", case.state)
+        appeal = {"case.appealed": "pending", "case.decided": d.get("decision")}.get(
+            events[0].type, case.appeal
+        )
+        return {"case": {"id": case.id, "state": state, "appeal": appeal, "due": case.due_at}}, (
+            events
+        )
 
     # ---- helpers for deciding ---------------------------------------------
 
@@ -759,6 +790,7 @@ class Engine:
                             },
                         )
                     )
+        alerts += self.cases.alerts(now)
         for event in alerts:
             self.apply(event)
         return events + alerts
@@ -802,6 +834,9 @@ class Engine:
         handler = _APPLY.get(event.type)
         if handler is not None:
             handler(self, event)
+
+    def _apply_case(self, e: Event) -> None:
+        self.cases.apply(e)
 
     def _enqueue(self, ticket: Ticket) -> None:
         bisect.insort(
@@ -945,6 +980,7 @@ class Engine:
             history[:] = [(at, tid) for at, tid in history if e.at - at < self.longest_quota_s]
             if not history:
                 del self.person_history[hkey]
+        self.cases.archive(e.at, self.config.cases.keep_days)
 
     def _apply_lease_granted(self, e: Event) -> None:
         d = e.data
@@ -1003,6 +1039,9 @@ _HANDLERS: dict[str, Handler] = {
     "transfer": Engine._transfer,
     "reinstate": Engine._reinstate,
     "rate": Engine._rate,
+    "case_update": Engine._case_update,
+    "case_appeal": Engine._case_appeal,
+    "case_decide": Engine._case_decide,
 }
 ACTIONS = tuple(_HANDLERS)
 
@@ -1029,4 +1068,5 @@ _APPLY = {
     "alert.quota_breach": Engine._apply_alert,
     "alert.daily_cap_exceeded": Engine._apply_alert,
     "alert.lease_breach": Engine._apply_alert,
+    **dict.fromkeys(CASE_EVENTS, Engine._apply_case),
 }

@@ -29,6 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hall.cases import CASE_FIELDS, CaseBook
 from hall.engine import Engine
 from hall.model import LeaseBlock, Status, Terminal, Ticket
 from quhao.config import SiteConfig
@@ -54,6 +55,7 @@ _STATE = {
     "person_history",
     "service_time",
     "seq",
+    "cases",
 }
 _FROM_CONFIG = {"config", "secret", "authority", "longest_quota_s"}
 
@@ -94,6 +96,9 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         "service_time": [
             [day, svc, total, n] for (day, svc), (total, n) in engine.service_time.items()
         ],
+        # bad-rating cases still watched (hall/cases.py); absent before cases existed
+        "case_fields": list(CASE_FIELDS),
+        "cases": engine.cases.rows(),
     }
 
 
@@ -147,6 +152,10 @@ def restore(config: SiteConfig, secret: bytes | None, data: dict[str, Any]) -> E
         engine.service_time = {
             (day, svc): (float(total), int(n)) for day, svc, total, n in data["service_time"]
         }
+        # A snapshot from before cases existed was taken before any case event.
+        engine.cases = CaseBook.from_rows(
+            data.get("case_fields", list(CASE_FIELDS)), data.get("cases", [])
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"damaged snapshot: {exc!r}") from exc
     engine.reconfigure(config)

@@ -322,13 +322,14 @@ def state(engine: Engine) -> tuple:
         {k: list(v) for k, v in engine.person_history.items()},
         dict(engine.service_time),
         engine.seq,
+        list(engine.cases.cases.items()),
     )
 
 
 ENGINE_ATTRIBUTES = {
     *("config", "secret", "authority", "longest_quota_s"),
     *("tickets", "last_number", "terminals", "queues", "person_history", "service_time", "seq"),
-    *("issued_count", "leases"),
+    *("issued_count", "leases", "cases"),
 }
 
 

@@ -284,7 +284,7 @@ def test_rating_rules_and_bad_rating_alert(engine: Engine) -> None:
     rated = engine.handle(
         "counter-W1", "rate", {"ticket": "A001", "level": 1, "reason": "等太久"}, NINE + 302
     )
-    assert [e.type for e in rated.events] == ["ticket.rated", "alert.bad_rating"]
+    assert [e.type for e in rated.events] == ["ticket.rated", "alert.bad_rating", "case.opened"]
     again = engine.handle("counter-W1", "rate", {"ticket": "A001", "level": 5}, NINE + 303)
     assert again.response["changed"] is False and engine.tickets["2026-11-23/A001"].rating == 1
 

@@ -67,6 +67,7 @@ from quhao.messages import (
     encode,
 )
 from quhao.messages.doc import render
+from quhao.messages.office import CaseAppealRequest, CaseDecideRequest, CaseUpdateRequest
 from quhao.messages.replies import ErrorCode
 from quhao.staffauth import card_proof
 from quhao.topics import Topics
@@ -146,7 +147,9 @@ def test_every_action_is_modelled_answered_documented_and_exemplified() -> None:
     table = section("### Counter actions").split("<!-- generated")[0]
     counter_rows = re.findall(r"^\| `(\w+)`(?: / `(\w+)`)? \|", table, re.MULTILINE)
     counter = {name for row in counter_rows for name in row if name}
-    assert kiosk | counter == actions, "an action the doc describes has no model, or back"
+    office = set(re.findall(r"^\| `(\w+)` \|", section("### Office actions"), re.MULTILINE))
+    assert kiosk | counter | office == actions, "an action the doc describes has no model, or back"
+    assert {a for a in actions if ACTION_REQUESTS[a].role == "office"} == office
     assert {a for a in actions if ACTION_REQUESTS[a].role == "kiosk"} == kiosk
     assert labels("request") == actions, "an action without a request example"
     assert labels("reply") == actions, "an action without a reply example"
@@ -196,6 +199,8 @@ def requests_of(
     return st.fixed_dictionaries(required, optional=optional).map(lambda kw: model(**kw))
 
 
+CASE_REFS = st.sampled_from(["C20261123-A001", "2026-11-23/A001"]) | text
+NOTES = st.text(min_size=1, max_size=MAX_REASON)
 REQUESTS = {
     "issue": requests_of(
         IssueRequest,
@@ -250,8 +255,23 @@ REQUESTS = {
         level=st.none() | st.integers(1, 5),
         reason=st.none() | st.text(max_size=MAX_REASON),
     ),
+    "case_update": requests_of(
+        CaseUpdateRequest,
+        case=CASE_REFS,
+        state=st.sampled_from(["contacted", "resolved"]),
+        note=NOTES,
+        by=proofs,
+    ),
+    "case_appeal": requests_of(CaseAppealRequest, case=CASE_REFS, note=NOTES, by=proofs),
+    "case_decide": requests_of(
+        CaseDecideRequest,
+        case=CASE_REFS,
+        decision=st.sampled_from(["upheld", "rejected"]),
+        note=NOTES,
+        by=proofs,
+    ),
 }
-DEVICE = {"kiosk": "kiosk-K1", "counter": "counter-W1"}
+DEVICE = {"kiosk": "kiosk-K1", "counter": "counter-W1", "office": "office"}
 DECODING = ("missing field", "field ", "unknown field")  # how the decoding step words it
 
 
@@ -296,6 +316,7 @@ def busy_engine() -> Engine:
     return engine
 
 
+PROOF = {"staff": "S001", "pin": "1111"}
 # A payload each action would take (the engine may still refuse it by its rules).
 VALID: dict[str, dict[str, Any]] = {
     "issue": {
@@ -319,6 +340,9 @@ VALID: dict[str, dict[str, Any]] = {
     "transfer": {"service": "tax", "ticket": "A002"},
     "reinstate": {"ticket": "A001"},
     "rate": {"ticket": "A001", "level": 4, "reason": "快"},
+    "case_update": {"case": "C20261123-A001", "state": "contacted", "note": "回访", "by": PROOF},
+    "case_appeal": {"case": "C20261123-A001", "note": "申诉", "by": PROOF},
+    "case_decide": {"case": "C20261123-A001", "decision": "upheld", "note": "维持", "by": PROOF},
 }
 WRONG = {str: 5, int: "5", dict: "x"}  # a value of the wrong JSON type for each kind
 
@@ -395,7 +419,8 @@ def test_a_missing_required_field_is_refused_naming_it(action: str) -> None:
         *path, last = name.split(".")
         owner: type[BaseModel] = model
         for part in path:
-            owner = {"person": Person, "override": StaffProof}[part]
+            nested: dict[str, type[BaseModel]] = {"person": Person, "by": StaffProof}
+            owner = nested.get(part, StaffProof)
         if name == "rid" or not owner.model_fields[last].is_required():
             continue
         message = refused(action, changed(VALID[action], name, drop=True))
@@ -420,9 +445,9 @@ def test_an_unknown_key_is_refused_naming_it(action: str) -> None:
 def test_an_oversized_string_is_refused_naming_it(action: str) -> None:
     with pytest.raises(BadRequest, match=f"field 'rid' is longer than {MAX_RID} characters"):
         decode_request(action, {**VALID[action], "rid": "r" * (MAX_RID + 1)})
-    limits = {"reason": MAX_REASON, "person.key": 128}
+    limits = {"reason": MAX_REASON, "note": MAX_REASON, "person.key": 128}
     for name, value in fields_of(action):
-        if isinstance(value, str) and name != "rid":
+        if isinstance(value, str) and name not in ("rid", "state", "decision"):  # not literals
             limit = limits.get(name, MAX_TEXT)
             long = "a" * (limit + 1)
             message = refused(action, changed(VALID[action], name, long))
@@ -465,6 +490,9 @@ def fits(model: type[BaseModel], obj: dict[str, Any]) -> None:
     assert encode(model.model_validate(obj)) == obj
 
 
+S001_PROOF = {"staff": "S001", "pin": "1111"}
+
+
 def test_a_real_engine_answers_and_publishes_what_the_models_describe() -> None:
     engine = Engine(CONFIG, SECRET)
     seen: dict[str, set[str]] = {"reply": set(), "event": set()}
@@ -505,10 +533,16 @@ def test_a_real_engine_answers_and_publishes_what_the_models_describe() -> None:
     ask("counter-W1b", "call", {}, NINE + 10)
     ask("counter-W1b", "skip", {}, NINE + 11)
     ask("counter-W1b", "reinstate", {"ticket": "A001"}, NINE + 12)
+    ask("counter-W2", "login", S001_PROOF, NINE + 12.5)  # the clerk who may appeal
     ask("counter-W2", "call", {}, NINE + 13)
     ask("counter-W2", "finish", {}, NINE + 14)
     ask("counter-W2", "rate", {"ticket": "A001", "level": 1, "reason": "慢"}, NINE + 15)
     ask("counter-W2", "rate", {"ticket": "A001", "level": 5}, NINE + 16)
+    case = {"case": "2026-11-23/A001", "note": "回访"}
+    s002 = {"staff": "S002", "pin": "2222"}  # a supervisor in small.toml, not the clerk
+    ask("office", "case_update", {**case, "state": "contacted", "by": S001_PROOF}, NINE + 16.1)
+    ask("office", "case_appeal", {**case, "by": S001_PROOF}, NINE + 16.2)
+    ask("office", "case_decide", {**case, "decision": "rejected", "by": s002}, NINE + 16.3)
     ask("counter-W1", "call", {}, NINE + 17)
     for _ in range(3):
         ask("counter-W1", "recall", {}, NINE + 18)  # past max_recalls: skipped
@@ -534,7 +568,7 @@ def test_a_real_engine_answers_and_publishes_what_the_models_describe() -> None:
     assert [t["placed"] for t in handed["tickets"]] == [True, True]
     assert [r["code"] for r in handed["refused"]] == ["not_leased"]
     ask("kiosk-K1", "release", {"day": "2026-11-23", "service": "social"}, NINE + 31)
-    for at in (NINE + 4000, NINE + 86400, NINE + 3 * 86400):
+    for at in (NINE + 4000, NINE + 86400, NINE + 7 * 86400, NINE + 8 * 86400):
         for event in engine.tick(at):
             published = public_event(engine, event)
             assert encode(decode_event(published)) == published

@@ -14,6 +14,8 @@ A sender builds a model and publishes its encoding, e.g. with a `HallClient`:
     hall.request(request.action, encode(request), rid=rid)
 """
 
+from typing import get_args
+
 from quhao.messages.base import (
     MAX_AGE,
     MAX_REASON,
@@ -24,6 +26,7 @@ from quhao.messages.base import (
     encode,
 )
 from quhao.messages.events import EVENTS, Fact, decode_event
+from quhao.messages.office import OFFICE_EVENTS, OFFICE_REPLIES, OFFICE_REQUESTS
 from quhao.messages.replies import (
     ACTION_REPLIES,
     ERROR_CODES,
@@ -81,6 +84,13 @@ from quhao.messages.states import (
     HallStatus,
     WindowProfile,
     WindowState,
+)
+
+# The office's actions and facts (quhao/messages/office.py) join the contract's tables.
+ACTION_REQUESTS.update((model.action, model) for model in OFFICE_REQUESTS)
+ACTION_REPLIES.update(OFFICE_REPLIES)
+EVENTS.update(
+    (get_args(model.model_fields["type"].annotation)[0], model) for model in OFFICE_EVENTS
 )
 
 __all__ = [

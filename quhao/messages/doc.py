@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from quhao.messages.events import EVENT_MODELS
+from quhao.messages.events import EVENTS
 from quhao.messages.replies import ACTION_REPLIES, TicketView
 from quhao.messages.requests import ACTION_REQUESTS, ActionRequest
 from quhao.messages.states import STATE_TOPICS, STATES
@@ -157,8 +157,7 @@ def _summary(model: type[BaseModel]) -> str:
 
 def event_table() -> str:
     lines = ["| type | fields (besides `type`, `at`) | the fact |", "|---|---|---|"]
-    for model in EVENT_MODELS:
-        kind = get_args(model.model_fields["type"].annotation)[0]
+    for kind, model in EVENTS.items():  # with the office's (quhao/messages/office.py)
         lines.append(f"| `{kind}` | {_field_list(model, ('type', 'at'))} | {_summary(model)} |")
     return "\n".join(lines)
 

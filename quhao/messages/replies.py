@@ -38,6 +38,10 @@ ERROR_CODES = {
     "not_leased": "the number is not in this kiosk's lease for that day and service",
     "unavailable": "the hall could not store the change; retry with the same rid",
     "rate_limited": "this device sent more requests than any real one would; slow down",
+    "unknown_case": "no such follow-up case in the hall",
+    "no_appointment": "the person has no appointment today",
+    "too_early": "the appointment's check-in window has not opened yet",
+    "too_late": "the appointment's check-in window has closed",
 }
 # The same codes as a type (tests/test_wire_contract.py checks that they agree).
 ErrorCode = Literal[
@@ -59,6 +63,10 @@ ErrorCode = Literal[
     "not_leased",
     "unavailable",
     "rate_limited",
+    "unknown_case",
+    "no_appointment",
+    "too_early",
+    "too_late",
 ]
 
 

@@ -36,7 +36,7 @@ class ActionRequest(Wire):
     `HallClient` stamp one (one rid per intent, kept through every retry)."""
 
     action: ClassVar[str]
-    role: ClassVar[Literal["kiosk", "counter"]]
+    role: ClassVar[Literal["kiosk", "counter", "office"]]  # office: quhao/messages/office.py
 
     rid: Rid | None = Field(
         default=None, description="one per intent: a repeat gets the same answer, changes nothing"
