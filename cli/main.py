@@ -718,6 +718,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_city_parser(sub)
 
+    from cli.loops_cmd import add_parsers as add_loops_parsers  # cases, export, appointments
+
+    add_loops_parsers(sub)
+
     p = sub.add_parser("backup", help="a verified copy of the hall's database, while it runs")
     p.add_argument("--state-dir", type=Path, required=True, help="the hall's state directory")
     p.add_argument(
