@@ -658,7 +658,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="surge: the surge day (社保 surges, windows opened live); "
         "short: an hour of a small hall",
     )
-    p.add_argument("--speed", type=float, default=60.0, help="hall seconds per real second")
+    p.add_argument(
+        "--speed", type=float, default=300.0, help="hall seconds per real second (default 300)"
+    )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", type=Path, help="where the run's files go (default out/demo-…)")
     p.add_argument("--no-pictures", action="store_true", help="no ticket and LED PNGs")
