@@ -655,7 +655,7 @@ class KioskDaemon:
             reasons.append(f"printer: {self.printer_state.detail or self.printer_state.state}")
         left = self.offline.left(self.clock.now(), self.kiosk.services)
         if not self.hall_online and not any(left.values()):
-            reasons.append("hall not reachable, lease used up")
+            reasons.append("hall not reachable")  # and no lease number left
         status = {
             "state": "in_service" if not reasons else "out_of_service",
             "reasons": reasons,
