@@ -43,13 +43,14 @@ class CaseRecord:
     appeal: str = "none"
     contacted_at: float | None = None
     resolved_at: float | None = None
+    overdue: bool = False  # the hall raised alert.case_overdue (by its clock)
     history: list[Step] = field(default_factory=list)
 
     def followup(self, now: float) -> str:
         """on_time | late (resolved after the deadline) | open | overdue (open, past it)."""
         if self.resolved_at is not None:
             return "on_time" if self.resolved_at <= self.due_at else "late"
-        return "overdue" if now > self.due_at else "open"
+        return "overdue" if self.overdue or now > self.due_at else "open"
 
     @property
     def upheld(self) -> bool:
@@ -95,6 +96,7 @@ def fold(events: list[tuple[float, str, dict[str, Any]]]) -> dict[str, CaseRecor
         elif kind == "alert.case_due":
             case.history.append(Step(at, "reminded", None, ""))
         elif kind == "alert.case_overdue":
+            case.overdue = True
             case.history.append(Step(at, "overdue", None, ""))
     return cases
 
