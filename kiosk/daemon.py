@@ -51,7 +51,7 @@ from kiosk.offline import OfflineBook
 from kiosk.offline_store import OfflineStore
 from kiosk.person import Person, from_identity, from_number, from_uid
 from kiosk.printer import PrinterSession, TicketPrinter
-from quhao import idnumber, messages
+from quhao import idnumber, messages, ticketpage
 from quhao.clock import Clock
 from quhao.config import SiteConfig
 from quhao.devices.cards import CardRead
@@ -135,6 +135,7 @@ class KioskDaemon:
         self.config, self.device = config, device
         self.kiosk = config.kiosks[device]
         self.secret = config.read_secret()
+        self._page_key = ticketpage.page_key(self.secret)  # the ticket QR's phone page
         self.clock = clock or Clock()
         self.topics = Topics(config.site.id)
         self.loop = OwnerLoop(f"{device}-owner")
@@ -429,7 +430,7 @@ class KioskDaemon:
         lines = [line for line in self.config.ticket.lines if "{ahead}" not in line]
         at = lines.index("{qr}") if "{qr}" in lines else len(lines)
         lines.insert(at, OFFLINE_MARK)
-        qr = f"quhao:{self.config.site.id}:{decided.day}/{number}"
+        qr = self._qr(f"{decided.day}/{number}")  # the id the hall gives it at handover
         job = ticket.render(tuple(lines), fields, qr)
         state = session.print_job(job) if session else PrinterState("ok")
         self.printer_state = state
@@ -513,6 +514,11 @@ class KioskDaemon:
         self._result = self.loop.call_later(RESULT_S, self._result_over)
         self._next_issue()
 
+    def _qr(self, ticket_id: str) -> str:
+        """The ticket's QR: its phone page (silent calling) when the site has a public URL."""
+        public_url = self.config.screens.public_url
+        return ticketpage.qr_text(public_url, self._page_key, self.config.site.id, ticket_id)
+
     def _fields(self, issue: Issue, service_name: str) -> dict[str, Any]:
         now = datetime.fromtimestamp(self.clock.now(), self.config.site.timezone)
         return {
@@ -539,7 +545,7 @@ class KioskDaemon:
             ahead=issued["ahead"],
             priority=PRIORITY_NAMES.get(issued.get("priority") or "", ""),
         )
-        qr = f"quhao:{self.config.site.id}:{issued['id']}"
+        qr = self._qr(issued["id"])
         job = ticket.render(self.config.ticket.lines, fields, qr)
         printing_at = time.monotonic()  # the first byte goes out now
         state = session.print_job(job) if session else PrinterState("ok")

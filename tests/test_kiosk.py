@@ -16,8 +16,9 @@ import pytest
 from kiosk.entry import Cleared, GreenChosen, IdEntry, NumberTyped, StaffStep, StaffTyped
 from kiosk.flow import Issue, KioskFlow, StaffProof
 from kiosk.person import Person, from_number
+from quhao import ticketpage
 from quhao.broker import Mosquitto, free_port
-from quhao.config import KioskKeys
+from quhao.config import KioskKeys, load
 from quhao.devices.inputevent import KeyEvent
 from quhao.idnumber import with_check
 from quhao.staffauth import card_proof
@@ -175,6 +176,19 @@ def hall(
     printer.close()
     sam.close()
     keys.close()
+
+
+@pytest.mark.parametrize(
+    "hall", ['[screens]\npublic_url = "http://hall.local:8080/"\n'], indirect=True, ids=["phone"]
+)
+def test_the_ticket_qr_opens_the_citizens_phone_page(hall: Hall) -> None:
+    hall.type_id(TYPED)
+    ticket = hall.printer.wait_for_tickets(1)[0]
+    with hall.db() as db:
+        ticket_id = db.execute("SELECT id FROM tickets").fetchone()[0]
+    key = ticketpage.page_key(load(hall.tmp / "site.toml").read_secret())
+    page = f"http://hall.local:8080/t/{ticket_id}/{ticketpage.token(key, SITE_ID, ticket_id)}"
+    assert ticket.qr_codes == [page]
 
 
 def test_vpcd_card_to_printed_ticket(hall: Hall) -> None:
