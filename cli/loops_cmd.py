@@ -1,5 +1,5 @@
 """`quhao cases list|show|update|appeal|decide` — the hall office's commands for the
-follow-up of bad ratings (docs/supervision.md).
+follow-up of bad ratings — and `quhao export ratings` (好差评 records) (docs/supervision.md).
 
 `list` and `show` read the hall's database (read-only, like `quhao report`); `update`,
 `appeal` and `decide` ask the running hall as the device `office`, so the hall's loop
@@ -80,6 +80,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     q.add_argument("decision", choices=["upheld", "rejected"])
     q.add_argument("--note", required=True)
     q.set_defaults(func=cmd_cases_ask, request="case_decide")
+
+    p = sub.add_parser("export", help="好差评 records for the provincial platform")
+    p.add_argument("what", choices=["ratings"])
+    reading(p)
+    p.add_argument("--from", dest="start", required=True, help="first ticket day, YYYY-MM-DD")
+    p.add_argument("--to", dest="end", required=True, help="last ticket day, YYYY-MM-DD")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    p.set_defaults(func=cmd_export)
 
 
 # ---- reading --------------------------------------------------------------------
@@ -173,6 +182,25 @@ def cmd_cases_show(args: argparse.Namespace) -> int:
 
 
 LEVELS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from hall import export
+
+    logs.setup(args.log_level)
+    config = load(args.config)
+    db = open_db(args)
+    if db is None:
+        return 2
+    with db:
+        rows = export.records(db, config, args.start, args.end)
+    text = export.jsonl(rows) if args.format == "jsonl" else export.csv_text(rows)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"{args.out}: {len(rows)} ratings of tickets from {args.start} to {args.end}")
+    return 0
 
 
 # ---- asking the hall ------------------------------------------------------------

@@ -144,6 +144,11 @@ class TicketRated(TicketFact):
     window: int | None
     staff: str | None
     service: str
+    device: str | None = Field(
+        default=None,
+        description="who rated: counter-W{n} (the window's rating pad, 现场评价器) or "
+        "rater-W{n} (its touch screen, 触摸屏)",
+    )
 
 
 class BadRating(TicketFact):
@@ -156,6 +161,11 @@ class BadRating(TicketFact):
     window: int | None
     staff: str | None
     service: str
+    device: str | None = Field(
+        default=None,
+        description="who rated: counter-W{n} (the window's rating pad, 现场评价器) or "
+        "rater-W{n} (its touch screen, 触摸屏)",
+    )
 
 
 class MaxWait(TicketFact):
