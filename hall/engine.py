@@ -20,11 +20,9 @@ Rules, all from the site configuration:
   the settled tickets of the days before yesterday (`tickets.archived`) — the store
   keeps them for reports; an action naming one is answered `unknown_ticket`;
 - offline issuing (docs/architecture.md, "Offline issuing: the lease protocol"): a
-  kiosk's `lease` reserves a block of a service's day for it alone, taken from the TOP
-  of the day's number space downward (A990–A999, then A980–A989, …), while online
-  numbering counts up from 001 and skips any leased number it reaches; its `handover`
-  puts what it printed offline into the queue by issue time, checked against its lease;
-  `release` gives up the rest (released numbers are never issued again).
+  kiosk's `lease` reserves the next numbers of a service's day for it alone (online
+  numbering goes on after them); its `handover` puts what it printed offline into the
+  queue by issue time, checked against its lease; `release` gives up the rest.
 """
 
 from __future__ import annotations
@@ -88,11 +86,10 @@ class Engine:
         self.secret = secret
         self.authority = StaffAuthority(config.staff, secret)
         self.tickets: dict[str, Ticket] = {}
-        # (day, service): the highest number given out online (leases sit above it)
+        # (day, service): the highest number given out, to a ticket or into a lease
         self.last_number: dict[tuple[str, str], int] = defaultdict(int)
         self.issued_count: dict[tuple[str, str], int] = defaultdict(int)  # tickets, for caps
         self.leases: dict[tuple[str, str, str], list[LeaseBlock]] = {}  # (day, svc, kiosk)
-        self._leased: dict[tuple[str, str], list[tuple[int, int]]] = {}  # of leases, derived
         self.terminals: dict[str, Terminal] = {
             name: Terminal(name, c.window) for name, c in config.counters.items()
         }
@@ -238,7 +235,7 @@ class Engine:
                     f"{service.quota.seconds // 60} minutes",
                 )
         priority = self._priority(service, wanted, age)
-        number = self._number(service, self._next_online(day, service.id))
+        number = self._number(service, self.last_number.get((day, service.id), 0) + 1)
         ticket_id = f"{day}/{number}"
         data = {
             "ticket": ticket_id,
@@ -272,7 +269,7 @@ class Engine:
     # ---- offline issuing: leases, handover, release -----------------------
 
     def _lease(self, device: str, r: LeaseRequest, now: float) -> Decided:
-        """Reserve a block of today's `service` for this kiosk alone, from the top down."""
+        """Reserve the next numbers of today's `service` for this kiosk alone."""
         service = self._service(r.service)
         if service.id not in self.config.kiosks[device].services:
             raise Refused("forbidden", f"{device} does not issue {service.name}")
@@ -287,55 +284,12 @@ class Engine:
             size = min(size, service.daily_cap - self.issued_count.get((day, service.id), 0))
             if size <= 0:
                 raise Refused("daily_cap_reached", f"{service.name}: the daily cap is reached")
-        block = self._lease_block(day, service.id, size)
-        if block is None:
+        first = self.last_number.get((day, service.id), 0) + 1
+        last = min(first + size - 1, MAX_NUMBER)
+        if last < first:
             raise Refused("daily_cap_reached", f"{service.name}: no numbers left today")
-        first, last = block
         lease = {"day": day, "service": service.id, "first": first, "last": last}
         return {"lease": lease}, [Event("lease.granted", now, {"kiosk": device, **lease})]
-
-    def _leased_blocks(self, day: str, service: str) -> list[tuple[int, int]]:
-        """Every block ever leased of a day and service (any kiosk, released or not),
-        sorted: numbers online issuing must skip and no new lease may take."""
-        key = (day, service)
-        if key not in self._leased:
-            self._leased[key] = sorted(
-                (b.first, b.last)
-                for (d, s, _), blocks in self.leases.items()
-                if (d, s) == key
-                for b in blocks
-            )
-        return self._leased[key]
-
-    def _next_online(self, day: str, service: str) -> int:
-        """The next online number: counting up from 001, over any leased block."""
-        number = self.last_number.get((day, service), 0) + 1
-        for first, last in self._leased_blocks(day, service):
-            if first <= number <= last:
-                number = last + 1
-        return number
-
-    def _lease_block(self, day: str, service: str, size: int) -> tuple[int, int] | None:
-        """Up to `size` numbers just below the lowest block leased so far in the number
-        band online issuing is in (band w: 1…10**w - 1; band d > w: 10**(d-1)…10**d - 1,
-        where online numbers go once a busy day passes 10**w - 1), above every online
-        number; the next band's top once that band has no room left. None: no room below
-        MAX_NUMBER."""
-        online = self.last_number.get((day, service), 0)
-        width = self.config.rules.number_width
-        band = max(width, len(str(online + 1)))
-        leased = self._leased_blocks(day, service)
-        while 10**band - 1 <= MAX_NUMBER:
-            bottom = 1 if band == width else 10 ** (band - 1)
-            lowest = min(
-                (first for first, _ in leased if bottom <= first < 10**band), default=10**band
-            )
-            last = lowest - 1
-            first = max(online + 1, bottom, last - size + 1)
-            if first <= last:
-                return first, last
-            band += 1
-        return None
 
     def _handover(self, device: str, r: HandoverRequest, now: float) -> Decided:
         """Offline tickets into the queue, each checked against this kiosk's lease.
@@ -918,9 +872,9 @@ class Engine:
             offline_rid=d.get("rid"),
         )
         self.tickets[ticket.id] = ticket
+        number = int(ticket.number[1:])
         key = (ticket.day, ticket.service)
-        if not ticket.offline:  # an offline ticket's number is in a lease, above these
-            self.last_number[key] = max(self.last_number[key], int(ticket.number[1:]))
+        self.last_number[key] = max(self.last_number[key], number)
         self.issued_count[key] += 1
         if ticket.person_key:
             history = self.person_history[(ticket.person_key, ticket.service)]
@@ -1019,7 +973,6 @@ class Engine:
         kept = (date.fromisoformat(before) - timedelta(days=LEASES_KEPT_DAYS)).isoformat()
         for lease in [k for k in self.leases if k[0] < kept]:
             del self.leases[lease]
-        self._leased.clear()
         for key in [k for k in self.service_time if k[0] < before]:
             del self.service_time[key]
         for qkey in [k for k, queue in self.queues.items() if k[0] < before and not queue]:
@@ -1036,8 +989,7 @@ class Engine:
             LeaseBlock(d["first"], d["last"])
         )
         key = (d["day"], d["service"])
-        self._leased.pop(key, None)  # online numbering skips it from now on
-        self.last_number.setdefault(key, 0)  # the day is known (archived with the rest)
+        self.last_number[key] = max(self.last_number[key], d["last"])  # online goes on after
 
     def _apply_lease_released(self, e: Event) -> None:
         d = e.data
