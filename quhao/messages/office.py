@@ -1,8 +1,8 @@
 """The hall office's actions and the facts they leave: bad-rating follow-up cases
-(好差评 整改) and appointments (网上预约).
+(好差评 整改).
 
 The office is a device of its own, `office` (its broker user is made by `quhao broker
-gen`): the `quhao cases` and `quhao appointments` commands ask the running hall through
+gen`): the `quhao cases` commands ask the running hall through
 it, so every change is decided by the hall's one loop and logged as an event. Who acts
 is proven on each request (`by`: staff number and PIN, or a staff card), never named.
 
@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from quhao.messages.base import Day, PersonKey, Reason, Seconds, ServiceId, Text, Wire
+from quhao.messages.base import Reason, Seconds, Text, Wire
 from quhao.messages.events import Fact
 from quhao.messages.replies import Reply
 from quhao.messages.requests import ActionRequest, StaffProof
@@ -23,7 +23,6 @@ from quhao.messages.requests import ActionRequest, StaffProof
 CaseId = Text
 CaseState = Literal["open", "contacted", "resolved"]
 Appeal = Literal["none", "pending", "upheld", "rejected"]
-MAX_APPOINTMENTS = 40  # bookings in one `appointments` request (the command sends batches)
 
 
 # ---- requests ---------------------------------------------------------------
@@ -66,26 +65,6 @@ class CaseDecideRequest(ActionRequest):
     by: StaffProof = Field(description="a supervisor (`[cases] supervisors`), not the clerk")
 
 
-class Booking(Wire):
-    """One appointment of the online hall, its ID number already a person key."""
-
-    ref: Text = Field(min_length=1, description="the online hall's booking reference")
-    person: PersonKey = Field(description="HMAC-SHA256(site secret, ID number), as a kiosk's")
-    service: ServiceId
-    start: Seconds = Field(description="the slot's start")
-    end: Seconds = Field(description="the slot's end")
-
-
-class AppointmentsRequest(ActionRequest):
-    """Bookings to hold; a reference the hall already holds with the same booking is
-    left as it is (a re-import changes nothing)."""
-
-    action = "appointments"
-    role = "office"
-
-    bookings: list[Booking] = Field(min_length=1, max_length=MAX_APPOINTMENTS)
-
-
 # ---- replies ----------------------------------------------------------------
 
 
@@ -98,18 +77,6 @@ class CaseView(Wire):
 
 class CaseReply(Reply):
     case: CaseView
-
-
-class BookingRefusal(Wire):
-    ref: str
-    code: str = Field(description="an error code: unknown_service, bad_request, bad_state")
-    message: str
-
-
-class AppointmentsReply(Reply):
-    added: int = Field(description="bookings new to the hall")
-    unchanged: int = Field(description="bookings it held already, as they are")
-    refused: list[BookingRefusal]
 
 
 # ---- events -----------------------------------------------------------------
@@ -173,39 +140,6 @@ class CaseOverdue(CaseFact):
 
     type: Literal["alert.case_overdue"]
     due: Seconds
-
-
-class AppointmentBooked(Fact):
-    """The hall holds a booking (the person key is never published)."""
-
-    type: Literal["appointment.booked"]
-    ref: str
-    day: Day
-    service: str
-    start: Seconds
-    end: Seconds
-
-
-class AppointmentCheckedIn(Fact):
-    """A booked citizen's card at a kiosk: the appointment ticket was issued."""
-
-    type: Literal["appointment.checked_in"]
-    ref: str
-    day: str
-    service: str
-    ticket: str = Field(description="the ticket it was issued")
-    kiosk: str
-
-
-class AppointmentNoShow(Fact):
-    """The slot ended and the booking was never checked in."""
-
-    type: Literal["appointment.no_show"]
-    ref: str
-    day: str
-    service: str
-    start: Seconds
-    end: Seconds
 
 
 OFFICE_REQUESTS: tuple[type[ActionRequest], ...] = (

@@ -39,9 +39,6 @@ ERROR_CODES = {
     "unavailable": "the hall could not store the change; retry with the same rid",
     "rate_limited": "this device sent more requests than any real one would; slow down",
     "unknown_case": "no such follow-up case in the hall",
-    "no_appointment": "the person has no appointment today",
-    "too_early": "the appointment's check-in window has not opened yet",
-    "too_late": "the appointment's check-in window has closed",
 }
 # The same codes as a type (tests/test_wire_contract.py checks that they agree).
 ErrorCode = Literal[
@@ -64,9 +61,6 @@ ErrorCode = Literal[
     "unavailable",
     "rate_limited",
     "unknown_case",
-    "no_appointment",
-    "too_early",
-    "too_late",
 ]
 
 
