@@ -48,6 +48,7 @@ CITY_USER = "city"
 COMPLAIN_S = 10.0
 RECONNECT_S = 2.0
 PARTITIONS_EVERY_S = 3600.0
+REQUESTS_EVERY_S = 0.1  # gaps are looked for this often (every hall: O(halls))
 
 
 def hall_info(config: CityConfig, base: Path) -> list[HallInfo]:
@@ -103,7 +104,7 @@ class CityDaemon:
         self.ingest = Ingest({h: (done, db) for h, (done, db, _) in positions.items()})
         for hall, (_, _, stopped) in positions.items():
             if stopped:
-                self.ingest.hall(hall).stopped = stopped
+                self.ingest.stop(hall, stopped)
                 log.error("hall %s stays stopped: %s", hall, stopped)
         self.bus = Bus(
             config.city.broker, CITY_USER, username=CITY_USER, password=password, tls=tls
@@ -116,6 +117,7 @@ class CityDaemon:
         self._complained: dict[tuple[str, str], float] = {}
         self._next_flush = 0.0
         self._next_partitions = 0.0
+        self._next_requests = 0.0
         self._writer_down_until = 0.0
 
     def start(self) -> None:
@@ -154,7 +156,8 @@ class CityDaemon:
                 self.flush(limit)
             elif not pending:
                 self._next_flush = now + flush_s
-            if self.bus.connected.is_set():
+            if self.bus.connected.is_set() and now >= self._next_requests:
+                self._next_requests = now + REQUESTS_EVERY_S
                 for request in self.ingest.requests(now):
                     self._ask(request.hall, request.after, request.limit)
             if now >= self._next_partitions:
@@ -206,7 +209,7 @@ class CityDaemon:
             for hall in batch.upto:
                 why = f"its events cannot be written: {str(exc).splitlines()[0][:200]}"
                 log.error("hall %s stopped: %s", hall, why)
-                self.ingest.hall(hall).stopped = why
+                self.ingest.stop(hall, why)
                 self._stop_hall(hall, why)
             return
         self.ingest.committed(batch)

@@ -64,13 +64,18 @@ class HallFeed:
     asked: tuple[int, float] | None = None  # the replay request in flight: (after, when)
     stopped: str | None = None
     recent: dict[int, float] = field(default_factory=dict)  # seq -> at, of handed-out events
+    end: int = 0  # the end of the consecutive run we have (written, taken or received)
+    highest: int = 0  # the highest seq received and kept
 
     def run_end(self) -> int:
-        """The end of the consecutive run of events we have (written, taken or received)."""
-        end = self.taken
-        while end + 1 in self.received:
-            end += 1
-        return end
+        return self.end
+
+    def advance(self) -> int:
+        """Move `end` over what has arrived; how far it moved."""
+        start = self.end = max(self.end, self.taken)
+        while self.end + 1 in self.received:
+            self.end += 1
+        return self.end - start
 
 
 @dataclass(frozen=True)
@@ -99,10 +104,11 @@ class Ingest:
     ) -> None:
         self.halls: dict[str, HallFeed] = {}
         for hall, (done, db) in (positions or {}).items():
-            self.halls[hall] = HallFeed(done=done, db=db, taken=done, head=done)
+            self.halls[hall] = HallFeed(done=done, db=db, taken=done, head=done, end=done)
         self.max_ahead = max_ahead
         self.replay_timeout = replay_timeout
         self.stats = Stats()
+        self.ready = 0  # events `take` would hand out now, over all halls
 
     def hall(self, hall: str) -> HallFeed:
         feed = self.halls.get(hall)
@@ -122,10 +128,9 @@ class Ingest:
         if feed.db is None:
             feed.db = batch.db
         elif batch.db != feed.db:
-            feed.stopped = (
-                f"its feed now comes from database {batch.db}, not {feed.db} (a new record?)"
+            return self.stop(
+                hall, f"its feed now comes from database {batch.db}, not {feed.db} (a new record?)"
             )
-            return feed.stopped
         feed.head = max(feed.head, batch.head)
         for event in batch.events:
             self.stats.received += 1
@@ -133,10 +138,10 @@ class Ingest:
             if known is None and event.seq in feed.received:
                 known = feed.received[event.seq].at
             if known is not None and known != event.at:
-                feed.stopped = (
-                    f"its event {event.seq} is not the one the city holds (a backup put back?)"
+                return self.stop(
+                    hall,
+                    f"its event {event.seq} is not the one the city holds (a backup put back?)",
                 )
-                return feed.stopped
             if event.seq <= feed.taken or event.seq in feed.received:
                 self.stats.duplicates += 1
                 continue
@@ -144,24 +149,39 @@ class Ingest:
                 self.stats.beyond += 1
                 continue
             feed.head = max(feed.head, event.seq)
+            feed.highest = max(feed.highest, event.seq)
             feed.received[event.seq] = CityEvent(hall, event.seq, event.at, event.type, event.data)
+        self.ready += feed.advance()
         if batch.replay and feed.asked is not None:
             feed.asked = None  # answered: the next page may be asked for at once
         return None
+
+    def stop(self, hall: str, why: str) -> str:
+        """Take nothing more of this hall (until the daemon starts again)."""
+        feed = self.hall(hall)
+        if not feed.stopped:
+            self.ready -= feed.end - feed.taken
+            feed.stopped = why
+        return why
 
     # ---- writing --------------------------------------------------------------
 
     def pending(self) -> int:
         """Events that `take` would hand out now."""
-        return sum(f.run_end() - f.taken for f in self.halls.values() if not f.stopped)
+        return self.ready
 
-    def take(self, limit: int) -> Batch | None:
-        """Up to `limit` events, each hall's in sequence after what was handed out."""
+    def take(self, limit: int, hall: str | None = None) -> Batch | None:
+        """Up to `limit` events (of one hall, if named), each hall's in sequence after
+        what was handed out."""
         events: list[CityEvent] = []
         upto: dict[str, tuple[int, int]] = {}
         dbs: dict[str, str | None] = {}
-        for hall, feed in self.halls.items():
-            if feed.stopped or feed.taken + 1 not in feed.received:
+        for name, feed in self.halls.items():
+            if (
+                (hall is not None and name != hall)
+                or feed.stopped
+                or feed.taken + 1 not in feed.received
+            ):
                 continue
             start = feed.taken
             while len(events) < limit and feed.taken + 1 in feed.received:
@@ -171,8 +191,9 @@ class Ingest:
                 feed.recent[event.seq] = event.at
             for old in range(start - RECENT, feed.taken - RECENT + 1):
                 feed.recent.pop(old, None)
-            upto[hall] = (start, feed.taken)
-            dbs[hall] = feed.db
+            upto[name] = (start, feed.taken)
+            dbs[name] = feed.db
+            self.ready -= feed.taken - start
             if len(events) >= limit:
                 break
         return Batch(events, upto, dbs) if events else None
@@ -187,17 +208,22 @@ class Ingest:
         for event in batch.events:
             feed = self.halls[event.hall]
             feed.received[event.seq] = event
-        for hall, (start, _) in batch.upto.items():
+        for hall, (start, last) in batch.upto.items():
             feed = self.halls[hall]
             feed.taken = min(feed.taken, start)
+            if not feed.stopped:
+                self.ready += last - start
 
     def reset(self, hall: str, done: int) -> None:
         """The database says `hall` is written up to `done` (another writer, a failed
         check): start over from there; what is missing will be asked for."""
         feed = self.hall(hall)
-        feed.done = feed.taken = done
+        feed.done = feed.taken = feed.end = done
         feed.received = {s: e for s, e in feed.received.items() if s > done}
+        feed.highest = max(feed.received, default=0)
         feed.asked = None
+        feed.advance()
+        self.ready = sum(f.end - f.taken for f in self.halls.values() if not f.stopped)
 
     # ---- gaps -----------------------------------------------------------------
 
@@ -209,7 +235,7 @@ class Ingest:
             if feed.stopped:
                 continue
             end = feed.run_end()
-            wanted = max(feed.head, max(feed.received, default=0))
+            wanted = max(feed.head, feed.highest)
             if wanted <= end:
                 feed.asked = None
                 continue

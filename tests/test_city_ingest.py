@@ -61,6 +61,8 @@ class World:
         del self.network[:count]
 
     def write(self) -> None:
+        halls = self.ingest.halls.values()
+        assert self.ingest.pending() == sum(f.end - f.taken for f in halls if not f.stopped)
         batch = self.ingest.take(self.rnd.randint(1, 40))
         if batch is None:
             return
