@@ -432,8 +432,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         return cmd_city_report(args)
     logs.setup(args.log_level)
+    from cli.period_cmd import cmd_period_report, wants_period
+
+    if wants_period(args):  # a week, a month or a range: hall/periods.py
+        return cmd_period_report(args)
     if args.day is None:
-        print("quhao report: --day is required (or --city with --from and --to)", file=sys.stderr)
+        print(
+            "quhao report: --day, --week, --month or --from with --to is required",
+            file=sys.stderr,
+        )
         return 2
     config = load(args.config) if args.config else None
     db = args.db or args.state_dir / "hall.sqlite"
@@ -445,7 +452,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     tz = config.site.timezone if config else None
     page = write(build(db, args.day, tz, names, staff), args.out)
     print(page)
-    return 0
+    return cmd_period_report(args) if config else 0  # and the day's scores beside it
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -704,12 +711,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser("report", help="the day's report (HTML with charts, CSV)")
+    p = sub.add_parser("report", help="a day's, week's, month's report (HTML with charts, CSV)")
     p.add_argument("--day", help="YYYY-MM-DD, local to the hall")
+    p.add_argument("--week", help="an ISO week, 2026-W47: the period report")
+    p.add_argument("--month", help="2026-11: the period report")
     p.add_argument("--config", type=Path, help="site file (service names, time zone)")
     p.add_argument("--city", action="store_true", help="the city's report: --config city.toml")
-    p.add_argument("--from", dest="start", help="--city: the first day, YYYY-MM-DD")
-    p.add_argument("--to", dest="end", help="--city: the last day, YYYY-MM-DD")
+    p.add_argument("--from", dest="start", help="the first day of a range, YYYY-MM-DD")
+    p.add_argument("--to", dest="end", help="the last day of a range, YYYY-MM-DD")
     p.add_argument("--db", type=Path, help="the hall's hall.sqlite")
     p.add_argument("--state-dir", type=Path, default=Path("state"), help="or the hall's state dir")
     p.add_argument("--out", type=Path, default=Path("report"))
