@@ -401,7 +401,7 @@ def run_city_bench(halls: int = 200, speed: float = 100.0, minutes: float = 10.0
                 "real_seconds": round(minutes * 60 / speed, 1),
                 "backlog_events": backlog,
                 "catch_up_s": round(catch_up_s, 1),
-                "catch_up_per_s": round(ingest_per_s),
+                "catch_up_per_s": round(backlog / catch_up_s) if catch_up_s else None,
             },
             "outage": {
                 "seconds": OUTAGE_S,
@@ -434,7 +434,7 @@ def _print(r: dict[str, Any]) -> None:
     print(
         f"cut {c['simulated_minutes']:g} min ({c['real_seconds']:g} s)   backlog "
         f"{c['backlog_events']:,} events, caught up in {c['catch_up_s']} s "
-        f"({c['catch_up_per_s']:,} events/s)"
+        f"({c['catch_up_per_s'] or 0:,} events/s)"
     )
     o = r["outage"]
     print(
