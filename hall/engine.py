@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from hall.appointments import APPOINTMENT_EVENTS, AppointmentBook
 from hall.cases import CASE_EVENTS, CaseBook
 from hall.model import Event, LeaseBlock, Refused, Status, Terminal, Ticket
 from quhao.config import Service, SiteConfig
@@ -55,6 +56,7 @@ from quhao.messages import (
     VoidRequest,
     decode_request,
 )
+from quhao.messages.appointments import AppointmentImportRequest, CheckinRequest
 from quhao.messages.office import CaseAppealRequest, CaseDecideRequest, CaseUpdateRequest
 from quhao.staffauth import StaffAuthority
 from quhao.wire import shown
@@ -99,6 +101,7 @@ class Engine:
         self.service_time: dict[tuple[str, str], tuple[float, int]] = {}  # (day, svc) -> sum, n
         self.seq = 0
         self.cases = CaseBook()  # bad-rating follow-up (hall/cases.py)
+        self.appointments = AppointmentBook()  # online bookings (hall/appointments.py)
         quotas = [s.quota.seconds for s in config.services.values() if s.quota]
         self.longest_quota_s = max(quotas, default=0)
 
@@ -220,13 +223,18 @@ class Engine:
         if not self.is_open(now):
             raise Refused("closed", "the hall does not issue tickets now")
         day = self.day_of(now)
+        booking = self._booking(key, service.id, now, day)
+        if booking is not None and wanted is None:
+            wanted = "appointment"  # a booked citizen checks in, whatever key was pressed
+        elif booking is None and wanted == "appointment":
+            wanted = None  # the appointment key alone grants nothing (no booking open now)
         issued = self.issued_count.get((day, service.id), 0)
         if service.daily_cap is not None and issued >= service.daily_cap:
             raise Refused(
                 "daily_cap_reached",
                 f"{service.name}: all {service.daily_cap} numbers for today are issued",
             )
-        if key is not None and service.quota is not None and staff_id is None:
+        if key is not None and service.quota is not None and staff_id is None and not booking:
             held = self._tickets_held(key, service.id, now, service.quota.seconds)
             if held >= service.quota.tickets:
                 raise Refused(
@@ -249,6 +257,9 @@ class Engine:
             "seq": self.seq + 1,
         }
         event = Event("ticket.issued", now, data)
+        events = [event]
+        if booking is not None and priority == "appointment":
+            events.append(self.appointments.checked_in(booking, ticket_id, device, now))
         ahead = self._ahead(day, service.id, priority is not None)
         return {
             "ticket": {
@@ -261,7 +272,7 @@ class Engine:
                 "priority": priority,
                 "override": staff_id is not None,
             }
-        }, [event]
+        }, events
 
     def _number(self, service: Service, counter: int) -> str:
         return f"{service.prefix}{counter:0{self.config.rules.number_width}d}"
@@ -677,6 +688,30 @@ class Engine:
             )
         return {"ticket": ticket.id, "level": level, "changed": True}, events
 
+    # ---- online appointments (hall/appointments.py) -------------------------
+
+    def _booking(self, key: str | None, service: str, now: float, day: str) -> Any:
+        """The booking of this person and service open for check-in now, or None."""
+        if key is None:
+            return None
+        try:
+            return self.appointments.open_for(key, service, now, day, self.config.appointments)
+        except Refused:
+            return None
+
+    def _appointment_import(self, device: str, r: AppointmentImportRequest, now: float) -> Decided:
+        lanes = {sid: s.priorities for sid, s in self.config.services.items()}
+        tz, rules = self.config.site.timezone, self.config.appointments
+        return self.appointments.importing(r.bookings, lanes, tz, now, rules)
+
+    def _checkin(self, device: str, r: CheckinRequest, now: float) -> Decided:
+        """A card with no service chosen: the booked service's ticket, or why not."""
+        rules = self.config.appointments
+        booking = self.appointments.open_for(r.person.key, None, now, self.day_of(now), rules)
+        issue = IssueRequest(service=booking.service, person=r.person, priority="appointment")
+        response, events = self._issue(device, issue, now)
+        return {**response, "slot": {"start": booking.start, "end": booking.end}}, events
+
     # ---- the office: follow-up cases (hall/cases.py) ------------------------
 
     def _case_update(self, device: str, r: CaseUpdateRequest, now: float) -> Decided:
@@ -792,6 +827,7 @@ class Engine:
                         )
                     )
         alerts += self.cases.alerts(now)
+        alerts += self.appointments.ticking(now, day, self.config.appointments)
         for event in alerts:
             self.apply(event)
         return events + alerts
@@ -838,6 +874,9 @@ class Engine:
 
     def _apply_case(self, e: Event) -> None:
         self.cases.apply(e)
+
+    def _apply_appointment(self, e: Event) -> None:
+        self.appointments.apply(e)
 
     def _enqueue(self, ticket: Ticket) -> None:
         bisect.insort(
@@ -1041,6 +1080,8 @@ _HANDLERS: dict[str, Handler] = {
     "reinstate": Engine._reinstate,
     "rate": Engine._rate,
     "case_update": Engine._case_update,
+    "appointment_import": Engine._appointment_import,
+    "checkin": Engine._checkin,
     "case_appeal": Engine._case_appeal,
     "case_decide": Engine._case_decide,
 }
@@ -1070,4 +1111,5 @@ _APPLY = {
     "alert.daily_cap_exceeded": Engine._apply_alert,
     "alert.lease_breach": Engine._apply_alert,
     **dict.fromkeys(CASE_EVENTS, Engine._apply_case),
+    **dict.fromkeys(APPOINTMENT_EVENTS, Engine._apply_appointment),
 }

@@ -510,6 +510,9 @@ class HallService:
             self.engine.forget_person_keys(before)
             if erased:
                 log.info("erased the person keys of %d tickets (retention)", erased)
+            booked = self.store.erase_appointment_keys(self.engine.day_of(now))
+            if booked:
+                log.info("erased the person keys of %d past appointments", booked)
             if self._snapshot_seq and self._snapshot_seq not in self.store.snapshot_seqs():
                 # the erasure dropped the snapshots holding those keys: take a clean one
                 self.write_snapshot("person keys erased")

@@ -29,6 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hall.appointments import APPOINTMENT_FIELDS, AppointmentBook, forget_snapshot_keys
 from hall.cases import CASE_FIELDS, CaseBook
 from hall.engine import Engine
 from hall.model import LeaseBlock, Status, Terminal, Ticket
@@ -56,6 +57,7 @@ _STATE = {
     "service_time",
     "seq",
     "cases",
+    "appointments",
 }
 _FROM_CONFIG = {"config", "secret", "authority", "longest_quota_s"}
 
@@ -99,6 +101,9 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         # bad-rating cases still watched (hall/cases.py); absent before cases existed
         "case_fields": list(CASE_FIELDS),
         "cases": engine.cases.rows(),
+        # online bookings of today and later (hall/appointments.py); absent before them
+        "appointment_fields": list(APPOINTMENT_FIELDS),
+        "appointments": engine.appointments.rows(),
     }
 
 
@@ -156,6 +161,9 @@ def restore(config: SiteConfig, secret: bytes | None, data: dict[str, Any]) -> E
         engine.cases = CaseBook.from_rows(
             data.get("case_fields", list(CASE_FIELDS)), data.get("cases", [])
         )
+        engine.appointments = AppointmentBook.from_rows(
+            data.get("appointment_fields", list(APPOINTMENT_FIELDS)), data.get("appointments", [])
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"damaged snapshot: {exc!r}") from exc
     engine.reconfigure(config)
@@ -187,6 +195,12 @@ def forget_person_keys(data: dict[str, Any], issued_before: float) -> dict[str, 
         if kept:
             history.append([key, svc, kept])
     return {**data, "tickets": tickets, "person_history": history}
+
+
+def forget_appointment_keys(data: dict[str, Any], before_day: str) -> dict[str, Any]:
+    """The snapshot without the person keys of appointments of days before `before_day`
+    (what `Store.erase_appointment_keys` makes of an older snapshot)."""
+    return {**data, "appointments": forget_snapshot_keys(data.get("appointments", []), before_day)}
 
 
 def encode(data: dict[str, Any]) -> bytes:

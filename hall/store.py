@@ -80,6 +80,9 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_at ON requests(at);
 CREATE INDEX IF NOT EXISTS events_at ON events(at);
 CREATE INDEX IF NOT EXISTS events_day ON events({EVENT_DAY});
+-- bookings whose person key is still held: few (today's and later), found without a scan
+CREATE INDEX IF NOT EXISTS events_appointment_keys ON events(json_extract(data, '$.day'))
+    WHERE type = 'appointment.booked' AND json_extract(data, '$.person_key') IS NOT NULL;
 CREATE TABLE IF NOT EXISTS snapshots (
     seq               INTEGER PRIMARY KEY,
     at                REAL NOT NULL,
@@ -196,6 +199,38 @@ class Store:
             self._erase_from_snapshots(issued_before)
             if not row or float(row[0]) < issued_before:
                 self._set_meta("keys_erased_before", repr(issued_before))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return erased
+
+    def erase_appointment_keys(self, before_day: str) -> int:
+        """Drop the person key from every booking of a day before `before_day` (its slot's
+        day has ended: no check-in can need it), and from every snapshot holding one;
+        returns the bookings changed."""
+        from hall import snapshot
+
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            erased = db.execute(
+                "UPDATE events SET data = json_remove(data, '$.person_key') "
+                "WHERE type = 'appointment.booked' "
+                "AND json_extract(data, '$.person_key') IS NOT NULL "
+                "AND json_extract(data, '$.day') < ?",
+                (before_day,),
+            ).rowcount
+            if erased:  # snapshots taken since then hold no such key: the engine forgot them
+                for seq, blob in db.execute("SELECT seq, state FROM snapshots").fetchall():
+                    try:
+                        data = snapshot.forget_appointment_keys(snapshot.decode(blob), before_day)
+                    except (snapshot.SnapshotError, KeyError, TypeError, ValueError):
+                        db.execute("DELETE FROM snapshots WHERE seq = ?", (seq,))
+                        continue
+                    db.execute(
+                        "UPDATE snapshots SET state = ? WHERE seq = ?", (snapshot.encode(data), seq)
+                    )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -15,15 +15,16 @@ mistyped; a card's birth date that does is sent as no age.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from datetime import date
 
 from quhao import idnumber
 from quhao.devices.cards import Identity
+from quhao.personkey import person_key
 
 MAX_AGE = 130  # the protocol's bound on person.age
+# person_key moved to quhao/personkey.py (the appointment import needs it too)
+__all__ = ["MAX_AGE", "Person", "from_identity", "from_number", "from_uid", "person_key"]
 
 
 def plausible_age(born: date, today: date) -> int | None:
@@ -41,10 +42,6 @@ class Person:
 
     def wire(self) -> dict[str, object]:
         return {"key": self.key, "age": self.age}
-
-
-def person_key(secret: bytes, id_number: str) -> str:
-    return hmac.new(secret, id_number.upper().encode("ascii"), hashlib.sha256).hexdigest()
 
 
 def from_number(secret: bytes, number: str, today: date, source: str = "typed") -> Person:

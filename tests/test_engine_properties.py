@@ -323,6 +323,8 @@ def state(engine: Engine) -> tuple:
         dict(engine.service_time),
         engine.seq,
         list(engine.cases.cases.items()),
+        list(engine.appointments.bookings.items()),
+        engine.appointments._by_key,
     )
 
 
@@ -330,6 +332,7 @@ ENGINE_ATTRIBUTES = {
     *("config", "secret", "authority", "longest_quota_s"),
     *("tickets", "last_number", "terminals", "queues", "person_history", "service_time", "seq"),
     *("issued_count", "leases", "cases"),
+    "appointments",
 }
 
 

@@ -66,6 +66,12 @@ from quhao.messages import (
     decode_request,
     encode,
 )
+from quhao.messages.appointments import (
+    MAX_IMPORT,
+    AppointmentImportRequest,
+    Booking,
+    CheckinRequest,
+)
 from quhao.messages.doc import render
 from quhao.messages.office import CaseAppealRequest, CaseDecideRequest, CaseUpdateRequest
 from quhao.messages.replies import ErrorCode
@@ -271,6 +277,22 @@ REQUESTS = {
         by=proofs,
     ),
 }
+REQUESTS["appointment_import"] = requests_of(
+    AppointmentImportRequest,
+    bookings=st.lists(
+        st.builds(
+            Booking,
+            ref=st.sampled_from(["WB-1", "WB-2"]) | st.text(min_size=1, max_size=64),
+            person_key=st.just(KEY),
+            service=st.sampled_from(["social", "tax"]) | text,
+            start=st.floats(NINE - 86400, NINE + 86400),
+            end=st.floats(NINE - 86400, NINE + 2 * 86400),
+        ),
+        min_size=1,
+        max_size=MAX_IMPORT,
+    ),
+)
+REQUESTS["checkin"] = requests_of(CheckinRequest, person=persons)
 DEVICE = {"kiosk": "kiosk-K1", "counter": "counter-W1", "office": "office"}
 DECODING = ("missing field", "field ", "unknown field")  # how the decoding step words it
 
@@ -343,6 +365,18 @@ VALID: dict[str, dict[str, Any]] = {
     "case_update": {"case": "C20261123-A001", "state": "contacted", "note": "回访", "by": PROOF},
     "case_appeal": {"case": "C20261123-A001", "note": "申诉", "by": PROOF},
     "case_decide": {"case": "C20261123-A001", "decision": "upheld", "note": "维持", "by": PROOF},
+    "appointment_import": {
+        "bookings": [
+            {
+                "ref": "WB-1",
+                "person_key": KEY,
+                "service": "social",
+                "start": NINE + 3600,
+                "end": NINE + 5400,
+            }
+        ]
+    },
+    "checkin": {"person": {"key": KEY, "age": 40}},
 }
 WRONG = {str: 5, int: "5", dict: "x"}  # a value of the wrong JSON type for each kind
 
@@ -543,6 +577,10 @@ def test_a_real_engine_answers_and_publishes_what_the_models_describe() -> None:
     ask("office", "case_update", {**case, "state": "contacted", "by": S001_PROOF}, NINE + 16.1)
     ask("office", "case_appeal", {**case, "by": S001_PROOF}, NINE + 16.2)
     ask("office", "case_decide", {**case, "decision": "rejected", "by": s002}, NINE + 16.3)
+    booked = {"person_key": "ef" * 32, "service": "social", "start": NINE + 1800}
+    bookings = [{**booked, "ref": ref, "end": NINE + 3600} for ref in ("WB-1", "WB-2")]
+    ask("office", "appointment_import", {"bookings": bookings}, NINE + 16.4)
+    ask("kiosk-K1", "checkin", {"person": {"key": "ef" * 32}}, NINE + 16.5)
     ask("counter-W1", "call", {}, NINE + 17)
     for _ in range(3):
         ask("counter-W1", "recall", {}, NINE + 18)  # past max_recalls: skipped

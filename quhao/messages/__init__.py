@@ -16,6 +16,11 @@ A sender builds a model and publishes its encoding, e.g. with a `HallClient`:
 
 from typing import get_args
 
+from quhao.messages.appointments import (
+    APPOINTMENT_EVENTS,
+    APPOINTMENT_REPLIES,
+    APPOINTMENT_REQUESTS,
+)
 from quhao.messages.base import (
     MAX_AGE,
     MAX_REASON,
@@ -86,11 +91,13 @@ from quhao.messages.states import (
     WindowState,
 )
 
-# The office's actions and facts (quhao/messages/office.py) join the contract's tables.
-ACTION_REQUESTS.update((model.action, model) for model in OFFICE_REQUESTS)
-ACTION_REPLIES.update(OFFICE_REPLIES)
+# The office's actions and facts (quhao/messages/office.py) and the appointments'
+# (quhao/messages/appointments.py) join the contract's tables.
+ACTION_REQUESTS.update((model.action, model) for model in OFFICE_REQUESTS + APPOINTMENT_REQUESTS)
+ACTION_REPLIES.update(OFFICE_REPLIES | APPOINTMENT_REPLIES)
 EVENTS.update(
-    (get_args(model.model_fields["type"].annotation)[0], model) for model in OFFICE_EVENTS
+    (get_args(model.model_fields["type"].annotation)[0], model)
+    for model in OFFICE_EVENTS + APPOINTMENT_EVENTS
 )
 
 __all__ = [

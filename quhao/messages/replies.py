@@ -39,6 +39,9 @@ ERROR_CODES = {
     "unavailable": "the hall could not store the change; retry with the same rid",
     "rate_limited": "this device sent more requests than any real one would; slow down",
     "unknown_case": "no such follow-up case in the hall",
+    "too_early": "the booking's check-in window has not opened yet",
+    "too_late": "the booking's check-in window has closed",
+    "no_appointment": "no booking of this person open for check-in today",
 }
 # The same codes as a type (tests/test_wire_contract.py checks that they agree).
 ErrorCode = Literal[
@@ -61,6 +64,9 @@ ErrorCode = Literal[
     "unavailable",
     "rate_limited",
     "unknown_case",
+    "too_early",
+    "too_late",
+    "no_appointment",
 ]
 
 
