@@ -131,6 +131,17 @@ class MonthSimulation(_Simulation):
         self.office_rng = random.Random(spec.seed + 1)  # the days' draws stay as they were
         self.followups: list[tuple[float, int, str, dict[str, Any]]] = []
         self.order = 0
+        self.committed_at = 0.0
+
+    def commit(self, now: float) -> None:
+        """In batches of at least 500 events or an hour of hall time: a month of a small
+        hall would otherwise be mostly one commit a minute of a few events."""
+        if len(self.pending) >= 500 or now - self.committed_at >= 3600:
+            self.flush(now)
+
+    def flush(self, now: float) -> None:
+        super().commit(now)
+        self.committed_at = now
 
     def later(self, at: float, action: str, payload: dict[str, Any]) -> None:
         self.order += 1
@@ -215,6 +226,7 @@ def build_month(
     first = date.fromisoformat(spec.first_day)
     for n in range(spec.days):
         sim.day(first + timedelta(days=n))
+        sim.flush(sim.committed_at)  # whatever the day left pending
         if progress and (n % 10 == 9 or n == spec.days - 1):
             progress(f"day {n + 1}/{spec.days}: {sim.events:,} events")
     store.checkpoint()
