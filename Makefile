@@ -8,7 +8,7 @@ SHELL := /bin/bash
 deps:
 	@tools/bootstrap
 
-SPEED ?= 60
+SPEED ?= 300
 
 demo: deps
 	$(PY) -m cli demo --speed $(SPEED)

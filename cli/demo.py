@@ -10,6 +10,7 @@ nothing is restarted. At the end the day's report is written.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -20,34 +21,29 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+from zoneinfo import ZoneInfo
 
 from quhao.broker import Mosquitto, free_ports
 from quhao.brokergen import MONITOR_USER, generate
 from quhao.clock import Clock
 from quhao.config import SiteConfig, load
-from quhao.mqtt import Bus, credentials
+from quhao.mqtt import Bus, Message, credentials
 from quhao.staffauth import hash_pin
 from quhao.topics import Topics
-from simulators.crowd import (
-    Crowd,
-    KioskDevices,
-    Scenario,
-    Stats,
-    WindowDevices,
-    hall_time,
-    short_day,
-    surge_day,
-)
+from quhao.wire import BadPayload, decode_object
+from simulators.crowd import Crowd, KioskDevices, Stats, WindowDevices, hall_time
 from simulators.idcard import PcscStack, VirtualIdCard
 from simulators.keys import KeypadFeeder
 from simulators.led import LedSimulator
 from simulators.printer import PrinterSimulator
 from simulators.sam import SamSimulator
+from simulators.scenario import Scenario, short_day, surge_day
 
 if TYPE_CHECKING:  # rich is imported only when the live view is on
-    from rich.console import Group
     from rich.live import Live
+
+    from cli.demoview import Snapshot
 
 log = logging.getLogger("cli.demo")
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,7 +90,37 @@ STAFF_NAMES = [
     "余强",
     "杜鹃",
     "叶青",
+    "吕梅",
+    "苏航",
+    "卢琳",
+    "蒋欣",
+    "魏东",
+    "薛慧",
+    "程刚",
+    "沈晨",
+    "姚远",
+    "方圆",
+    "金玲",
+    "丁宁",
+    "任杰",
+    "钟敏",
+    "汪洋",
+    "范婷",
+    "陆鸣",
+    "石磊",
+    "廖芳",
+    "夏雨",
 ]
+
+# Start-up of the daemons before the doors open: the clock is anchored so that hall time
+# reaches the scenario's start (five minutes before opening) this long after launch
+# (real seconds: a fixed part, and a part per Python process on a 2-core machine).
+STARTUP_BASE_S = 3.0
+STARTUP_PER_PROCESS_S = 0.6
+# Windows opened live are set up (site file, broker users, SIGHUP, counter processes) this
+# long (real seconds) before the plan's moment, when their clerks log in: a counter
+# process takes a few real seconds to start, which is many hall minutes at a high speed.
+OPEN_WINDOWS_LEAD_S = 6.0
 
 # Staff PINs of the simulated hall: "1" and the window's three digits (S005 → 1005), as in
 # examples/site.toml. Few PBKDF2 rounds: a simulated hall needs no guessing cost, and the
@@ -123,6 +149,12 @@ class DemoResult:
     hall_restarts: int
     wall_s: float
     leftovers: list[str] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C: stopped early, reported what happened
+    finished: bool = True  # the day ended (not stopped by its deadline or a failure)
+    day_end: float | None = None  # hall time of the last call, finish or skip
+    closes: float = 0.0  # hall time tickets stop being issued
+    startup_s: float = 0.0  # launch until every kiosk was ready (real)
+    windows: dict[str, int] = field(default_factory=dict)  # service -> windows at the end
 
     @property
     def lost(self) -> int:
@@ -150,8 +182,13 @@ class DemoHall:
         self.fail_fast = False  # the surge benchmark stops a run at its first failure
         self.base = load(EXAMPLE)
         self.tz = self.base.site.timezone
-        self.clock = Clock(origin_hall=hall_time(scenario, self.tz), speed=speed)
+        self.clock = Clock(origin_hall=hall_time(scenario, self.tz), speed=speed)  # see run()
         self.dev = self.out / "dev"
+        self.config: SiteConfig | None = None  # the day's site as last written
+        self.interrupted = False
+        self.finished = False
+        self.opened_live: list[int] = []  # windows opened during the day
+        self.startup_s = 0.0
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.windows: list[tuple[int, str]] = []  # (number, service) opened so far
         self.pin_hashes: dict[int, str] = {}  # window (= staff) number -> PIN hash
@@ -191,7 +228,9 @@ class DemoHall:
             "max_recalls = 3",
             "reinstate_behind = 3",
             "elderly_age = 65",
-            "rating_timeout_s = 30",
+            # a citizen reaches the rating pad within a fraction of a real second; at a
+            # high speed 30 hall seconds would be gone before they do
+            f"rating_timeout_s = {max(30, round(2 * self.speed))}",
             "",
             # The hall's per-device rate limits are in real seconds; the simulated people
             # act `speed` times faster than real ones.
@@ -272,6 +311,10 @@ class DemoHall:
     # ---- processes ----------------------------------------------------------
 
     def _daemon(self, name: str, *args: str) -> None:
+        """Start one of our daemons (`quhao …`) with the day's site, broker and clock.
+
+        Each in a session of its own: Ctrl-C at the terminal reaches the demo only, which
+        then stops every process in order and still writes the report."""
         log_file = (self.out / "logs" / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
             [
@@ -293,6 +336,7 @@ class DemoHall:
             stdout=log_file,
             stderr=log_file,
             cwd=ROOT,
+            start_new_session=True,
         )
         log_file.close()
 
@@ -304,18 +348,23 @@ class DemoHall:
                 args += ["--device", f"counter-W{number}"]
             self._daemon(f"counter-W{group[0]}-W{group[-1]}", *args)
 
-    def _window_devices(self, number: int, service: str, config: SiteConfig) -> WindowDevices:
+    def _window_devices(
+        self, number: int, service: str, config: SiteConfig, opens_at: float = 0.0
+    ) -> WindowDevices:
         snapshots = self.out / "led" if number <= 2 and self.render else None
-        led = LedSimulator(self.dev / f"led-{number}", number, snapshots).start()
+        led = LedSimulator(self.dev / f"led-{number}", number, snapshots, snapshot_limit=4).start()
         self.sims.append(led)
         keys = KeypadFeeder(self.dev / f"keys-W{number}.fifo")
         rating = KeypadFeeder(self.dev / f"rate-W{number}.fifo")
         self.sims += [keys, rating]
         digits = {s: str(i + 1) for i, s in enumerate(config.services)}
-        return WindowDevices(number, keys, led, rating, str(number), digits, demo_pin(number))
+        return WindowDevices(
+            number, service, keys, led, rating, str(number), digits, demo_pin(number), opens_at
+        )
 
-    def _open_windows(self, count: int, config_before: SiteConfig) -> list[int]:
-        """Open surge windows live: site file, hall SIGHUP, new counters. No restarts."""
+    def _open_windows(self, count: int, at: float) -> list[int]:
+        """Open surge windows live: site file, hall SIGHUP, new counters. No restarts.
+        Their clerks log in at hall time `at`."""
         surge = self.scenario.surge_service
         assert surge is not None
         have = sum(1 for _, s in self.windows if s == surge)
@@ -324,7 +373,7 @@ class DemoHall:
         if not new:
             return []
         self.windows += [(n, surge) for n in new]
-        config = self._write_site()
+        config = self.config = self._write_site()
         self.broker_gen(config)
         assert self.broker is not None
         self.broker.proc.send_signal(signal.SIGHUP)  # Mosquitto re-reads passwd and acl
@@ -332,7 +381,7 @@ class DemoHall:
         time.sleep(0.3)
         for number in new:
             assert self.crowd is not None
-            devices = self._window_devices(number, surge, config)
+            devices = self._window_devices(number, surge, config, opens_at=at)
             self.crowd.add_window(devices)
         self._start_counters(new)
         log.info("opened windows %d-%d for %s", new[0], new[-1], surge)
@@ -352,7 +401,42 @@ class DemoHall:
     # ---- the day ------------------------------------------------------------
 
     def run(self) -> DemoResult:
+        """The whole day: start everything, run the crowd, stop everything, report.
+
+        Ctrl-C (SIGINT) at any point stops every process and reports what happened."""
         began = time.monotonic()
+        # Ctrl-C, or SIGTERM from a supervisor: stop in order and report. (Installed here
+        # because a shell starts a background job with SIGINT ignored.)
+        before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in before:
+            signal.signal(sig, _interrupt)
+        try:
+            kiosks = self._start()
+            assert self.crowd is not None
+            self._wait_until_ready(kiosks)
+            self.startup_s = time.monotonic() - began
+            log.info(
+                "ready after %.1f s; hall time %s",
+                self.startup_s,
+                datetime.fromtimestamp(self.clock.now(), self.tz).strftime("%H:%M:%S"),
+            )
+            self.crowd.start()
+            self._watch()
+        except KeyboardInterrupt:
+            self.interrupted = True
+            log.warning("interrupted: stopping every process, then the report")
+        finally:
+            try:
+                if self.crowd:
+                    self.crowd.close()
+            finally:
+                self._stop_all()
+                for sig, handler in before.items():
+                    signal.signal(sig, handler)
+        return self._result(began, self.opened_live)
+
+    def _start(self) -> dict[int, KioskDevices]:
+        """The broker, the simulators and every daemon of the day. The place to add one."""
         sc = self.scenario
         for folder in ("logs", "dev", "tickets", "led"):
             (self.out / folder).mkdir(parents=True, exist_ok=True)
@@ -361,6 +445,15 @@ class DemoHall:
         self.broker_port, self.tls_port, self.ws_port = ports[:3]
         self.printer_ports = {k: ports[2 + k] for k in range(1, sc.kiosks + 1)}
         self.windows = self._initial_windows()
+        processes = 1 + sc.kiosks + -(-len(self.windows) // WINDOWS_PER_COUNTER_PROCESS)
+        # Hall time reaches the day's start once the daemons have had time to start: the
+        # doors do not open while they are still importing.
+        startup = STARTUP_BASE_S + STARTUP_PER_PROCESS_S * processes
+        self.clock = Clock(
+            origin_hall=hall_time(sc, self.tz, minutes_before=10),
+            origin_real=time.time() + startup,
+            speed=self.speed,
+        )
         config = self._write_site()
         self.broker_url = f"mqtt://127.0.0.1:{self.broker_port}"
         self.broker_gen(config)
@@ -370,30 +463,25 @@ class DemoHall:
             conf=self.out / "broker" / "mosquitto.conf",
         )
         kiosks = self._kiosk_devices()
-        try:
-            self._daemon("hall", "hall", "--state-dir", str(self.out / "hall"))
-            for k in range(1, sc.kiosks + 1):
-                self._daemon(
-                    f"kiosk-K{k}",
-                    "kiosk",
-                    "--device",
-                    f"kiosk-K{k}",
-                    "--state-dir",
-                    str(self.out / "kiosks"),
-                )
-            self._start_counters([n for n, _ in self.windows])
-            service_keys = {s: f"KEY_F{i + 1}" for i, s in enumerate(config.services)}
-            self.crowd = Crowd(sc, self.clock, self.tz, kiosks, service_keys, self.seed)
-            for number, service in self.windows:
-                self.crowd.add_window(self._window_devices(number, service, config))
-            self._wait_until_ready(kiosks)
-            self.crowd.start()
-            surge_called = self._watch(config)
-        finally:
-            if self.crowd:
-                self.crowd.close()
-            self._stop_all()
-        return self._result(began, surge_called)
+        # the daemons of the day
+        self._daemon("hall", "hall", "--state-dir", str(self.out / "hall"))
+        for k in range(1, sc.kiosks + 1):
+            self._daemon(
+                f"kiosk-K{k}",
+                "kiosk",
+                "--device",
+                f"kiosk-K{k}",
+                "--state-dir",
+                str(self.out / "kiosks"),
+            )
+        self._start_counters([n for n, _ in self.windows])
+        # the people of the day
+        service_keys = {s: f"KEY_F{i + 1}" for i, s in enumerate(config.services)}
+        self.crowd = Crowd(sc, self.clock, self.tz, kiosks, service_keys, self.seed)
+        for number, service in self.windows:
+            self.crowd.add_window(self._window_devices(number, service, config))
+        self.config = config
+        return kiosks
 
     def _kiosk_devices(self) -> dict[int, KioskDevices]:
         sc = self.scenario
@@ -404,8 +492,8 @@ class DemoHall:
             printer = PrinterSimulator(
                 self.out / "tickets" / f"K{k}",
                 port=self.printer_ports[k],
-                render=self.render,
-                render_limit=3,
+                render=self.render and k <= 3,  # pictures for the report: a few are enough
+                render_limit=2,
             ).start()
             sam = SamSimulator(self.dev / f"sam-K{k}").start()
             keys = KeypadFeeder(self.dev / f"keys-K{k}.fifo")
@@ -419,39 +507,44 @@ class DemoHall:
         return devices
 
     def _wait_until_ready(self, kiosks: dict[int, KioskDevices]) -> None:
-        deadline = time.monotonic() + 60
-        wanted = {f"kiosk-K{k}" for k in kiosks}
+        """Every kiosk has its readers and every counter its window (from their logs)."""
+        deadline = time.monotonic() + 90
         logs = self.out / "logs"
+        wanted = {f"kiosk-K{k}.log": "SAM reader ok" for k in kiosks}
+        wanted |= {f"{name}.log": "" for name in self.procs if name.startswith("counter-")}
+        windows = {f"counter-W{n}: window {n} ready" for n, _ in self.windows}
         while time.monotonic() < deadline:
-            ready = {
-                name
-                for name in wanted
-                if "SAM reader ok" in (logs / f"{name}.log").read_text(errors="replace")
-            }
-            if ready == wanted:
+            texts = {f: (logs / f).read_text(errors="replace") for f in wanted}
+            kiosks_ready = all(mark in texts[f] for f, mark in wanted.items() if mark)
+            counter_text = "".join(t for f, t in texts.items() if f.startswith("counter-"))
+            if kiosks_ready and all(w in counter_text for w in windows):
                 return
             dead = [n for n, p in self.procs.items() if p.poll() is not None]
             if dead:
                 raise RuntimeError(f"{', '.join(dead)} exited; see {logs}")
             time.sleep(0.2)
-        raise RuntimeError(f"kiosks not ready after 60 s; see {logs}")
+        raise RuntimeError(f"kiosks or counters not ready after 90 s; see {logs}")
 
-    def _watch(self, config: SiteConfig) -> list[int]:
+    def _watch(self) -> None:
         """Run the day: open windows on plan, show progress, stop when all is done."""
         assert self.crowd is not None
         sc, crowd = self.scenario, self.crowd
         plan = [(sc.at(moment, self.tz), count) for moment, count in sc.surge_plan]
-        opened: list[int] = []
-        view = _View(self, config)
+        lead = OPEN_WINDOWS_LEAD_S * self.speed  # hall seconds
+        view = _View(self)
         closes = sc.at(sc.closes, self.tz)
-        deadline = time.monotonic() + self.clock.real_seconds(closes - self.clock.now()) + 300
+        # the day must end within an hour of closing; two hours of hall time is the limit
+        limit = self.clock.real_seconds(closes + 2 * 3600 - self.clock.now())
+        deadline = time.monotonic() + limit
         with view:
             while time.monotonic() < deadline:
                 now = self.clock.now()
-                while plan and now >= plan[0][0]:
-                    opened += self._open_windows(plan.pop(0)[1], config)
+                while plan and now >= plan[0][0] - lead:
+                    at, count = plan.pop(0)
+                    self.opened_live += self._open_windows(count, at)
                 view.update()
                 if now > closes and crowd.finished():
+                    self.finished = True
                     break
                 if self.fail_fast and (crowd.stats.kiosk_failures or crowd.stats.unknown_calls):
                     log.error("a citizen went without a ticket: this speed is too fast")
@@ -462,7 +555,7 @@ class DemoHall:
                 time.sleep(0.25)
             else:
                 log.error("the day did not finish in time; stopping")
-        return opened
+            view.update(final=True)
 
     def _stop_all(self) -> None:
         for proc in self.procs.values():
@@ -482,6 +575,19 @@ class DemoHall:
         if self.pcsc:
             self.pcsc.stop()
 
+    def _artefacts(self) -> list[tuple[str, Path]]:
+        """Pictures from the simulators for the report (a daemon's own go here too)."""
+        report = self.out / "report"
+        assets = [
+            (f"ticket {p.parent.name}", Path(os.path.relpath(p, report)))
+            for p in sorted((self.out / "tickets").glob("K*/ticket-000[1-2].png"))[:6]
+        ]
+        assets += [
+            (p.stem, Path(os.path.relpath(p, report)))
+            for p in sorted((self.out / "led").glob("*.png"))[:6]
+        ]
+        return assets
+
     def _result(self, began: float, surge_called: list[int]) -> DemoResult:
         import sqlite3
 
@@ -489,44 +595,62 @@ class DemoHall:
 
         day = self.scenario.day.isoformat()
         db = self.out / "hall" / "hall.sqlite"
-        with sqlite3.connect(db) as conn:
-            tickets = dict(
-                conn.execute(
-                    "SELECT status, COUNT(*) FROM tickets WHERE day = ? GROUP BY status", (day,)
+        tickets: dict[str, int] = {}
+        called_windows: list[int] = []
+        day_end = None
+        report = None
+        if db.exists():
+            with sqlite3.connect(db) as conn:
+                tickets = dict(
+                    conn.execute(
+                        "SELECT status, COUNT(*) FROM tickets WHERE day = ? GROUP BY status",
+                        (day,),
+                    )
                 )
-            )
-            called_windows = [
-                w
-                for (w,) in conn.execute(
-                    "SELECT DISTINCT window FROM tickets WHERE day = ? AND window IS NOT NULL",
+                called_windows = [
+                    w
+                    for (w,) in conn.execute(
+                        "SELECT DISTINCT window FROM tickets WHERE day = ? AND window IS NOT NULL",
+                        (day,),
+                    )
+                ]
+                day_end = conn.execute(
+                    "SELECT MAX(MAX(COALESCE(finished_at, 0)), MAX(COALESCE(called_at, 0))) "
+                    "FROM tickets WHERE day = ?",
                     (day,),
-                )
-            ]
-        config = load(self.out / "site.toml")
-        names = {s.id: s.name for s in config.services.values()}
-        assets = [
-            (f"ticket {p.parent.name}", Path(os.path.relpath(p, self.out / "report")))
-            for p in sorted((self.out / "tickets").glob("K*/ticket-000[1-2].png"))[:6]
-        ]
-        assets += [
-            (p.stem, Path(os.path.relpath(p, self.out / "report")))
-            for p in sorted((self.out / "led").glob("*.png"))[:6]
-        ]
-        report = write(build(db, day, self.tz, names), self.out / "report", assets)
-        hall_log = (self.out / "logs" / "hall.log").read_text(errors="replace")
-        leftovers = _leftovers(self.out)
-        assert self.crowd is not None
+                ).fetchone()[0]
+            config = load(self.out / "site.toml")
+            names = {s.id: s.name for s in config.services.values()}
+            staff = {member.id: member.name for member in config.staff.values()}
+            report = write(
+                build(db, day, self.tz, names, staff), self.out / "report", self._artefacts()
+            )
+        hall_log = self.out / "logs" / "hall.log"
+        hall_text = hall_log.read_text(errors="replace") if hall_log.exists() else ""
+        windows: dict[str, int] = {}
+        for _, service in self.windows:
+            windows[service] = windows.get(service, 0) + 1
         return DemoResult(
             self.out,
             report,
             day,
-            self.crowd.stats,
+            self.crowd.stats if self.crowd else Stats(),
             tickets,
             sorted(w for w in called_windows if w in surge_called),
-            hall_log.count("state rebuilt from") - 1,
+            hall_text.count("state rebuilt from") - 1,
             time.monotonic() - began,
-            leftovers,
+            _leftovers(self.out),
+            interrupted=self.interrupted,
+            finished=self.finished,
+            day_end=day_end or None,
+            closes=self.scenario.at(self.scenario.closes, self.tz),
+            startup_s=self.startup_s,
+            windows=windows,
         )
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _leftovers(out: Path) -> list[str]:
@@ -541,88 +665,130 @@ def _leftovers(out: Path) -> list[str]:
 
 
 class _View:
-    """The live terminal view (rich), or a line every few seconds when not on a terminal."""
+    """The live terminal view (rich), or a line every few seconds when not on a terminal.
 
-    def __init__(self, demo: DemoHall, config: SiteConfig) -> None:
-        from hall.ctl import HallView
+    While the live view is on, the demo's own log goes to logs/demo.log: a line written
+    to the terminal under a live display is what leaves stale lines behind."""
 
-        self.demo, self.config = demo, config
-        self.view = HallView(config)
+    def __init__(self, demo: DemoHall) -> None:
+        self.demo = demo
+        self.hall: dict[str, Any] = {}
         password, _ = credentials(demo.out / "broker" / "credentials", MONITOR_USER)
-
         self.bus = Bus(demo.broker_url, MONITOR_USER, username=MONITOR_USER, password=password)
-        topics = Topics(config.site.id)
-        self.bus.subscribe(topics.hall_state, self.view.on_message)
-        self.bus.subscribe(topics.window_state("+"), self.view.on_message)
+        self.bus.subscribe(Topics(demo.base.site.id).hall_state, self._on_hall)
         self.live: Live | None = None
         self.last_line = 0.0
+        self.handlers: list[logging.Handler] = []
+
+    def _on_hall(self, message: Message) -> None:
+        with contextlib.suppress(BadPayload):
+            self.hall = decode_object(message.payload)
 
     def __enter__(self) -> _View:
         self.bus.start(required=False)
         if self.demo.live:
             from rich.live import Live
 
-            self.live = Live(self._render(), refresh_per_second=4)
+            from cli.demoview import render
+
+            root = logging.getLogger()
+            self.handlers = [h for h in root.handlers if isinstance(h, logging.StreamHandler)]
+            to_file = logging.FileHandler(self.demo.out / "logs" / "demo.log")
+            to_file.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+            for handler in self.handlers:
+                root.removeHandler(handler)
+            root.addHandler(to_file)
+            self.live = Live(render(self.snapshot()), refresh_per_second=4, transient=False)
             self.live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.live:
             self.live.__exit__(None, None, None)
+            root = logging.getLogger()
+            for handler in self.handlers:
+                root.addHandler(handler)
         self.bus.stop()
 
-    def _progress(self) -> tuple[float, str]:
-        sc, tz = self.demo.scenario, self.demo.tz
+    def snapshot(self) -> Snapshot:
+        from cli.demoview import ServiceRow, Snapshot
+
+        demo, sc, tz = self.demo, self.demo.scenario, self.demo.tz
         opens, closes = sc.at(sc.opens, tz), sc.at(sc.closes, tz)
-        now = self.demo.clock.now()
+        now = demo.clock.now()
         done = min(1.0, max(0.0, (now - opens) / (closes - opens)))
-        return done, datetime.fromtimestamp(now, tz).strftime("%H:%M")
-
-    def _render(self) -> Group:
-        from rich.console import Group
-        from rich.progress_bar import ProgressBar
-        from rich.text import Text
-
-        done, clock = self._progress()
-        stats = self.demo.crowd.stats if self.demo.crowd else None
-        line = Text(
-            f"hall time {clock}  ×{self.demo.speed:g}   "
-            + (
-                f"arrived {stats.arrived}  tickets {stats.printed}  served {stats.served}"
-                f"  no-shows {stats.no_shows}  quota slips {stats.slips}  windows "
-                f"{len(self.demo.windows)}"
-                if stats
-                else ""
+        crowd = demo.crowd
+        s = crowd.stats if crowd else Stats()
+        if not crowd or not crowd.threads:
+            phase = "starting the daemons and devices"
+        elif now < opens:
+            phase = "before opening"
+        elif now <= closes:
+            phase = f"open until {sc.closes:%H:%M}"
+        else:
+            phase = f"closed at {sc.closes:%H:%M}: serving everyone holding a ticket"
+        services = {x["id"]: x for x in self.hall.get("services", [])}
+        status = {w["window"]: w["status"] for w in self.hall.get("windows", [])}
+        rows = []
+        for service in demo.config.services.values() if demo.config else []:
+            numbers = [n for n, sid in demo.windows if sid == service.id]
+            state = services.get(service.id, {})
+            rows.append(
+                ServiceRow(
+                    service.name,
+                    int(state.get("waiting", 0)),
+                    int(state.get("estimated_wait_s", 0)) // 60,
+                    int(state.get("issued", 0)),
+                    sum(1 for n in numbers if status.get(n) == "serving"),
+                    len(numbers),
+                )
             )
+        return Snapshot(
+            f"{sc.name} day ×{demo.speed:g}",
+            datetime.fromtimestamp(now, tz).strftime("%H:%M"),
+            done,
+            phase,
+            (
+                ("arrived", s.arrived),
+                ("tickets", s.printed),
+                ("served", s.served),
+                ("waiting", sum(r.waiting for r in rows)),
+                ("no-shows", s.no_shows),
+                ("quota slips", s.slips),
+                ("transfers", s.transfers),
+                ("windows", len(demo.windows)),
+            ),
+            tuple(rows),
         )
-        # windows beyond the first screenful are summarised by the queue table
-        return Group(ProgressBar(total=1.0, completed=done, width=60), line, self.view.render())
 
-    def update(self) -> None:
+    def update(self, final: bool = False) -> None:
         if self.live:
-            self.live.update(self._render())
+            from cli.demoview import render
+
+            self.live.update(render(self.snapshot()), refresh=final)
             return
-        if time.monotonic() - self.last_line >= 5:
+        if final or time.monotonic() - self.last_line >= 5:
             self.last_line = time.monotonic()
-            done, clock = self._progress()
-            s = self.demo.crowd.stats if self.demo.crowd else None
-            waiting = sum(x["waiting"] for x in (self.view.hall or {}).get("services", []))
-            print(
-                f"[{clock} {done:4.0%}] arrived {s.arrived if s else 0}, tickets "
-                f"{s.printed if s else 0}, served {s.served if s else 0}, waiting {waiting}, "
-                f"windows {len(self.demo.windows)}",
-                flush=True,
-            )
-            if done >= 1.0 and self.demo.crowd:
+            snap = self.snapshot()
+            figures = ", ".join(f"{label} {value}" for label, value in snap.figures)
+            print(f"[{snap.clock} {snap.done:4.0%}] {figures}", flush=True)
+            if snap.done >= 1.0 and self.demo.crowd and not final:
                 print(f"    waiting for: {self.demo.crowd.diagnosis()}", flush=True)
 
 
 SCENARIOS = {"surge": surge_day, "short": short_day}
 
 
+# `make demo`'s speed: the surge day in under three minutes on a 2-core machine, start-up
+# and report included (docs/architecture.md, "The simulated hall day": what bounds it).
+DEFAULT_SPEED = 300.0
+
+
 def run_demo(
     scenario: str = "surge",
-    speed: float = 60.0,
+    speed: float = DEFAULT_SPEED,
     out: Path | None = None,
     seed: int = 7,
     day: date | None = None,
@@ -638,12 +804,41 @@ def run_demo(
     demo = DemoHall(SCENARIOS[scenario](day), out, speed, seed, live, render)
     demo.fail_fast = fail_fast
     result = demo.run()
-    s = result.stats
-    print(
-        f"\n{scenario} day {result.day} at ×{speed:g}: {sum(result.tickets.values())} tickets "
-        f"({', '.join(f'{k} {v}' for k, v in sorted(result.tickets.items()))}); "
-        f"{s.slips} quota slips; windows opened live: {result.surge_windows_called or 'none'}; "
-        f"{result.wall_s:.0f} s"
-    )
-    print(f"report: {result.report}")
+    print("\n" + summary(result, scenario, speed))
     return result
+
+
+def summary(result: DemoResult, scenario: str, speed: float) -> str:
+    """What the day came to, in a few lines for the terminal."""
+    s, tz = result.stats, ZoneInfo("Asia/Shanghai")
+
+    def hhmm(at: float | None) -> str:
+        return datetime.fromtimestamp(at, tz).strftime("%H:%M") if at else "—"
+
+    def p50(values: list[float]) -> str:
+        return f"{sorted(values)[len(values) // 2] * 1000:.0f} ms" if values else "—"
+
+    state = (
+        "interrupted (Ctrl-C)"
+        if result.interrupted
+        else "complete"
+        if result.finished
+        else "NOT complete"
+    )
+    lines = [
+        f"{scenario} day {result.day} at ×{speed:g}: {state} in {result.wall_s:.0f} s "
+        f"(start-up {result.startup_s:.0f} s)",
+        f"  {sum(result.tickets.values())} tickets "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(result.tickets.items())) or 'none'}); "
+        f"{s.arrived} citizens came: {s.printed} ticketed, {s.slips} quota slips, "
+        f"{s.closed} turned away closed, {s.kiosk_failures} given nothing",
+        f"  tickets stopped {hhmm(result.closes)}; the last citizen left the windows "
+        f"{hhmm(result.day_end)}; windows opened live: "
+        f"{len(result.surge_windows_called) or 'none'}; windows at the end: "
+        f"{sum(result.windows.values())}",
+        "  a citizen at a kiosk (real time, p50): "
+        + ", ".join(f"{m} {p50(v)} ×{len(v)}" for m, v in sorted(s.kiosk_s.items())),
+        f"  keys whose answer the LED did not show in time: {s.led_timeouts or 'none'}",
+        f"report: {result.report}",
+    ]
+    return "\n".join(lines)

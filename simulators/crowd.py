@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from datetime import time as dtime
 from zoneinfo import ZoneInfo
 
 from quhao.clock import Clock
@@ -32,8 +31,9 @@ from quhao.idnumber import with_check
 from simulators.idcard import VirtualIdCard
 from simulators.keys import KeypadFeeder
 from simulators.led import LedSimulator
-from simulators.printer import PrinterSimulator
+from simulators.printer import PrinterSimulator, Ticket
 from simulators.sam import CardHolder, SamSimulator
+from simulators.scenario import SERVICE_TIME_SIGMA, WAIT_REASON, Scenario, rating_after
 
 log = logging.getLogger("sim.crowd")
 
@@ -42,103 +42,22 @@ SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华"
 RATING_KEYS = ("KEY_1", "KEY_2", "KEY_3", "KEY_4", "KEY_5")  # 非常满意 … 非常不满意
 PIN_PROMPT = "请输入密码"  # what the counter's LED asks after a staff number
+CLOSED_SLIP = "不在取号时间"  # on the kiosk's slip when the hall no longer issues tickets
+# The caller keypad ignores a second call press within 1 s (real time, by the key's own
+# stamp) unless another key came between: a clerk who found nobody waits that long.
+CALL_LOCKOUT_S = 1.05
+# Real seconds a citizen waits for the ticket before giving up. A kiosk prints within a
+# fraction of a second (Stats.kiosk_s); on a machine shared with heavy work it can take
+# seconds, and a citizen then waits rather than walks off without a ticket.
+KIOSK_PATIENCE_S = 20.0
+CALL_ANSWER_S = 1.5  # how long a clerk looks at the LED for the answer to a call
+LATE_ANSWER_S = 3.0  # after no answer, how long before the clerk presses call again
+RATING_DELAY_S = 0.15  # the citizen reaches for the pad once the finish is answered
 # A reader takes a card as removed only after it was away for the kiosk's card_absent_ms
 # (0.5 s by default, real time) as the reader saw it: a citizen putting the same card
 # back sooner is still the same presentation, read once. Margins for the polls:
 # the SAM reader asks every 50 ms, pcscd looks every 400 ms.
 SAME_CARD_AGAIN_S = {"sam": 0.75, "pcsc": 1.2}
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    day: date
-    opens: dtime
-    closes: dtime
-    loads: dict[str, int]  # tickets a day per service
-    minutes: dict[str, float]  # mean service time per service
-    windows: dict[str, int]  # windows per service at opening
-    kiosks: int = 14
-    pcsc_kiosks: int = 2  # K1, K2 also have a PC/SC reader (vpcd slots 0 and 1)
-    surge_service: str | None = None
-    surge_plan: tuple[tuple[dtime, int], ...] = ()  # (from, windows for the surge service)
-    elderly: float = 0.15
-    appointment: float = 0.04
-    second_service: float = 0.06
-    no_show: float = 0.05
-    third_try: float = 0.02
-    typed: float = 0.15
-    pcsc: float = 0.3  # at a kiosk with a PC/SC reader
-    breaks: float = 0.02  # chance a clerk takes a break after a citizen
-    ratings: tuple[tuple[int | None, float], ...] = (
-        (5, 0.66),
-        (4, 0.16),
-        (3, 0.06),
-        (2, 0.03),
-        (1, 0.02),
-        (None, 0.07),
-    )
-
-    def at(self, moment: dtime, tz: ZoneInfo) -> float:
-        return datetime.combine(self.day, moment, tz).timestamp()
-
-
-def surge_day(day: date) -> Scenario:
-    """The surge day: 社保 jumps to ~1,400 tickets; windows 8 → 15 → 32."""
-    others = {
-        "medical": 60,
-        "housing_fund": 45,
-        "real_estate": 30,
-        "tax": 55,
-        "business": 40,
-        "household": 40,
-        "exit_entry": 35,
-        "civil": 25,
-        "enquiry": 50,
-    }
-    return Scenario(
-        "surge",
-        day,
-        dtime(8, 30),
-        dtime(17, 30),
-        loads={"social": 1400, **others},
-        minutes={
-            "social": 8,
-            "medical": 6,
-            "housing_fund": 10,
-            "real_estate": 15,
-            "tax": 10,
-            "business": 12,
-            "household": 8,
-            "exit_entry": 10,
-            "civil": 10,
-            "enquiry": 4,
-        },
-        windows={"social": 8, **{s: 1 for s in others}},
-        surge_service="social",
-        surge_plan=((dtime(10, 0), 15), (dtime(12, 0), 32)),
-    )
-
-
-def short_day(day: date) -> Scenario:
-    """An hour of a small hall, with a surge: for CI."""
-    return Scenario(
-        "short",
-        day,
-        dtime(9, 0),
-        dtime(10, 0),
-        loads={"social": 36, "tax": 10, "enquiry": 10},
-        minutes={"social": 6, "tax": 8, "enquiry": 4},
-        windows={"social": 2, "tax": 1, "enquiry": 1},
-        kiosks=4,
-        pcsc_kiosks=1,
-        surge_service="social",
-        surge_plan=((dtime(9, 20), 3), (dtime(9, 40), 4)),
-        third_try=0.08,
-        no_show=0.08,
-        second_service=0.08,
-        appointment=0.1,
-    )
 
 
 @dataclass
@@ -151,13 +70,16 @@ class Citizen:
     method: str  # sam | typed | pcsc
     uid: str
     no_show: bool
-    rating: int | None
+    rating: int | None  # the rating after a short wait (rating_after lowers it for long ones)
     reason: int
     second_service: str | None = None
     minutes: float = 8.0
     appointment: bool = False
     number: str | None = None
     done: bool = False
+    queue: str = ""  # the service whose queue the ticket is in now
+    queued_at: float = 0.0  # hall time it joined that queue
+    waited_s: float = 0.0  # hall seconds waited in queues so far
 
 
 @dataclass
@@ -172,27 +94,31 @@ class Stats:
     ratings: int = 0
     breaks: int = 0
     unknown_calls: int = 0
+    closed: int = 0  # turned away: the kiosk said tickets are no longer issued
     calls_by_window: dict[int, int] = field(default_factory=dict)
+    # real seconds a citizen held a kiosk (keys, card, ticket, card off), by method
+    kiosk_s: dict[str, list[float]] = field(default_factory=dict)
+    last_finish: float = 0.0  # hall time of the last finish or skip
+    led_timeouts: dict[str, int] = field(default_factory=dict)  # key -> LED showed no answer
 
 
 def plan_arrivals(scenario: Scenario, tz: ZoneInfo, seed: int) -> list[Citizen]:
     """Who comes when: morning and afternoon peaks over the opening hours."""
     rng = random.Random(seed)
     opens, closes = scenario.at(scenario.opens, tz), scenario.at(scenario.closes, tz)
-    span = closes - opens - 300  # nobody in the last five minutes
+    span = closes - opens - scenario.last_call_min * 60
     services = list(scenario.loads)
     citizens: list[Citizen] = []
     serial = 0
 
     def moment() -> float:
         while True:
-            peak = rng.random()
-            if peak < 0.45:
-                x = rng.gauss(0.22, 0.12)
-            elif peak < 0.85:
-                x = rng.gauss(0.7, 0.12)
-            else:
-                x = rng.random()
+            roll, x = rng.random(), rng.random()  # uniform unless the roll falls in a peak
+            for share, centre, spread in scenario.peaks:
+                if roll < share:
+                    x = rng.gauss(centre, spread)
+                    break
+                roll -= share
             if 0 <= x <= 1:
                 return opens + x * span
 
@@ -221,7 +147,9 @@ def plan_arrivals(scenario: Scenario, tz: ZoneInfo, seed: int) -> list[Citizen]:
                 if rng.random() < scenario.second_service
                 else None
             )
-            minutes = max(1.0, rng.lognormvariate(math.log(scenario.minutes[service]), 0.45))
+            minutes = max(
+                1.0, rng.lognormvariate(math.log(scenario.minutes[service]), SERVICE_TIME_SIGMA)
+            )
             citizen = Citizen(
                 serial,
                 holder,
@@ -278,12 +206,19 @@ class KioskDevices:
 @dataclass
 class WindowDevices:
     number: int
+    service: str  # the one service this window serves
     keys: KeypadFeeder
     led: LedSimulator
     rating: KeypadFeeder
     staff_digits: str | None
     service_keys: dict[str, str]  # service id -> its number typed for a transfer
     pin: str | None = None  # the clerk's PIN, typed after the staff number
+    opens_at: float = 0.0  # hall time the clerk logs in (a window opened live)
+    rated: threading.Event = field(default_factory=threading.Event)  # no rating pending
+    last_call_press: float = 0.0  # monotonic: the call key's lockout runs from here
+    last_number: str = ""  # the ticket last called here
+    claimed: bool = False  # the last call press took a waiting ticket from the count
+    unanswered_at: float = -1e9  # monotonic: the last call whose answer the LED did not show
 
     def __repr__(self) -> str:
         return f"WindowDevices(window {self.number}, <PIN withheld>)"
@@ -312,7 +247,14 @@ class Crowd:
         self.stop = threading.Event()
         self.arrivals_done = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.started = False
         self.empty_since: dict[int, float] = {}  # window -> when it last found no one waiting
+        # Tickets the crowd holds that wait, per service queue, as the crowd knows them (a
+        # clerk watches the hall's waiting count on the screen): an idle clerk calls again
+        # when it changes, instead of pressing call on a fixed round.
+        self.waiting: dict[str, int] = dict.fromkeys(scenario.loads, 0)
+        self.news = threading.Condition(self.lock)
+        self.ratings: queue.Queue[tuple[float, WindowDevices, list[str]]] = queue.Queue()
 
     # ---- time ---------------------------------------------------------------
 
@@ -327,13 +269,19 @@ class Crowd:
     # ---- running ------------------------------------------------------------
 
     def start(self) -> None:
+        """The doors open: citizens come, clerks log in (the daemons are ready)."""
+        self.started = True
         self._spawn("arrivals", self._arrivals)
+        self._spawn("ratings", self._rate)
+        for devices in self.windows.values():
+            self._spawn(f"clerk-{devices.number}", self._clerk, devices)
         for number in self.kiosks:
             self._spawn(f"kiosk-{number}", self._kiosk, number)
 
     def add_window(self, devices: WindowDevices) -> None:
         self.windows[devices.number] = devices
-        self._spawn(f"clerk-{devices.number}", self._clerk, devices)
+        if self.started:
+            self._spawn(f"clerk-{devices.number}", self._clerk, devices)
 
     def _spawn(self, name: str, target: Callable[..., object], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, name=f"crowd-{name}", daemon=True)
@@ -342,6 +290,8 @@ class Crowd:
 
     def close(self) -> None:
         self.stop.set()
+        with self.news:
+            self.news.notify_all()
         for thread in self.threads:
             thread.join(5)
 
@@ -353,25 +303,23 @@ class Crowd:
 
     def diagnosis(self) -> str:
         """Why the day is not over yet (for the progress line)."""
-        last = self.citizens[-1].arrives if self.citizens else 0.0
-        busy = sorted(w for w in self.windows if self.empty_since.get(w, 0.0) <= last)
         with self.lock:
             held = sorted(n for n, c in self.by_number.items() if not c.done)
         queued = sum(q.qsize() for q in self.lines.values())
+        rating = sorted(n for n, w in self.windows.items() if not w.rated.is_set())
         return (
             f"arrivals {'done' if self.arrivals_done.is_set() else 'coming'}, "
-            f"in kiosk lines {queued}, held {held[:6]}, windows not yet idle {busy[:8]}"
+            f"in kiosk lines {queued}, held {held[:6]}, ratings at windows {rating[:8]}"
         )
 
     def finished(self) -> bool:
-        """The day is over: everyone came, every ticket held was dealt with, and every
-        window has since found nobody waiting."""
+        """The day is over: everyone came, every ticket held was dealt with (finished,
+        skipped or given up), and every rating was given."""
         if not self.arrivals_done.is_set() or any(not q.empty() for q in self.lines.values()):
             return False
-        if self.outstanding:
+        if self.outstanding or not self.ratings.empty():
             return False
-        last_arrival = self.citizens[-1].arrives if self.citizens else 0.0
-        return all(self.empty_since.get(w, 0.0) > last_arrival for w in self.windows)
+        return all(w.rated.is_set() for w in self.windows.values())
 
     # ---- citizens at kiosks -------------------------------------------------
 
@@ -398,6 +346,7 @@ class Crowd:
                 log.exception("citizen %d at kiosk %d", citizen.key, number)
 
     def _use_kiosk(self, devices: KioskDevices, citizen: Citizen) -> None:
+        began = time.monotonic()
         before = len(devices.printer.wait_for_tickets(0))  # every ticket cut so far
         method = citizen.method if (citizen.method != "pcsc" or devices.card) else "sam"
         card = f"pcsc:{citizen.uid}" if method == "pcsc" else f"sam:{citizen.holder.id_number}"
@@ -417,9 +366,10 @@ class Crowd:
         else:
             devices.sam.present(citizen.holder)
         try:
-            ticket = devices.printer.wait_for_tickets(before + 1, timeout=4.0)[-1]
+            ticket = devices.printer.wait_for_tickets(before + 1, timeout=KIOSK_PATIENCE_S)[-1]
         except AssertionError:
             ticket = None
+        self._read_paper(citizen, ticket)  # at once: a window may call the number soon
         if method == "pcsc" and devices.card:
             devices.card.remove()
             devices.last_card, devices.card_gone_at = card, time.monotonic()
@@ -427,8 +377,13 @@ class Crowd:
         elif method == "sam":
             devices.sam.remove()
             devices.last_card, devices.card_gone_at = card, time.monotonic()
-            time.sleep(0.12)  # the SAM reader looks every 50 ms
+            # the next card goes on once the reader has seen this one gone (it polls every
+            # 50 ms): otherwise it takes the next card for this one, still there
+            devices.sam.wait_seen_empty(finds=2)
+        with self.lock:
+            self.stats.kiosk_s.setdefault(method, []).append(time.monotonic() - began)
 
+    def _read_paper(self, citizen: Citizen, ticket: Ticket | None) -> None:
         with self.lock:
             if ticket is None:
                 self.stats.kiosk_failures += 1
@@ -436,24 +391,38 @@ class Crowd:
                 return
             big = [line.text.strip() for line in ticket.lines if line.width >= 3]
             if not big:
-                self.stats.slips += 1  # 额满: the quota slip
+                if CLOSED_SLIP in ticket.text:
+                    self.stats.closed += 1
+                else:
+                    self.stats.slips += 1  # 额满: the quota slip
                 return
             citizen.number = big[0]
+            citizen.queue, citizen.queued_at = citizen.service, self.clock.now()
             self.by_number[citizen.number] = citizen
             self.stats.printed += 1
+            self.waiting[citizen.service] += 1
+            self.news.notify_all()
 
     # ---- clerks at windows --------------------------------------------------
 
     def _clerk(self, w: WindowDevices) -> None:
         led = w.led
+        w.rated.set()
+        self.sleep_until(w.opens_at)
         try:
-            if w.staff_digits and w.pin:
+            while w.staff_digits and w.pin and not self.stop.is_set():
                 # staff number, Enter; the LED asks for the PIN; PIN, Enter
-                w.keys.type(*[f"KEY_KP{d}" for d in w.staff_digits], "KEY_KPENTER")
-                led.wait_for(lambda t: t == PIN_PROMPT, timeout=10)
-                w.keys.type(*[f"KEY_KP{d}" for d in w.pin], "KEY_KPENTER")
-                led.wait_for(lambda t: "号窗口 " in t, timeout=10)
-                time.sleep(1.05)  # the call key is the login key: its lockout
+                try:
+                    w.keys.type(*[f"KEY_KP{d}" for d in w.staff_digits], "KEY_KPENTER")
+                    led.wait_for(lambda t: t == PIN_PROMPT, timeout=10)
+                    w.keys.type(*[f"KEY_KP{d}" for d in w.pin], "KEY_KPENTER")
+                    led.wait_for(lambda t: "号窗口 " in t, timeout=10)
+                    w.last_call_press = time.monotonic()  # the call key is the login key
+                    break
+                except AssertionError as exc:  # a counter slow to start: try again
+                    log.warning("clerk at window %d: login: %s; again", w.number, exc)
+                    w.keys.tap("KEY_NUMLOCK")  # logout: whatever was typed is dropped
+                    self.stop.wait(1.0)
             while not self.stop.is_set():
                 self._serve_next(w)
         except AssertionError as exc:
@@ -467,6 +436,7 @@ class Crowd:
         key: str,
         answer: Callable[[str], bool] = lambda text: True,
         timeout: float = 5.0,
+        what: str = "",
     ) -> str:
         """Press a key; the first text the LED then shows that answers it.
 
@@ -474,6 +444,8 @@ class Crowd:
         3 s): a clerk looks for the change the key should cause, not just any change.
         """
         seen = len(w.led.history)
+        if key == "KEY_KPENTER":
+            w.last_call_press = time.monotonic()
         w.keys.tap(key)
         deadline = time.monotonic() + timeout
         with w.led.changed:
@@ -483,58 +455,140 @@ class Crowd:
                         return shown.text
                 seen = len(w.led.history)
                 w.led.changed.wait(0.05)
+        what = what or key
+        with self.lock:
+            self.stats.led_timeouts[what] = self.stats.led_timeouts.get(what, 0) + 1
         return w.led.text
 
+    def _claim(self, w: WindowDevices) -> bool | None:
+        """Wait until a ticket for this window's service is waiting (as the clerk's queue
+        screen shows) and take it for this call, so that two idle clerks do not both call
+        for one citizen; then the call key's lockout. Every half hour (hall time) the clerk
+        calls anyway (False: nothing claimed). None: the LED shows a call after all."""
+        claimed = False
+        deadline = time.monotonic() + self.clock.real_seconds(1800)
+        with self.news:
+            while not self.stop.is_set():
+                if self._late_call(w):
+                    return None
+                # after a call the LED showed no answer to, give a late answer time to
+                # arrive: a call pressed while a citizen is at the window finishes them
+                settled = time.monotonic() >= w.unanswered_at + LATE_ANSWER_S
+                if settled and self.waiting[w.service] > 0:
+                    self.waiting[w.service] -= 1
+                    claimed = True
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0 and settled:
+                    break
+                self.news.wait(min(max(left, 0.0), 0.1) or 0.1)
+        lockout = w.last_call_press + CALL_LOCKOUT_S - time.monotonic()
+        if lockout > 0:
+            self.stop.wait(lockout)
+        return claimed
+
+    def _late_call(self, w: WindowDevices) -> re.Match[str] | None:
+        """The LED shows a call here that the clerk has not taken up (its answer came after
+        the clerk stopped looking)."""
+        late = CALLED.search(w.led.text)
+        if late and late.group(2) == str(w.number) and late.group(1) != w.last_number:
+            return late
+        return None
+
     def _serve_next(self, w: WindowDevices) -> None:
-        shown = self._press_and_watch(
-            w, "KEY_KPENTER", lambda t: bool(CALLED.search(t)) or "暂无" in t or "暂停" in t
-        )
-        called = CALLED.search(shown)
-        if not called or called.group(2) != str(w.number):
-            self.empty_since[w.number] = self.clock.now()
-            self.sleep_hall(60, at_least_real=1.1)  # nobody waiting: look again in a minute
-            return
+        called = self._late_call(w)
+        if called is None:
+            claimed = self._claim(w)
+            if claimed is None or self.stop.is_set():
+                return  # a late call: taken up next round
+            w.claimed = claimed
+            # A call that finds nobody twice in a row changes nothing on the LED (the hall
+            # answers "unchanged"): a clerk who sees no change for a moment takes it so.
+            shown = self._press_and_watch(
+                w,
+                "KEY_KPENTER",
+                lambda t: bool(CALLED.search(t)) or "暂无" in t or "暂停" in t,
+                timeout=CALL_ANSWER_S,
+                what="call",
+            )
+            called = CALLED.search(shown)
+            if not called or called.group(2) != str(w.number) or called.group(1) == w.last_number:
+                self.empty_since[w.number] = self.clock.now()
+                if not (called or "暂无" in shown or "暂停" in shown):
+                    w.unanswered_at = time.monotonic()  # no answer seen: maybe a late one
+                return
+        began = self.clock.now()  # the service time runs from the call
+        w.last_number = called.group(1)
+        now = self.clock.now()
+        citizen = self._citizen(called.group(1))
         with self.lock:
             self.stats.calls_by_window[w.number] = self.stats.calls_by_window.get(w.number, 0) + 1
-        citizen = self._citizen(called.group(1))
+            if not w.claimed:
+                self.waiting[w.service] -= 1
+            if citizen is not None and citizen.queue:
+                citizen.waited_s += max(0.0, now - citizen.queued_at)
+                citizen.queue = ""
         if citizen is None or citizen.no_show:
             self.sleep_hall(120)
-            self._press_and_watch(w, "KEY_KPPLUS", timeout=2.0)  # recall
+            self._press_and_watch(w, "KEY_KPPLUS", timeout=0.5, what="recall")  # no change
             self.sleep_hall(120)
-            self._press_and_watch(w, "KEY_KPMINUS", _idle)  # skip: 过号
+            self._press_and_watch(w, "KEY_KPMINUS", _idle, what="skip")  # 过号
             with self.lock:
                 self.stats.no_shows += 1
+                self.stats.last_finish = self.clock.now()
                 if citizen is not None:
                     citizen.done = True
             return
-        self.sleep_hall(citizen.minutes * 60)
+        self.sleep_until(began + citizen.minutes * 60)
         if citizen.second_service and citizen.second_service in w.service_keys:
             target = w.service_keys[citizen.second_service]
-            citizen.second_service = None  # 三证联办: the same number goes on
-            citizen.minutes = max(1.0, citizen.minutes * 0.6)
             w.keys.type("KEY_KPSLASH", *[f"KEY_KP{d}" for d in target], gap_s=0.02)
-            self._press_and_watch(w, "KEY_KPENTER", _idle)
+            self._press_and_watch(w, "KEY_KPENTER", _idle, what="transfer")
             with self.lock:
+                # 三证联办: the same number goes on to the next service's queue
+                citizen.queue, citizen.queued_at = citizen.second_service, self.clock.now()
+                self.waiting[citizen.second_service] += 1
+                citizen.second_service = None
+                citizen.minutes = max(1.0, citizen.minutes * 0.6)
                 self.stats.transfers += 1
+                self.news.notify_all()
             return
-        self._press_and_watch(w, "KEY_KPDOT", _idle)  # finish: the rating pad lights up
+        w.rated.wait(2.0)  # the last citizen here has rated (the pad holds one ticket)
+        self._press_and_watch(w, "KEY_KPDOT", _idle, what="finish")  # the rating pad lights up
+        level = rating_after(citizen.rating, citizen.waited_s / 60, self.scenario)
         with self.lock:
             citizen.done = True
             self.stats.served += 1
-        if citizen.rating is not None:
-            time.sleep(0.15)
-            w.rating.tap(RATING_KEYS[5 - citizen.rating])
-            if citizen.rating <= 2:
-                time.sleep(0.05)
-                w.rating.tap(RATING_KEYS[citizen.reason])
-            with self.lock:
-                self.stats.ratings += 1
+            self.stats.last_finish = self.clock.now()
+        if level is not None:
+            # the citizen rates while the clerk calls the next one
+            keys = [RATING_KEYS[5 - level]]
+            if level <= 2:
+                long_wait = citizen.waited_s / 60 > self.scenario.patience_min
+                keys.append(RATING_KEYS[WAIT_REASON if long_wait else citizen.reason])
+            w.rated.clear()
+            self.ratings.put((time.monotonic() + RATING_DELAY_S, w, keys))
         if self.rng.random() < self.scenario.breaks:
             self._press_and_watch(w, "KEY_KPASTERISK")
             self.sleep_hall(self.rng.uniform(600, 1200))
             self._press_and_watch(w, "KEY_KPASTERISK")
             with self.lock:
                 self.stats.breaks += 1
+
+    def _rate(self) -> None:
+        """The citizens at the rating pads, one after another as they finish."""
+        while not self.stop.is_set():
+            try:
+                due, w, keys = self.ratings.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            for key in keys:
+                self.stop.wait(max(0.0, due - time.monotonic()))
+                w.rating.tap(key)
+                due = time.monotonic() + 0.05
+            with self.lock:
+                self.stats.ratings += 1
+            w.rated.set()
 
     def _citizen(self, number: str) -> Citizen | None:
         deadline = time.monotonic() + 3.0  # the kiosk may still be reading the paper

@@ -35,10 +35,19 @@ class Shown:
 
 
 class LedSimulator:
-    def __init__(self, link: str | Path, address: int, snapshots: Path | None = None) -> None:
+    def __init__(
+        self,
+        link: str | Path,
+        address: int,
+        snapshots: Path | None = None,
+        snapshot_limit: int | None = None,
+    ) -> None:
         self.link = Path(link)
         self.address = address
         self.snapshots = snapshots
+        # Drawing a PNG takes tens of ms in the thread that answers the display protocol:
+        # a busy simulated window draws only its first few texts, or its ACKs come late.
+        self.snapshot_limit = snapshot_limit
         self.text = ""
         self.history: list[Shown] = []
         self.errors: list[str] = []
@@ -159,7 +168,9 @@ class LedSimulator:
             self.text = text
             self.history.append(Shown(text, flash))
             self.changed.notify_all()
-        if self.snapshots is not None:
+        if self.snapshots is not None and (
+            self.snapshot_limit is None or len(self.history) <= self.snapshot_limit
+        ):
             from simulators.render import led_strip
 
             led_strip(text, self.snapshots / f"led-{self.address}-{len(self.history):04d}.png")

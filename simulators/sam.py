@@ -20,6 +20,7 @@ import contextlib
 import os
 import select
 import threading
+import time
 import tty
 from dataclasses import dataclass
 from datetime import date
@@ -126,6 +127,8 @@ class SamSimulator:
         self.last_frame_at = 0.0
         self._dropout = 0  # find polls still to answer "no card" while the card stays
         self._lock = threading.Lock()
+        self._seen = threading.Condition()
+        self._empty_finds = 0  # finds answered "no card" since the card was removed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._fds: tuple[int, int] | None = None
@@ -155,7 +158,22 @@ class SamSimulator:
         self.holder = holder
 
     def remove(self) -> None:
-        self.holder = None
+        with self._seen:
+            self.holder = None
+            self._empty_finds = 0
+
+    def wait_seen_empty(self, finds: int = 2, timeout: float = 5.0) -> bool:
+        """Wait until the reader has polled `finds` times since the card was removed and
+        been told there is no card: only then can it tell the next card from this one.
+        (It polls every 50 ms of real time; a busy machine can make that much later.)"""
+        deadline = time.monotonic() + timeout
+        with self._seen:
+            while self._empty_finds < finds:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._seen.wait(left)
+        return True
 
     def dropout(self, polls: int) -> None:
         """The card stays on the reader, but the next `polls` find commands answer
@@ -223,7 +241,12 @@ class SamSimulator:
                 if card and self._dropout > 0:
                     self._dropout -= 1
                     card = None
-            return self._status(0x9F, bytes(4)) if card else self._status(0x80)
+            if card:
+                return self._status(0x9F, bytes(4))
+            with self._seen:
+                self._empty_finds += 1
+                self._seen.notify_all()
+            return self._status(0x80)
         if command == (0x20, 0x02):
             return self._status(0x90, bytes(8)) if card else self._status(0x81)
         if command == (0x30, 0x01):

@@ -140,15 +140,15 @@ def rating_after(base: int | None, waited_min: float, scenario: Scenario) -> int
 def surge_day(day: date) -> Scenario:
     """The surge day: 社保 jumps to ~1,400 citizens; its windows go 8 → 15 → 32."""
     others = {
-        "medical": 60,
+        "medical": 70,
         "housing_fund": 45,
         "real_estate": 30,
         "tax": 55,
         "business": 40,
-        "household": 40,
+        "household": 50,
         "exit_entry": 35,
         "civil": 25,
-        "enquiry": 50,
+        "enquiry": 60,
     }
     scenario = Scenario(
         "surge",
@@ -172,8 +172,8 @@ def surge_day(day: date) -> Scenario:
         kiosks=16,
         pcsc_kiosks=2,
         surge_service="social",
-        # the morning queue shows the surge by 09:30; by 10:30 the back office is called in
-        surge_plan=((dtime(9, 30), 15), (dtime(10, 30), 32)),
+        # the morning queue shows the surge by 09:15; by 10:15 the back office is called in
+        surge_plan=((dtime(9, 15), 15), (dtime(10, 15), 32)),
     )
     return _staffed(scenario)
 
