@@ -336,6 +336,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from hall.history import run_startup_bench
 
         results["startup"] = run_startup_bench(args.days, args.per_day, args.cache)
+    if args.target == "report":  # not in "all": making its month takes minutes once
+        from cli.bench.report import run_report_bench
+
+        results["report"] = run_report_bench(args.per_day, args.cache)
     if args.target == "all":
         _bench_summary(results)
     if args.json:
@@ -783,15 +787,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks against a bare MQTT baseline")
     p.add_argument(
         "target",
-        choices=["hall", "kiosk", "counter", "surge", "startup", "screens", "city", "all"],
+        choices=[
+            "hall",
+            "kiosk",
+            "counter",
+            "surge",
+            "startup",
+            "report",
+            "screens",
+            "city",
+            "all",
+        ],
     )
     p.add_argument("--halls", type=int, default=200, help="city: simulated halls")
     p.add_argument("--speed", type=float, default=100.0, help="city: times the real peak rate")
     p.add_argument("--minutes", type=float, default=10.0, help="city: simulated minutes cut")
     p.add_argument("--pages", type=int, default=2000, help="screens: ticket pages at once")
     p.add_argument("--days", type=int, default=365, help="startup: days of record")
-    p.add_argument("--per-day", type=int, default=2000, help="startup: tickets a day")
-    p.add_argument("--cache", type=Path, help="startup: where the record is built and reused")
+    p.add_argument("--per-day", type=int, default=2000, help="startup, report: tickets a day")
+    p.add_argument(
+        "--cache", type=Path, help="startup, report: where the record is built and reused"
+    )
     p.add_argument("--swipes", type=int, default=60, help="kiosk: cards per reader type")
     p.add_argument("--presses", type=int, default=200, help="counter: key presses")
     p.add_argument("--clients", type=int, default=14)
