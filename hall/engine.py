@@ -20,9 +20,11 @@ Rules, all from the site configuration:
   the settled tickets of the days before yesterday (`tickets.archived`) — the store
   keeps them for reports; an action naming one is answered `unknown_ticket`;
 - offline issuing (docs/architecture.md, "Offline issuing: the lease protocol"): a
-  kiosk's `lease` reserves the next numbers of a service's day for it alone (online
-  numbering goes on after them); its `handover` puts what it printed offline into the
-  queue by issue time, checked against its lease; `release` gives up the rest.
+  kiosk's `lease` reserves a block of a service's day for it alone, taken from the TOP
+  of the day's number space downward (A990–A999, then A980–A989, …), while online
+  numbering counts up from 001 and skips any leased number it reaches; its `handover`
+  puts what it printed offline into the queue by issue time, checked against its lease;
+  `release` gives up the rest (released numbers are never issued again).
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ class Engine:
         self.secret = secret
         self.authority = StaffAuthority(config.staff, secret)
         self.tickets: dict[str, Ticket] = {}
-        # (day, service): the highest number given out, to a ticket or into a lease
+        # (day, service): the highest number given out online (leases sit above it)
         self.last_number: dict[tuple[str, str], int] = defaultdict(int)
         self.issued_count: dict[tuple[str, str], int] = defaultdict(int)  # tickets, for caps
         self.leases: dict[tuple[str, str, str], list[LeaseBlock]] = {}  # (day, svc, kiosk)
@@ -243,7 +245,7 @@ class Engine:
                     f"{service.quota.seconds // 60} minutes",
                 )
         priority = self._priority(service, wanted, age)
-        number = self._number(service, self.last_number.get((day, service.id), 0) + 1)
+        number = self._number(service, self._next_online(day, service.id))
         ticket_id = f"{day}/{number}"
         data = {
             "ticket": ticket_id,
@@ -280,7 +282,7 @@ class Engine:
     # ---- offline issuing: leases, handover, release -----------------------
 
     def _lease(self, device: str, r: LeaseRequest, now: float) -> Decided:
-        """Reserve the next numbers of today's `service` for this kiosk alone."""
+        """Reserve a block of today's `service` for this kiosk alone, from the top down."""
         service = self._service(r.service)
         if service.id not in self.config.kiosks[device].services:
             raise Refused("forbidden", f"{device} does not issue {service.name}")
@@ -295,12 +297,53 @@ class Engine:
             size = min(size, service.daily_cap - self.issued_count.get((day, service.id), 0))
             if size <= 0:
                 raise Refused("daily_cap_reached", f"{service.name}: the daily cap is reached")
-        first = self.last_number.get((day, service.id), 0) + 1
-        last = min(first + size - 1, MAX_NUMBER)
-        if last < first:
+        block = self._lease_block(day, service.id, size)
+        if block is None:
             raise Refused("daily_cap_reached", f"{service.name}: no numbers left today")
+        first, last = block
         lease = {"day": day, "service": service.id, "first": first, "last": last}
         return {"lease": lease}, [Event("lease.granted", now, {"kiosk": device, **lease})]
+
+    def _leased_blocks(self, day: str, service: str) -> list[tuple[int, int]]:
+        """Every block ever leased of a day and service (any kiosk, released or not),
+        sorted: numbers online issuing must skip and no new lease may take. (A scan of a
+        few hundred keys at most: days kept × services × kiosks.)"""
+        return sorted(
+            (b.first, b.last)
+            for (d, s, _), blocks in self.leases.items()
+            if d == day and s == service
+            for b in blocks
+        )
+
+    def _next_online(self, day: str, service: str) -> int:
+        """The next online number: counting up from 001, over any leased block."""
+        number = self.last_number.get((day, service), 0) + 1
+        for first, last in self._leased_blocks(day, service):
+            if first <= number <= last:
+                number = last + 1
+        return number
+
+    def _lease_block(self, day: str, service: str, size: int) -> tuple[int, int] | None:
+        """Up to `size` numbers just below the lowest block leased so far in the number
+        band online issuing is in (band w: 1…10**w - 1; band d > w: 10**(d-1)…10**d - 1,
+        where online numbers go once a busy day passes 10**w - 1), above every online
+        number; the next band's top once that band has no room left. None: no room below
+        MAX_NUMBER."""
+        online = self.last_number.get((day, service), 0)
+        width = self.config.rules.number_width
+        band = max(width, len(str(online + 1)))
+        leased = self._leased_blocks(day, service)
+        while 10**band - 1 <= MAX_NUMBER:
+            bottom = 1 if band == width else 10 ** (band - 1)
+            lowest = min(
+                (first for first, _ in leased if bottom <= first < 10**band), default=10**band
+            )
+            last = lowest - 1
+            first = max(online + 1, bottom, last - size + 1)
+            if first <= last:
+                return first, last
+            band += 1
+        return None
 
     def _handover(self, device: str, r: HandoverRequest, now: float) -> Decided:
         """Offline tickets into the queue, each checked against this kiosk's lease.
@@ -911,9 +954,9 @@ class Engine:
             offline_rid=d.get("rid"),
         )
         self.tickets[ticket.id] = ticket
-        number = int(ticket.number[1:])
         key = (ticket.day, ticket.service)
-        self.last_number[key] = max(self.last_number[key], number)
+        if not ticket.offline:  # an offline ticket's number is in a lease, above these
+            self.last_number[key] = max(self.last_number[key], int(ticket.number[1:]))
         self.issued_count[key] += 1
         if ticket.person_key:
             history = self.person_history[(ticket.person_key, ticket.service)]
@@ -994,10 +1037,15 @@ class Engine:
 
     def _apply_archived(self, e: Event) -> None:
         """Drop what only days before `before` needed: settled tickets, number counters,
-        service times, empty queues, and quota history no window can see any more."""
+        service times, empty queues, and quota history no window can see any more.
+        Offline tickets stay as long as their lease (a week): a handover repeated after
+        its answer was lost must still find them, or they would be placed twice."""
         before = e.data["before"]
+        kept = (date.fromisoformat(before) - timedelta(days=LEASES_KEPT_DAYS)).isoformat()
         for ticket in [
-            t for t in self.tickets.values() if t.queue_day < before and t.status in SETTLED
+            t
+            for t in self.tickets.values()
+            if t.queue_day < before and t.status in SETTLED and not (t.offline and t.day >= kept)
         ]:
             del self.tickets[ticket.id]
             if ticket.status == Status.VOIDED and ticket.person_key:
@@ -1009,7 +1057,6 @@ class Engine:
         for key in [k for k in self.issued_count if k[0] < before]:
             del self.issued_count[key]
         # A kiosk cut off for days still hands over what it printed: leases stay a week.
-        kept = (date.fromisoformat(before) - timedelta(days=LEASES_KEPT_DAYS)).isoformat()
         for lease in [k for k in self.leases if k[0] < kept]:
             del self.leases[lease]
         for key in [k for k in self.service_time if k[0] < before]:
@@ -1028,7 +1075,7 @@ class Engine:
             LeaseBlock(d["first"], d["last"])
         )
         key = (d["day"], d["service"])
-        self.last_number[key] = max(self.last_number[key], d["last"])  # online goes on after
+        self.last_number.setdefault(key, 0)  # the day is known (archived with the rest)
 
     def _apply_lease_released(self, e: Event) -> None:
         d = e.data

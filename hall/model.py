@@ -62,7 +62,8 @@ class Ticket:
 @dataclass
 class LeaseBlock:
     """Numbers first…last of one service's day, reserved for one kiosk to issue offline.
-    Online numbering went on after `last`, so nobody else ever issues them."""
+    Taken from the top of the day's numbers downward; online numbering skips them, so
+    nobody else ever issues them."""
 
     first: int
     last: int

@@ -376,6 +376,15 @@ class KioskDaemon:
                 self._say("暂停服务：打印机故障")
                 self._done(session)
                 return
+        if issue.override is None:
+            refusal = self.offline.quota_before_online(
+                issue.service, issue.person.key, self.clock.now()
+            )
+            if refusal is not None:  # offline tickets the hall has not seen yet fill it
+                log.warning("%s: no ticket: %s (offline tickets)", self.device, refusal.code)
+                self._say(refusal.message)
+                self._done(session)
+                return
         left = self.offline.left(self.clock.now(), (issue.service,))[issue.service]
         if not self.hall_online and left:  # known unreachable: print from the lease at once
             self._issue_offline(issue, session)

@@ -3,8 +3,8 @@
 The hall leases the kiosk blocks of a service's day (`lease`): numbers nobody else will
 ever issue. `Leases` is the kiosk's view of them, rebuilt at start from its durable record
 (kiosk/offline_store.py): the blocks it was granted and every ticket it printed. It
-decides, never does: which number an offline ticket gets (always above every number it
-ever recorded for that day and service, so a restart never reuses one), whether a person
+decides, never does: which number an offline ticket gets (in a block, always above every
+number it ever recorded in that block, so a restart never reuses one), whether a person
 is within the quota by this kiosk's own record, what to hand over and release, when to
 ask for a new block. The caller stores what it decides (before printing) and sends what
 it asks. docs/architecture.md, "Offline issuing: the lease protocol", argues why no
@@ -101,26 +101,31 @@ class Leases:
             if p.number is not None and p.day == day and p.service == service
         }
 
-    def _next(self, day: str, service: str) -> int | None:
-        """The next free number: above every number ever recorded for the day and service,
-        in a block still held."""
+    def _free(self, day: str, service: str) -> list[tuple[int, int]]:
+        """The free numbers of each held block (lowest, last), the highest block first.
+
+        The hall leases from the top of the day's numbers downward, so a kiosk's older
+        block is its higher one: it is used up first. Within a block a number is only
+        taken above every number ever recorded in it, so a crash or restart between
+        recording and printing only skips one."""
         used = self._used(day, service)
-        floor = max(used, default=0)
-        free = [
-            max(b.first, floor + 1)
-            for b in self.blocks
-            if b.day == day and b.service == service and b.state == "held" and b.last > floor
-        ]
-        return min(free, default=None)
+        free = []
+        for b in self.blocks:
+            if b.day != day or b.service != service or b.state != "held":
+                continue
+            floor = max((n for n in used if b.first <= n <= b.last), default=b.first - 1)
+            if floor < b.last:
+                free.append((floor + 1, b.last))
+        return sorted(free, key=lambda run: -run[1])
+
+    def _next(self, day: str, service: str) -> int | None:
+        """The next free number of the held blocks, or None."""
+        free = self._free(day, service)
+        return free[0][0] if free else None
 
     def left(self, day: str, service: str) -> int:
         """Numbers still free in the held blocks of a day and service."""
-        floor = max(self._used(day, service), default=0)
-        return sum(
-            b.last - max(b.first, floor + 1) + 1
-            for b in self.blocks
-            if b.day == day and b.service == service and b.state == "held" and b.last > floor
-        )
+        return sum(last - first + 1 for first, last in self._free(day, service))
 
     # ---- deciding an offline ticket ---------------------------------------
 
@@ -148,6 +153,23 @@ class Leases:
             return Refusal("no_lease", SCREEN["no_lease"])
         priority = "appointment" if appointment and "appointment" in service.priorities else None
         return Printed(new_rid(), day, service.id, number, now, person_key, age, priority, "issued")
+
+    def quota_before_online(
+        self, service: Service, person_key: str | None, now: float
+    ) -> Refusal | None:
+        """Before asking the hall: a person holding tickets this kiosk printed offline and
+        has not handed over yet (the hall cannot count them) is held to the quota here."""
+        if person_key is None or service.quota is None:
+            return None
+        pending = any(
+            p.person_key == person_key and p.service == service.id and p.state == "issued"
+            for p in self.printed.values()
+        )
+        if pending and self.held(person_key, service.id, now, service.quota.seconds) >= (
+            service.quota.tickets
+        ):
+            return Refusal("quota_exceeded", SCREEN["quota_exceeded"])
+        return None
 
     def held(self, person_key: str, service: str, now: float, seconds: int) -> int:
         """Tickets this kiosk printed for the person and service within the quota window."""

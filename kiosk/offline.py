@@ -45,6 +45,13 @@ class OfflineBook:
             self.leases.record(decided)
         return decided
 
+    def quota_before_online(
+        self, service: str, person_key: str | None, now: float
+    ) -> Refusal | None:
+        """Refused here, before asking the hall, if offline tickets it has not seen yet
+        already fill the person's quota."""
+        return self.leases.quota_before_online(self.config.services[service], person_key, now)
+
     def priority(self, printed: Printed) -> str | None:
         return self.leases.priority(self.config.services[printed.service], printed)
 

@@ -27,7 +27,15 @@ from quhao.messages import ActionRequest, encode
 from quhao.wire import error, ok
 
 BASE = load(Path(__file__).parent / "sites" / "small.toml")
-CONFIG = BASE.model_copy(update={"devices": BASE.devices.model_copy(update={"lease_numbers": 3})})
+# One-digit numbers: the leases fill 1…9 from the top within a few steps, so online
+# numbering meets them and goes on in the next band (10…99, leased from 99 down), often.
+CONFIG = BASE.model_copy(
+    update={
+        "devices": BASE.devices.model_copy(update={"lease_numbers": 3}),
+        "rules": BASE.rules.model_copy(update={"number_width": 1}),
+    }
+)
+WIDTH = CONFIG.rules.number_width
 NINE = 1795395600.0  # 2026-11-23 09:00 in Asia/Shanghai
 KIOSKS = ("kiosk-K1", "kiosk-K2")
 SERVICES = ("social", "enquiry")
@@ -79,11 +87,13 @@ class LeaseMachine(RuleBasedStateMachine):
         self.paper: list[tuple[str, str, str, str]] = []  # (kiosk, day, number, person)
         self.offline_paper: set[str] = set()  # ticket ids printed offline
         self.sent = 0
+        self.just_printed: tuple[str, str, str] | None = None  # (kiosk, rid, ticket id)
 
     def reachable(self, kiosk: str) -> bool:
         return self.hall_up and not self.cut[kiosk]
 
     def step(self, seconds: float = 7.0) -> float:
+        self.just_printed = None  # a printer fails on the ticket it is printing, or never
         self.now += seconds
         return self.now
 
@@ -98,6 +108,8 @@ class LeaseMachine(RuleBasedStateMachine):
     def swipe(self, kiosk: str, service: str, person: str, answer_lost: bool) -> None:
         now = self.step()
         book = self.books[kiosk]
+        if book.quota_before_online(service, person, now) is not None:
+            return  # offline tickets the hall has not seen yet fill the quota
         if self.reachable(kiosk):
             body = {"rid": f"r{self.sent}", "service": service, "person": {"key": person}}
             self.sent += 1
@@ -110,10 +122,11 @@ class LeaseMachine(RuleBasedStateMachine):
                 return
         printed = book.issue(service, (person, None), False, False, now)
         if isinstance(printed, Printed):
-            number = CONFIG.services[service].prefix + f"{printed.number:03d}"
+            number = CONFIG.services[service].prefix + f"{printed.number:0{WIDTH}d}"
             ticket_id = f"{printed.day}/{number}"
             self.paper.append((kiosk, ticket_id, service, person))
             self.offline_paper.add(ticket_id)
+            self.just_printed = (kiosk, printed.rid, ticket_id)
 
     @rule(kiosk=st.sampled_from(KIOSKS), answer_lost=st.booleans())
     def sync(self, kiosk: str, answer_lost: bool) -> None:
@@ -138,21 +151,20 @@ class LeaseMachine(RuleBasedStateMachine):
         self.sent += 1
         return self.hall.ask(kiosk, request.action, body, now)
 
-    @rule(kiosk=st.sampled_from(KIOSKS))
-    def void_last(self, kiosk: str) -> None:
-        """The printer failed on the kiosk's last offline ticket: it is voided."""
-        book = self.books[kiosk]
-        issued = [p for p in book.leases.printed.values() if p.state == "issued"]
-        if issued:
-            last = max(issued, key=lambda p: p.issued_at)
-            number = CONFIG.services[last.service].prefix + f"{last.number:03d}"
-            ticket_id = f"{last.day}/{number}"
-            book.voided(last.rid)
-            self.paper = [p for p in self.paper if p[1] != ticket_id]
-            self.offline_paper.discard(ticket_id)
+    @precondition(lambda self: self.just_printed is not None)
+    @rule()
+    def printer_fails(self) -> None:
+        """The printer failed on the offline ticket just taken: it is voided."""
+        assert self.just_printed is not None
+        kiosk, rid, ticket_id = self.just_printed
+        self.books[kiosk].voided(rid)
+        self.paper = [p for p in self.paper if p[1] != ticket_id]
+        self.offline_paper.discard(ticket_id)
+        self.just_printed = None
 
     @rule(kiosk=st.sampled_from(KIOSKS))
     def kiosk_restarts(self, kiosk: str) -> None:
+        self.just_printed = None
         self.books[kiosk] = OfflineBook(CONFIG, self.stores[kiosk])  # memory lost, disk kept
 
     # ---- the network and the hall -------------------------------------------
@@ -186,6 +198,26 @@ class LeaseMachine(RuleBasedStateMachine):
     def no_number_printed_twice(self) -> None:
         ids = Counter(ticket_id for _, ticket_id, _, _ in self.paper)
         assert not [t for t, n in ids.items() if n > 1], ids
+
+    @invariant()
+    def online_numbers_contiguous_until_a_lease(self) -> None:
+        """Online numbers count up from 1 without a gap but for leased numbers, and no
+        block is ever leased twice or below a number already issued online."""
+        online: dict[tuple[str, str], set[int]] = {}
+        leased: dict[tuple[str, str], set[int]] = {}
+        for e in self.hall.log:
+            key = (e.data.get("day", ""), e.data.get("service", ""))
+            if e.type == "ticket.issued" and not e.data.get("offline"):
+                online.setdefault(key, set()).add(int(e.data["number"][1:]))
+            elif e.type == "lease.granted":
+                block = set(range(e.data["first"], e.data["last"] + 1))
+                taken = leased.setdefault(key, set())
+                assert not block & taken, ("leased twice", e.data)
+                assert max(online.get(key, {0})) < e.data["first"], ("below online", e.data)
+                taken |= block
+        for key, numbers in online.items():
+            gaps = set(range(1, max(numbers) + 1)) - numbers - leased.get(key, set())
+            assert not gaps, (key, sorted(gaps))
 
     @invariant()
     def quota_kept_at_each_kiosk(self) -> None:
