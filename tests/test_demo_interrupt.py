@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = [
     sys.executable,
@@ -23,6 +25,7 @@ DEMO = [
 ]
 
 
+@pytest.mark.long
 def test_ctrl_c_stops_every_process_and_still_reports(tmp_path: Path, pcsc: object) -> None:
     out = tmp_path / "run"
     demo = subprocess.Popen(

@@ -11,6 +11,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- by-hand -->", "<!-- /by-hand -->"
 
@@ -23,6 +25,7 @@ def by_hand_commands() -> str:
     return block.group(1)
 
 
+@pytest.mark.long
 def test_the_by_hand_section_works_as_written() -> None:
     script = by_hand_commands()
     assert "--clock" in script and "--dev" in script and "1883" not in script
