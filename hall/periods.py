@@ -21,8 +21,8 @@ import json
 import math
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 
 from hall import caselog
 from hall.caselog import CaseRecord
+from hall.cases import CASE_EVENTS
 from hall.store import EVENT_DAY
 from quhao.config import SiteConfig
 from quhao.config.loops import Scoring
@@ -167,14 +168,21 @@ def read(db: sqlite3.Connection, period: Period, tz: ZoneInfo) -> Rows:
             (first, last),
         )
     ]
-    alerts = [
-        ticket
-        for (ticket,) in db.execute(
-            f"SELECT json_extract(data, '$.ticket') FROM events WHERE {EVENT_DAY} >= ? "
-            f"AND {EVENT_DAY} < ? AND type = 'alert.max_wait'",
-            (first, last + "0"),  # "…/A001" sorts below "0": the whole last day
-        )
-    ]
+    # the cases and the max-wait alerts in one range scan of the day index
+    kinds = sorted(CASE_EVENTS | {"alert.max_wait"})
+    case_events: list[tuple[float, str, dict[str, Any]]] = []
+    alerts: list[str] = []
+    for at, kind, data in db.execute(
+        "SELECT at, type, CASE WHEN type = 'alert.max_wait' "
+        "THEN json_extract(data, '$.ticket') ELSE data END "
+        f"FROM events WHERE {EVENT_DAY} >= ? AND {EVENT_DAY} < ? "
+        f"AND type IN ({', '.join('?' for _ in kinds)}) ORDER BY seq",
+        (first, last + "0", *kinds),  # "…/A001" sorts below "0": the whole last day
+    ):
+        if kind == "alert.max_wait":
+            alerts.append(data)
+        else:
+            case_events.append((at, kind, json.loads(data)))
     start, end = period.bounds(tz)
     appointments = [
         (at, kind, json.loads(data))
@@ -184,7 +192,7 @@ def read(db: sqlite3.Connection, period: Period, tz: ZoneInfo) -> Rows:
             (start, end),
         )
     ]
-    return Rows(tickets, caselog.read(db, first, last), alerts, appointments)
+    return Rows(tickets, caselog.fold(case_events), alerts, appointments)
 
 
 def services_of(config: SiteConfig) -> dict[str, ServiceInfo]:
@@ -227,6 +235,14 @@ class Group:
     checkins: int = 0
     appointment_no_shows: int = 0
 
+    def add(self, other: Group) -> None:
+        for name in COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.waits += other.waits
+        self.service_times += other.service_times
+        for level, n in other.levels.items():
+            self.levels[level] += n
+
     @property
     def rated(self) -> int:
         return sum(self.levels.values())
@@ -267,6 +283,13 @@ class Group:
         return sum(w * (parts[name] or 0.0) for name, w in weights.items()) / total
 
 
+COUNTS = tuple(
+    f.name
+    for f in fields(Group)
+    if f.type == "int"  # postponed annotations: strings
+)
+
+
 def _share(part: int, whole: int) -> float | None:
     return 100.0 * part / whole if whole else None
 
@@ -295,6 +318,9 @@ class PeriodReport:
         return self.groups["hall"]["hall"]
 
 
+Cell = tuple[str | None, int | None, str | None, str]  # service, window, staff, day
+
+
 def compute(
     period: Period,
     rows: Rows,
@@ -304,104 +330,103 @@ def compute(
     site: str = "",
     tz: ZoneInfo | None = None,
 ) -> PeriodReport:
+    """Figures are first added up per cell (service, window, clerk, day) — a month of a
+    large hall has a few thousand — and each cell then once into its groups."""
     tz = tz or ZoneInfo("Asia/Shanghai")
-    names = staff_names or {}
-    groups: dict[str, dict[str, Group]] = {kind: {} for kind, _ in KINDS}
-    days = {d.isoformat(): Group(d.isoformat(), d.isoformat()) for d in period.days}
-    weeks: dict[str, Group] = {}
-    for d in period.days:
-        weeks.setdefault(_week(d.isoformat()), Group(_week(d.isoformat()), _week(d.isoformat())))
-    groups["hall"]["hall"] = Group("hall", site or "全厅")
+    cells: dict[Cell, Group] = {}
+
+    def cell(key: Cell) -> Group:
+        found = cells.get(key)
+        if found is None:
+            found = cells[key] = Group("", "")
+        return found
 
     def info(service: str) -> ServiceInfo:
         known = services.get(service)
         return known or ServiceInfo(service, "", 3600.0, 480.0)  # the site file's defaults
 
-    def of(service: str | None, window: int | None, staff: str | None, day: str) -> Iterator[Group]:
-        yield groups["hall"]["hall"]
-        if service is not None:
-            known = info(service)
-            department = known.department or NO_DEPARTMENT
-            yield _get(groups["department"], department, department)
-            yield _get(groups["service"], service, known.name)
-        if window is not None:
-            yield _get(groups["window"], str(window), f"{window}号窗口")
-        if staff:
-            name = names.get(staff)
-            yield _get(groups["clerk"], staff, f"{name} {staff}" if name else staff)
-        if day in days:
-            yield days[day]
-            yield weeks[_week(day)]
-
     upheld = {c.ticket for c in rows.cases.values() if c.upheld}
-    by_id: dict[str, TicketRow] = {}
+    by_id: dict[str, Cell] = {}
+    max_wait = {t.origin_service: info(t.origin_service).max_wait_s for t in rows.tickets}
+    expected = {t.service: info(t.service).expected_s for t in rows.tickets}
     for t in rows.tickets:
-        by_id[t.id] = t
-        final, origin = info(t.service), info(t.origin_service)
-        wait = t.first_called_at - t.issued_at if t.first_called_at is not None else None
-        took = (
-            t.finished_at - t.called_at
-            if t.status == "finished" and t.called_at is not None and t.finished_at is not None
-            else None
-        )
-        level = t.rating if t.rating_state == "rated" and t.rating in LEVELS else None
-        for g in of(t.service, t.window, t.staff, t.day):
-            g.tickets += 1
-            if t.status == "finished":
-                g.served += 1
-            elif t.status == "skipped":
-                g.no_shows += 1
-            elif t.status == "voided":
-                g.voided += 1
-            elif t.status == "expired":
-                g.expired += 1
-            if wait is not None:
-                g.waits.append(wait)
-                g.within_wait += wait <= origin.max_wait_s  # what the citizen queued for
-            if took is not None:
+        key = by_id[t.id] = (t.service, t.window, t.staff, t.day)
+        g = cells.get(key) or cell(key)
+        g.tickets += 1
+        if t.status == "finished":
+            g.served += 1
+            if t.called_at is not None and t.finished_at is not None:
+                took = t.finished_at - t.called_at
                 g.service_times.append(took)
-                g.within_expected += took <= final.expected_s
-            if level is not None:
-                g.levels[level] += 1
-                g.excluded += t.id in upheld
+                g.within_expected += took <= expected[t.service]
+        elif t.status == "skipped":
+            g.no_shows += 1
+        elif t.status == "voided":
+            g.voided += 1
+        elif t.status == "expired":
+            g.expired += 1
+        if t.first_called_at is not None:
+            wait = t.first_called_at - t.issued_at
+            g.waits.append(wait)
+            g.within_wait += wait <= max_wait[t.origin_service]  # what was queued for
+        if t.rating_state == "rated" and t.rating in LEVELS:
+            g.levels[t.rating] += 1
+            g.excluded += t.id in upheld
     for case in rows.cases.values():
         state = case.followup(float("-inf"))  # as the log records it: no wall clock
-        for g in of(case.service, case.window, case.staff, case.day):
-            g.cases += 1
-            if state == "on_time":
-                g.on_time += 1
-            elif state == "late":
-                g.late += 1
-            elif state == "overdue":
-                g.overdue += 1
-            else:
-                g.open += 1
-            g.appealed += case.appeal != "none"
-            g.upheld += case.upheld
-            if not case.upheld and state != "open":
-                g.followup_judged += 1
-                g.followup_on_time += state == "on_time"
+        g = cell((case.service, case.window, case.staff, case.day))
+        g.cases += 1
+        if state == "on_time":
+            g.on_time += 1
+        elif state == "late":
+            g.late += 1
+        elif state == "overdue":
+            g.overdue += 1
+        else:
+            g.open += 1
+        g.appealed += case.appeal != "none"
+        g.upheld += case.upheld
+        if not case.upheld and state != "open":
+            g.followup_judged += 1
+            g.followup_on_time += state == "on_time"
     for ticket in rows.max_wait_alerts:
-        alerted = by_id.get(ticket)
-        if alerted is not None:
-            for g in of(alerted.service, alerted.window, alerted.staff, alerted.day):
-                g.max_wait_alerts += 1
+        if ticket in by_id:
+            cell(by_id[ticket]).max_wait_alerts += 1
     for at, kind, data in rows.appointments:
         what = appointment_kind(kind)
         if what is None:
             continue
         booked = by_id.get(str(data.get("ticket", "")))
         day = datetime.fromtimestamp(at, tz).date().isoformat()
-        where = (
-            of(booked.service, booked.window, booked.staff, booked.day)
-            if booked is not None
-            else of(_text(data.get("service")), None, None, day)
-        )
-        for g in where:
-            if what == "checkin":
-                g.checkins += 1
-            else:
-                g.appointment_no_shows += 1
+        g = cell(booked or (_text(data.get("service")), None, None, day))
+        if what == "checkin":
+            g.checkins += 1
+        else:
+            g.appointment_no_shows += 1
+
+    names = staff_names or {}
+    groups: dict[str, dict[str, Group]] = {kind: {} for kind, _ in KINDS}
+    groups["hall"]["hall"] = Group("hall", site or "全厅")
+    days = {d.isoformat(): Group(d.isoformat(), d.isoformat()) for d in period.days}
+    weeks: dict[str, Group] = {}
+    for d in period.days:
+        weeks.setdefault(_week(d.isoformat()), Group(_week(d.isoformat()), _week(d.isoformat())))
+    for (service, window, staff, day), figures in cells.items():
+        targets = [groups["hall"]["hall"]]
+        if service is not None:
+            known = info(service)
+            department = known.department or NO_DEPARTMENT
+            targets.append(_get(groups["department"], department, department))
+            targets.append(_get(groups["service"], service, known.name))
+        if window is not None:
+            targets.append(_get(groups["window"], str(window), f"{window}号窗口"))
+        if staff:
+            name = names.get(staff)
+            targets.append(_get(groups["clerk"], staff, f"{name} {staff}" if name else staff))
+        if day in days:
+            targets += [days[day], weeks[_week(day)]]
+        for target in targets:
+            target.add(figures)
     weights = (scoring or Scoring()).weights
     return PeriodReport(
         period, site, groups, days, weeks, weights, services, bool(rows.appointments)

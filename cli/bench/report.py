@@ -7,6 +7,7 @@ temporary directory; the time it took to make is printed apart. Target: under 5 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -31,13 +32,14 @@ def measure(folder: Path, out: Path, traced: bool = False) -> dict[str, Any]:
     before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if traced:
         tracemalloc.start()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     report = period_report(folder / "hall.sqlite", parse_period(month=MONTH), config)
     computed = time.perf_counter()
     write(report, out)
     done = time.perf_counter()
     result: dict[str, Any] = {
         "ms": round((done - started) * 1000, 1),
+        "cpu_ms": round((time.process_time() - cpu) * 1000, 1),
         "read_compute_ms": round((computed - started) * 1000, 1),
         "write_ms": round((done - computed) * 1000, 1),
         "tickets": report.hall.tickets,
@@ -88,19 +90,21 @@ def run_report_bench(
         "generation_s": month.build_s,
         "report": best,
         "runs_ms": [r["ms"] for r in timed],
+        "load_average": round(os.getloadavg()[0], 1),
         "traced_peak_mb": traced["traced_peak_mb"],
     }
     print(f"\nmonth report ({MONTH}: {best['tickets']:,} tickets), best of {runs} fresh processes")
     every = ", ".join(f"{r:,.0f}" for r in results["runs_ms"])
     print(
         f"  {best['ms'] / 1000:.2f} s  (read + compute {best['read_compute_ms']:,.0f} ms, "
-        f"HTML + CSV {best['write_ms']:,.0f} ms; runs {every} ms)"
+        f"HTML + CSV {best['write_ms']:,.0f} ms; runs {every} ms); CPU {best['cpu_ms']:,.0f} ms"
     )
     print(
         f"  peak memory: {best['peak_rss_mb']:.0f} MB resident ({best['rss_before_mb']:.0f} MB "
         f"before the report: the interpreter and imports); Python allocations at the peak "
         f"{traced['traced_peak_mb']:.0f} MB (tracemalloc, a separate run)"
     )
+    print(f"  load average during the runs: {results['load_average']} on {os.cpu_count()} CPUs")
     print(f"  target < {TARGET_S:g} s: {'met' if best['ms'] < TARGET_S * 1000 else 'MISSED'}")
     print(json.dumps(results, separators=(",", ":")))
     return results
