@@ -234,6 +234,7 @@ class Group:
     max_wait_alerts: int = 0
     checkins: int = 0
     appointment_no_shows: int = 0
+    _sorted: list[float] = field(default_factory=list, repr=False, compare=False)
 
     def add(self, other: Group) -> None:
         for name in COUNTS:
@@ -242,6 +243,12 @@ class Group:
         self.service_times += other.service_times
         for level, n in other.levels.items():
             self.levels[level] += n
+
+    def wait(self, q: float) -> float | None:
+        """The q-th percentile of the waits (`percentile`), sorted once per group."""
+        if len(self._sorted) != len(self.waits):
+            self._sorted = sorted(self.waits)
+        return nearest_rank(self._sorted, q)
 
     @property
     def rated(self) -> int:
@@ -296,9 +303,12 @@ def _share(part: int, whole: int) -> float | None:
 
 def percentile(values: list[float], q: float) -> float | None:
     """Nearest rank: the smallest value with at least q % of the values at or below it."""
-    if not values:
+    return nearest_rank(sorted(values), q)
+
+
+def nearest_rank(ordered: list[float], q: float) -> float | None:
+    if not ordered:
         return None
-    ordered = sorted(values)
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 

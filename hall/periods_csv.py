@@ -8,7 +8,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from hall.periods import KINDS, LEVELS, Group, PeriodReport, ordered, percentile
+from hall.periods import KINDS, LEVELS, Group, PeriodReport, ordered
 
 COLUMNS = (
     "kind",
@@ -78,8 +78,8 @@ def row(g: Group, report: PeriodReport, kind: str) -> dict[str, Any]:
         "no_shows": g.no_shows,
         "voided": g.voided,
         "expired": g.expired,
-        "wait_p50_min": minutes(percentile(g.waits, 50)),
-        "wait_p90_min": minutes(percentile(g.waits, 90)),
+        "wait_p50_min": minutes(g.wait(50)),
+        "wait_p90_min": minutes(g.wait(90)),
         "service_mean_min": minutes(
             sum(g.service_times) / len(g.service_times) if g.service_times else None
         ),
@@ -115,8 +115,8 @@ def day_row(g: Group) -> dict[str, Any]:
         "tickets": g.tickets,
         "served": g.served,
         "no_shows": g.no_shows,
-        "wait_p50_min": minutes(percentile(g.waits, 50)),
-        "wait_p90_min": minutes(percentile(g.waits, 90)),
+        "wait_p50_min": minutes(g.wait(50)),
+        "wait_p90_min": minutes(g.wait(90)),
         "rated": g.rated,
         "satisfaction": None if g.satisfaction is None else round(g.satisfaction, 4),
         "bad_ratings": g.bad,

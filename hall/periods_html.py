@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hall.periods import KINDS, LEVELS, PeriodReport, ordered, percentile
+from hall.periods import KINDS, LEVELS, PeriodReport, ordered
 from hall.periods_csv import minutes, row, write_csv
 
 W, H, PAD = 860, 260, 48
@@ -266,7 +266,7 @@ def _wait_bars(r: PeriodReport) -> str:
     items = []
     top = 0.0
     for g in ordered(r.groups["service"].values()):
-        p50, p90 = minutes(percentile(g.waits, 50)), minutes(percentile(g.waits, 90))
+        p50, p90 = minutes(g.wait(50)), minutes(g.wait(90))
         if p50 is None or p90 is None:
             continue
         top = max(top, p90)
