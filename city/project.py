@@ -6,7 +6,13 @@
   batch's events set, counters to add — that the writer applies with one UPDATE. The
   fold is the hall's own (`hall/engine.py` apply): the city's ticket equals the hall's
   `tickets` row, so the city's report equals the hall's;
-- `ratings`, `cases` (a bad rating's follow-up, due `followup_days` later), `alerts`.
+- `ratings`, `alerts`, and `cases`: the hall's own follow-up cases (`case.opened` with
+  the hall's deadline, then `case.updated` / `appealed` / `decided`: state, appeal, last
+  note, who acted, when resolved).
+
+Per event only what the tables need: the event's JSON text comes from pydantic's encoder
+(Rust), times stay Unix seconds (PostgreSQL's `to_timestamp` makes the timestamps), and
+a ticket id's day is parsed once per day of the batch.
 
 A hall is trusted to be itself, not to be right: a field of the wrong type or a ticket
 id without a date is not projected (the raw event is still kept, and counted).
@@ -15,9 +21,10 @@ id without a date is not projected (the raw event is still kept, and counted).
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic_core import to_json
 
 from city.ingest import CityEvent
 
@@ -129,39 +136,90 @@ class TicketChange:
 
 
 @dataclass
+class CaseChange:
+    """What a batch's `case.*` events did to one follow-up case (None: not set)."""
+
+    hall: str
+    id: str
+    state: str | None = None
+    closed: float | None = None  # when it was first resolved
+    note: str | None = None
+    by: str | None = None
+    appeal: str | None = None
+    updated: float | None = None
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.hall,
+            self.id,
+            self.state,
+            self.closed,
+            self.note,
+            self.by,
+            self.appeal,
+            self.updated,
+        )
+
+
+@dataclass
 class Projection:
+    """Rows for the writer's COPYs; times as Unix seconds (PostgreSQL makes the
+    timestamps: `to_timestamp`)."""
+
     events: list[tuple[Any, ...]] = field(default_factory=list)
     new_tickets: list[tuple[Any, ...]] = field(default_factory=list)
     changes: list[tuple[Any, ...]] = field(default_factory=list)
     ratings: list[tuple[Any, ...]] = field(default_factory=list)
     cases: list[tuple[Any, ...]] = field(default_factory=list)
+    case_changes: list[tuple[Any, ...]] = field(default_factory=list)
     alerts: list[tuple[Any, ...]] = field(default_factory=list)
     months: set[dt.date] = field(default_factory=set)
     unprojected: int = 0
 
 
-def project(events: list[CityEvent], followup_days: int) -> Projection:
+def _month_of(at: float, cache: dict[int, dt.date]) -> dt.date:
+    """The (UTC) month of a time; one datetime per day of the batch, not per event."""
+    day = int(at // 86_400)
+    month = cache.get(day)
+    if month is None:
+        month = cache[day] = dt.datetime.fromtimestamp(day * 86_400, UTC).date().replace(day=1)
+    return month
+
+
+CASE_TYPES = ("case.opened", "case.updated", "case.appealed", "case.decided")
+
+
+def project(events: list[CityEvent]) -> Projection:
+    """One pass over the batch; the only per-event work is what the tables need."""
     out = Projection()
     changes: dict[tuple[str, str], TicketChange] = {}
+    case_changes: dict[tuple[str, str], CaseChange] = {}
+    days: dict[str, dt.date | None] = {}  # "2026-11-23" -> date: once per day, not per event
+    month_cache: dict[int, dt.date] = {}
+    months = out.months
+    rows = out.events
     for event in events:
-        at = dt.datetime.fromtimestamp(event.at, UTC)
         data = event.data
-        ticket = _text(data.get("ticket"))
-        day = ticket_day(ticket)
-        out.events.append(
-            (
-                event.hall,
-                event.seq,
-                at,
-                event.at,
-                event.type,
-                ticket,
-                json.dumps(data, ensure_ascii=False),
-            )
-        )
-        out.months.add(at.date().replace(day=1))
-        if ticket is None or day is None:
-            if event.type.startswith("ticket.") and event.type != "ticket.refused":
+        kind = event.type
+        ticket = data.get("ticket")
+        if not isinstance(ticket, str):
+            ticket = None
+        rows.append((event.hall, event.seq, event.at, kind, ticket, to_json(data).decode()))
+        months.add(_month_of(event.at, month_cache))
+        if kind.startswith("case."):
+            _case(out, case_changes, event, data, days)
+            continue
+        if ticket is None:
+            if kind.startswith("ticket.") and kind != "ticket.refused":
+                out.unprojected += 1
+            continue
+        prefix = ticket[:10]
+        if prefix in days:
+            day = days[prefix]
+        else:
+            day = days[prefix] = ticket_day(ticket)
+        if day is None:
+            if kind.startswith("ticket."):
                 out.unprojected += 1
             continue
         key = (event.hall, ticket)
@@ -171,15 +229,15 @@ def project(events: list[CityEvent], followup_days: int) -> Projection:
         if not _fold(change, event, data):
             out.unprojected += 1
             continue
-        out.months.add(day.replace(day=1))
-        if event.type == "ticket.rated":
+        months.add(day.replace(day=1))
+        if kind == "ticket.rated":
             out.ratings.append(
                 (
                     event.hall,
                     event.seq,
                     ticket,
                     day,
-                    at,
+                    event.at,
                     _int(data.get("level")),
                     _text(data.get("reason")) or "",
                     _text(data.get("service")),
@@ -187,13 +245,13 @@ def project(events: list[CityEvent], followup_days: int) -> Projection:
                     _text(data.get("staff")),
                 )
             )
-        elif event.type.startswith("alert."):
+        elif kind.startswith("alert."):
             out.alerts.append(
                 (
                     event.hall,
                     event.seq,
-                    event.type,
-                    at,
+                    kind,
+                    event.at,
                     day,
                     ticket,
                     _text(data.get("service")),
@@ -204,27 +262,70 @@ def project(events: list[CityEvent], followup_days: int) -> Projection:
                     _float(data.get("waited_s")),
                 )
             )
-            if event.type == "alert.bad_rating":
-                out.cases.append(
-                    (
-                        event.hall,
-                        ticket,
-                        day,
-                        at,
-                        at + dt.timedelta(days=followup_days),
-                        _int(data.get("level")) or 0,
-                        _text(data.get("reason")) or "",
-                        _text(data.get("service")),
-                        _int(data.get("window")),
-                        _text(data.get("staff")),
-                    )
-                )
     for change in changes.values():
         if change.issued is not None:
             out.new_tickets.append(change.full_row())
         elif change.status or change.recalls or change.set_rating or change.set_window:
             out.changes.append(change.change_row())
+    out.case_changes = [c.row() for c in case_changes.values()]
     return out
+
+
+def _case(
+    out: Projection,
+    changes: dict[tuple[str, str], CaseChange],
+    event: CityEvent,
+    d: dict[str, Any],
+    days: dict[str, dt.date | None],
+) -> None:
+    """A follow-up case as the hall keeps it (hall/cases.py): opened with the hall's own
+    deadline, then its state, appeal, last note and who acted."""
+    case = _text(d.get("case"))
+    if case is None or event.type not in CASE_TYPES:
+        return  # the case alerts are in `events`; the deadline is the case's own
+    if event.type == "case.opened":
+        ticket = _text(d.get("ticket"))
+        day = ticket_day(ticket)
+        due = _float(d.get("due"))
+        if ticket is None or day is None or due is None or not plausible_time(due):
+            out.unprojected += 1
+            return
+        out.cases.append(
+            (
+                event.hall,
+                case,
+                ticket,
+                day,
+                event.at,
+                due,
+                _int(d.get("level")) or 0,
+                _text(d.get("reason")) or "",
+                _text(d.get("service")),
+                _int(d.get("window")),
+                _text(d.get("staff")),
+            )
+        )
+        return
+    change = changes.get((event.hall, case))
+    if change is None:
+        change = changes[(event.hall, case)] = CaseChange(event.hall, case)
+    change.updated = event.at
+    change.by = _text(d.get("by")) or change.by
+    note = _text(d.get("note"))
+    if note is not None:
+        change.note = note
+    if event.type == "case.updated":
+        state = _text(d.get("state"))
+        if state is None:
+            out.unprojected += 1
+            return
+        change.state = state
+        if state == "resolved" and change.closed is None:
+            change.closed = event.at
+    elif event.type == "case.appealed":
+        change.appeal = "pending"
+    else:
+        change.appeal = _text(d.get("decision")) or change.appeal
 
 
 def _fold(c: TicketChange, event: CityEvent, d: dict[str, Any]) -> bool:

@@ -13,8 +13,10 @@ Tables (docs/city.md has every column):
   against `feed_positions` in the same transaction); partitioned by month of `at`;
 - `tickets`: one row per ticket, folded from the events (city/project.py), partitioned
   by month of the ticket's day;
-- `ratings` (好差评), `cases` (the follow-up each bad rating opens, due after
-  `followup_days`), `alerts` (bad ratings, waits past the limit);
+- `ratings` (好差评), `cases` (the hall's own follow-up of each bad rating: its
+  deadline, state, appeal, last note — migration 2; rows of migration 1 were opened from
+  `alert.bad_rating` with a flat `followup_days` deadline and keep `from_hall` false),
+  `alerts` (bad ratings, waits past the limit);
 - `feed_positions`: per hall the last sequence written and the hall's database id.
 """
 
@@ -155,6 +157,30 @@ CREATE TABLE alerts (
     PRIMARY KEY (hall, seq)
 );
 CREATE INDEX alerts_at ON alerts (at, hall);
+""",
+    ),
+    (
+        2,
+        "cases from the hall's own follow-up (case.* events)",
+        """
+ALTER TABLE cases ADD COLUMN id text;
+ALTER TABLE cases ADD COLUMN state text NOT NULL DEFAULT 'open';
+ALTER TABLE cases ADD COLUMN appeal text NOT NULL DEFAULT 'none';
+ALTER TABLE cases ADD COLUMN by_staff text;
+ALTER TABLE cases ADD COLUMN updated timestamptz;
+ALTER TABLE cases ADD COLUMN from_hall boolean NOT NULL DEFAULT true;
+UPDATE cases SET from_hall = false,
+    state = CASE WHEN closed IS NULL THEN 'open' ELSE 'resolved' END;
+CREATE UNIQUE INDEX cases_id ON cases (hall, id);
+-- (day, hall, id): a day's range for the reports, and one exact row for the writer's
+-- UPDATE of a ticket (with (day, hall, service) the planner picked it on a young
+-- partition and then filtered a whole hall-day per ticket).
+DROP INDEX tickets_day;
+CREATE INDEX tickets_day ON tickets (day, hall, id);
+-- The report reads the events table for refusals only (the other types have tables of
+-- their own): index those, not every event's type (a third of the insert's work).
+DROP INDEX events_type_at;
+CREATE INDEX events_refused ON events (at) WHERE type = 'ticket.refused';
 """,
     ),
 ]

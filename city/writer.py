@@ -4,10 +4,11 @@ One transaction per batch:
 1. lock the batch's halls' rows in `feed_positions` and check each is still where the
    batch starts (`done`): another writer or a lost commit would show here, and the batch
    is refused whole (the daemon reloads the positions and asks for what is missing);
-2. COPY the events and the ticket changes into temporary staging tables, then
-   `INSERT … SELECT … ON CONFLICT DO NOTHING` into the partitioned tables (a repeat
-   can never double a row), UPDATE the older tickets the batch changed;
-3. ratings, cases, alerts from the staged rows; move `done` up.
+2. one COPY per table into a temporary staging table (events, new tickets, changes to
+   older tickets, ratings, alerts, cases, changes to cases), each followed by one
+   `INSERT … SELECT … ON CONFLICT DO NOTHING` into its table (a repeat can never double a
+   row) or one `UPDATE … FROM` the staged changes;
+3. move `done` up, every hall of the batch in one statement.
 
 Either all of it is committed or none: the position and the rows cannot disagree.
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 import psycopg
 
@@ -29,8 +29,7 @@ log = logging.getLogger("quhao.city.writer")
 
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS stage_events (
-    hall text, seq bigint, at timestamptz, at_s double precision, type text, ticket text,
-    data jsonb
+    hall text, seq bigint, at_s double precision, type text, ticket text, data jsonb
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_changes (
     hall text, id text, day date, status text, service text, set_window boolean,
@@ -40,6 +39,24 @@ CREATE TEMP TABLE IF NOT EXISTS stage_changes (
     rating_reason text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_tickets (LIKE tickets) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_ratings (
+    hall text, seq bigint, ticket text, day date, at_s double precision, level integer,
+    reason text, service text, "window" integer, staff text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_alerts (
+    hall text, seq bigint, type text, at_s double precision, day date, ticket text,
+    service text, "window" integer, staff text, level integer, reason text,
+    waited_s double precision
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_cases (
+    hall text, id text, ticket text, day date, opened_s double precision,
+    due_s double precision, level integer, reason text, service text, "window" integer,
+    staff text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_case_changes (
+    hall text, id text, state text, closed_s double precision, note text, by_staff text,
+    appeal text, updated_s double precision
+) ON COMMIT DELETE ROWS;
 """
 
 TICKET_COLUMNS = (
@@ -66,6 +83,54 @@ FROM stage_changes s
 WHERE t.hall = s.hall AND t.id = s.id AND t.day = s.day
 """
 
+# Each staged table into its own, in this order (a case opened and updated in one batch is
+# inserted first); ON CONFLICT DO NOTHING: a repeat can never double a row.
+_FROM_STAGE = {
+    "events": """
+INSERT INTO events (hall, seq, at, at_s, type, ticket, data)
+SELECT hall, seq, to_timestamp(at_s), at_s, type, ticket, data FROM stage_events
+ON CONFLICT DO NOTHING""",
+    "tickets": f"""
+INSERT INTO tickets ({TICKET_COLUMNS}) SELECT {TICKET_COLUMNS} FROM stage_tickets
+ON CONFLICT DO NOTHING""",
+    "changes": _APPLY_CHANGES,
+    "ratings": """
+INSERT INTO ratings (hall, seq, ticket, day, at, level, reason, service, "window", staff)
+SELECT hall, seq, ticket, day, to_timestamp(at_s), level, reason, service, "window", staff
+FROM stage_ratings ON CONFLICT DO NOTHING""",
+    "alerts": """
+INSERT INTO alerts (hall, seq, type, at, day, ticket, service, "window", staff, level,
+    reason, waited_s)
+SELECT hall, seq, type, to_timestamp(at_s), day, ticket, service, "window", staff, level,
+    reason, waited_s
+FROM stage_alerts ON CONFLICT DO NOTHING""",
+    "cases": """
+INSERT INTO cases (hall, id, ticket, day, opened, due, level, reason, service, "window",
+    staff)
+SELECT hall, id, ticket, day, to_timestamp(opened_s), to_timestamp(due_s), level, reason,
+    service, "window", staff
+FROM stage_cases ON CONFLICT DO NOTHING""",
+    "case_changes": """
+UPDATE cases c SET
+    state = COALESCE(s.state, c.state),
+    closed = COALESCE(c.closed, to_timestamp(s.closed_s)),
+    note = COALESCE(s.note, c.note),
+    by_staff = COALESCE(s.by_staff, c.by_staff),
+    appeal = COALESCE(s.appeal, c.appeal),
+    updated = to_timestamp(s.updated_s)
+FROM stage_case_changes s
+WHERE c.hall = s.hall AND c.id = s.id""",
+}
+_STAGE_TABLE = {
+    "events": "stage_events (hall, seq, at_s, type, ticket, data)",
+    "tickets": f"stage_tickets ({TICKET_COLUMNS})",
+    "changes": "stage_changes",
+    "ratings": "stage_ratings",
+    "alerts": "stage_alerts",
+    "cases": "stage_cases",
+    "case_changes": "stage_case_changes",
+}
+
 
 class PositionMoved(Exception):
     """A hall's position in the database is not where the batch starts."""
@@ -76,9 +141,8 @@ class PositionMoved(Exception):
 
 
 class Writer:
-    def __init__(self, dsn: str, followup_days: int = 15) -> None:
+    def __init__(self, dsn: str) -> None:
         self.dsn = dsn
-        self.followup_days = followup_days
         self.conn: Conn = psycopg.connect(dsn)
         self.conn.execute(_STAGING.encode())
         self.conn.commit()
@@ -149,9 +213,18 @@ class Writer:
 
     def write(self, batch: Batch) -> Projection:
         """The batch, in one transaction; PositionMoved if a hall is not where it starts."""
-        rows = project(batch.events, self.followup_days)
+        rows = project(batch.events)
         self.ensure_months(rows.months)
         conn = self.conn
+        staged = {
+            "events": rows.events,
+            "tickets": rows.new_tickets,
+            "changes": rows.changes,
+            "ratings": rows.ratings,
+            "alerts": rows.alerts,
+            "cases": rows.cases,
+            "case_changes": rows.case_changes,
+        }
         with conn.transaction():
             halls = sorted(batch.upto)
             found = dict(
@@ -165,59 +238,28 @@ class Writer:
             if moved:
                 raise PositionMoved(moved)
             with conn.cursor() as cur:
-                with cur.copy(
-                    "COPY stage_events (hall, seq, at, at_s, type, ticket, data) FROM STDIN"
-                ) as copy:
-                    for row in rows.events:
-                        copy.write_row(row)
+                for name, table_rows in staged.items():
+                    if not table_rows:
+                        continue
+                    with cur.copy(f"COPY {_STAGE_TABLE[name]} FROM STDIN") as copy:
+                        for row in table_rows:
+                            copy.write_row(row)
+                    if name == "changes":
+                        # A temporary table has no statistics: without them the planner
+                        # joins the whole tickets table instead of looking each one up.
+                        cur.execute("ANALYZE stage_changes")
+                    cur.execute(_FROM_STAGE[name])
                 cur.execute(
-                    "INSERT INTO events (hall, seq, at, at_s, type, ticket, data) "
-                    "SELECT hall, seq, at, at_s, type, ticket, data FROM stage_events "
-                    "ON CONFLICT DO NOTHING"
-                )
-                if rows.new_tickets:
-                    with cur.copy(f"COPY stage_tickets ({TICKET_COLUMNS}) FROM STDIN") as copy:
-                        for row in rows.new_tickets:
-                            copy.write_row(row)
-                    cur.execute(
-                        f"INSERT INTO tickets ({TICKET_COLUMNS}) SELECT {TICKET_COLUMNS} "
-                        "FROM stage_tickets ON CONFLICT DO NOTHING"
-                    )
-                if rows.changes:
-                    with cur.copy("COPY stage_changes FROM STDIN") as copy:
-                        for row in rows.changes:
-                            copy.write_row(row)
-                    cur.execute(_APPLY_CHANGES)
-                _insert(
-                    cur,
-                    'ratings (hall, seq, ticket, day, at, level, reason, service, "window", staff)',
-                    rows.ratings,
-                )
-                _insert(
-                    cur,
-                    'cases (hall, ticket, day, opened, due, level, reason, service, "window", '
-                    "staff)",
-                    rows.cases,
-                )
-                _insert(
-                    cur,
-                    'alerts (hall, seq, type, at, day, ticket, service, "window", staff, level, '
-                    "reason, waited_s)",
-                    rows.alerts,
-                )
-                cur.executemany(
-                    "UPDATE feed_positions SET done = %s, db = %s, updated = now() WHERE hall = %s",
-                    [(last, batch.dbs.get(h), h) for h, (_, last) in batch.upto.items()],
+                    "UPDATE feed_positions p SET done = u.done, db = u.db, updated = now() "
+                    "FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS u(hall, done, db) "
+                    "WHERE p.hall = u.hall",
+                    (
+                        halls,
+                        [batch.upto[h][1] for h in halls],
+                        [batch.dbs.get(h) for h in halls],
+                    ),
                 )
         return rows
-
-
-def _insert(cur: psycopg.Cursor[Any], target: str, rows: list[tuple[Any, ...]]) -> None:
-    if not rows:
-        return
-    width = len(rows[0])
-    placeholders = ", ".join(["%s"] * width)
-    cur.executemany(f"INSERT INTO {target} VALUES ({placeholders}) ON CONFLICT DO NOTHING", rows)
 
 
 class HallInfo:

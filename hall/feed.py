@@ -50,6 +50,8 @@ LIVE_MAX = 2000  # more than this unpublished (the broker was away): the city as
 REPLAY_RATE = Rate(per_s=10, burst=20)  # pages a second: a flood never starves the hall
 PACK_BYTES = 128 * 1024  # one feed message at most this big (well under MAX_FEED_BYTES)
 
+_CASE = ("case", "day", "number", "service", "window", "staff")
+
 # What supervision needs of each fact; everything else stays in the hall (person keys
 # above all, but also queue positions and internal counters). A type not listed here
 # leaves with no fields at all.
@@ -73,6 +75,14 @@ SUPERVISION_FIELDS: dict[str, tuple[str, ...]] = {
     "terminal.paused": ("terminal",),
     "terminal.resumed": ("terminal",),
     "tickets.archived": ("before",),
+    # Follow-up of bad ratings (hall/cases.py): the hall's own deadline and every step.
+    # A step's note is the office's record of a call-back: it leaves (docs/privacy.md).
+    "case.opened": (*_CASE, "ticket", "level", "reason", "due"),
+    "case.updated": (*_CASE, "state", "by", "note"),
+    "case.appealed": (*_CASE, "by", "note"),
+    "case.decided": (*_CASE, "decision", "by", "note"),
+    "alert.case_due": (*_CASE, "due"),
+    "alert.case_overdue": (*_CASE, "due"),
 }
 
 

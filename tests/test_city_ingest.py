@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from city.ingest import Ingest
 from hall.feed import SUPERVISION_FIELDS, pack, supervision_event
-from quhao.messages.feed import FeedBatch, FeedEvent
+from quhao.messages.feed import MAX_VALUE_TEXT, FeedBatch, FeedEvent
 
 
 def _event(seq: int) -> FeedEvent:
@@ -161,8 +161,8 @@ def test_what_leaves_the_hall_has_no_person_key_and_only_what_supervision_needs(
 
 
 @given(
-    sizes=st.lists(st.integers(0, 3000), max_size=60),
-    limit=st.integers(2_000, 20_000),
+    sizes=st.lists(st.integers(0, MAX_VALUE_TEXT), max_size=60),  # a field's bound
+    limit=st.integers(1_000, 20_000),
 )
 def test_pack_cuts_the_feed_into_messages_under_the_limit_in_order(
     sizes: list[int], limit: int

@@ -283,7 +283,9 @@ def _bare(dsn: str, batch: int) -> dict[str, float]:
             "ORDER BY written, hall, seq"
         ).fetchall()
         conn.execute(
-            "CREATE TABLE bare_events (LIKE events INCLUDING DEFAULTS) PARTITION BY RANGE (at)"
+            # the same table: columns, defaults, key and indexes (partitioned)
+            "CREATE TABLE bare_events (LIKE events INCLUDING DEFAULTS INCLUDING INDEXES) "
+            "PARTITION BY RANGE (at)"
         )
         for (name,) in conn.execute(
             "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
@@ -291,7 +293,6 @@ def _bare(dsn: str, batch: int) -> dict[str, float]:
         ).fetchall():
             suffix = abs(hash(name)) % 10**8
             conn.execute(f"CREATE TABLE bare_events_{suffix} PARTITION OF bare_events {name}")
-        conn.execute("ALTER TABLE bare_events ADD PRIMARY KEY (hall, seq, at)")
         conn.execute(
             "CREATE TEMP TABLE bare_stage (hall text, seq bigint, at timestamptz, "
             "at_s double precision, type text, ticket text, data jsonb) ON COMMIT DELETE ROWS"

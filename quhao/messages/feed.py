@@ -14,9 +14,9 @@ of one publisher's QoS 1 messages on one topic) and the bridge configuration to 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictInt, StrictStr
 
 from quhao.messages.base import Wire
 
@@ -24,15 +24,32 @@ MAX_PAGE = 500  # events in one replay answer (sent as one or more batches)
 MAX_BATCH_EVENTS = 1000  # events in one feed message: a bound for the city's decoder
 MAX_FEED_BYTES = 256 * 1024  # one feed message at most (the brokers' max_packet_size)
 SITE_PATTERN = r"^[a-z0-9_-]{1,32}$"
+MAX_DATA_FIELDS = 32  # fields of one event's data (the allow-list names at most a dozen)
+MAX_VALUE_TEXT = 512  # characters of one field (a case note is at most 500)
+MAX_NUMBER = 2**53  # what JSON numbers carry exactly everywhere
+
+# An event's fields are flat JSON scalars (hall/feed.py SUPERVISION_FIELDS): so one
+# `model_validate_json` bounds every string, number and the depth of a whole feed
+# message in pydantic's own parser, with no second walk over the decoded values.
+FeedValue = (
+    Annotated[StrictStr, Field(max_length=MAX_VALUE_TEXT)]
+    | Annotated[StrictInt, Field(ge=-MAX_NUMBER, le=MAX_NUMBER)]
+    | Annotated[float, Field(allow_inf_nan=False, ge=-MAX_NUMBER, le=MAX_NUMBER)]
+    | StrictBool
+    | None
+)
 
 Seq = Annotated[int, Field(ge=1, le=2**53, description="the event's place in the hall's log")]
 
 
 class FeedEvent(Wire):
     seq: Seq
-    at: float = Field(description="Unix seconds, hall clock")
+    at: float = Field(allow_inf_nan=False, description="Unix seconds, hall clock")
     type: Annotated[str, Field(min_length=1, max_length=64)]
-    data: dict[str, Any] = Field(description="the fact's fields (no person keys)")
+    data: Annotated[
+        dict[Annotated[str, Field(min_length=1, max_length=64)], FeedValue],
+        Field(max_length=MAX_DATA_FIELDS, description="the fact's fields (no person keys)"),
+    ]
 
 
 class FeedBatch(Wire):
