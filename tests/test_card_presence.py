@@ -347,6 +347,8 @@ def kiosk(broker: Mosquitto, tmp_path: Path) -> Iterator[Kiosk]:
             broker.url,
             "--device",
             "kiosk-K1",
+            "--state-dir",
+            str(tmp_path / "kiosk-state"),  # its offline record (lease numbers)
             "--log-level",
             "DEBUG",
         ],
