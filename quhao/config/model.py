@@ -524,7 +524,7 @@ class Devices(_Table):
         3  # attempts (same rid) before the device says the hall is unreachable
     )
     lease_numbers: Annotated[StrictInt, Field(ge=0, le=1000, description="must be 0 to 1000")] = (
-        0  # numbers per lease block a kiosk may print while the hall is unreachable; 0: none
+        10  # numbers per lease block a kiosk may print while the hall is unreachable; 0: none
     )
 
     @property
