@@ -90,6 +90,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--out", type=Path, help="file to write (default: standard output)")
     p.set_defaults(func=cmd_export)
 
+    from cli.appointments_cmd import add_parser  # quhao appointments import
+
+    add_parser(sub)
+
 
 # ---- reading --------------------------------------------------------------------
 

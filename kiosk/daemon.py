@@ -57,6 +57,7 @@ from quhao.config import SiteConfig
 from quhao.devices.cards import CardRead
 from quhao.devices.inputevent import KeyEvent
 from quhao.devices.keysource import KeySource
+from quhao.messages.appointments import CheckinRequest
 from quhao.mqtt import Message, device_bus
 from quhao.owner import BusDriver, OwnerLoop, Timer
 from quhao.rpc import HallRequests
@@ -93,6 +94,10 @@ UNKNOWN_STAFF_NUMBER = "工号或密码错误，请重新授权"
 NO_OVERRIDE_RIGHT = "该工作人员无超额授权权限"
 GREEN_NEEDS_STAFF = "绿色通道须工作人员先刷工作证或输入工号密码"
 PRIORITY_NAMES = {"elderly": "老年人优先", "appointment": "预约优先", "green": "绿色通道"}
+CHECKIN_REFUSED = {  # a refused check-in (网上预约): the normal service choice follows
+    "too_early": "未到预约签到时间（预约时段开始前{early}分钟起可签到），请选择业务取普通号",
+    "too_late": "已过预约签到时间，请选择业务取普通号",
+}
 SYNC_S = 1.0  # real seconds between steps of the lease protocol (hand over, release, lease)
 OFFLINE_MARK = "{center}{bold}离线取号 · 系统恢复后按取号时间排队"
 
@@ -312,7 +317,7 @@ class KioskDaemon:
             self._person(person)
         elif isinstance(result, AppointmentChosen):
             self.flow.appoint(self.clock.now())
-            self._say("已选择预约取号，请刷身份证")
+            self._say(self._prompt())
         elif isinstance(result, StaffStep):
             self._say(STAFF_PROMPTS[result.stage])
         elif isinstance(result, StaffTyped):
@@ -376,6 +381,13 @@ class KioskDaemon:
                 self._say("暂停服务：打印机故障")
                 self._done(session)
                 return
+        if issue.checkin:  # a card with no service: the hall says if it is booked
+            self.hall.send(
+                CheckinRequest(person=messages.Person(key=issue.person.key, age=issue.person.age)),
+                partial(self._checked_in, issue, session, timing, time.monotonic()),
+                partial(self._checkin_unanswered, issue, session),
+            )
+            return
         if issue.override is None:
             refusal = self.offline.quota_before_online(
                 issue.service, issue.person.key, self.clock.now()
@@ -512,6 +524,43 @@ class KioskDaemon:
             self._say(self._prompt())
         finally:
             self._done(session)
+
+    def _checked_in(
+        self,
+        issue: Issue,
+        session: PrinterSession | None,
+        timing: InputTiming,
+        asked_at: float,
+        response: dict[str, Any],
+    ) -> None:
+        """The booked service's ticket is printed like any; a refusal holds the person
+        for the normal service choice, saying why."""
+        if response.get("ok"):
+            service = response["ticket"]["service"]
+            log.info("%s: appointment checked in for %s", self.device, service)
+            booked = replace(issue, service=service, priority="appointment", checkin=False)
+            self._answered(booked, session, timing, asked_at, response)
+            return
+        code = response.get("error", {}).get("code", "")
+        log.info("%s: no check-in: %s", self.device, code)
+        early = self.config.appointments.early_minutes
+        self._hold(issue, session, CHECKIN_REFUSED.get(code, "").format(early=early))
+
+    def _checkin_unanswered(self, issue: Issue, session: PrinterSession | None, why: str) -> None:
+        self.hall_online = False
+        log.warning("%s: the hall does not answer check-in (%s)", self.device, why)
+        self._hold(issue, session, "")
+
+    def _hold(self, issue: Issue, session: PrinterSession | None, why: str) -> None:
+        ready = self.flow.hold(issue.person, self.clock.now())
+        self._done(session)
+        if ready is not None:  # a service key came while the hall was asked
+            self._enqueue(ready)
+            return
+        self._end_result()
+        self._say(why or self._prompt())
+        if why:  # the reason stays a moment, then the normal prompt
+            self._result = self.loop.call_later(RESULT_S, self._result_over)
 
     def _done(self, session: PrinterSession | None) -> None:
         """One ticket's turn is over: the outcome stays on the screen a moment (or until

@@ -10,6 +10,12 @@ with their staff number and PIN on the keypad. The authorisation is a `StaffProo
 that goes to the hall with the ticket request; the hall checks it and records the
 staff id. After an authorisation the green key puts that ticket in the green
 channel (绿色通道), which the hall grants only with a proof.
+
+A card with no service chosen (at a kiosk of several services, without a staff
+authorisation) is first a check-in (网上预约): an `Issue` with `checkin` set, which the
+hall answers with the booked service's ticket or a refusal; refused, the daemon `hold`s
+the person for the normal service choice. The appointment key grants nothing by itself:
+the hall gives the appointment lane to a booking, never to a key.
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ class Issue:
     service: str
     person: Person
     override: StaffProof | None
-    priority: str | None = None  # "appointment" when the citizen said so; "green" by staff
+    priority: str | None = None  # "green" by staff (the appointment lane is the hall's)
+    checkin: bool = False  # no service: the hall gives the booked one's ticket, or refuses
 
 
 class KioskFlow:
@@ -69,6 +76,14 @@ class KioskFlow:
         self.person, self.deadline = person, now + self.timeout_s
         if self.service is None and len(self.services) == 1:
             self.service = self.services[0]
+        if self.service is None and self.override is None and not self.green:
+            self.person, self.appointment = None, False  # until the hall has answered
+            return Issue("", person, None, checkin=True)
+        return self._ready()
+
+    def hold(self, person: Person, now: float) -> Issue | None:
+        """A refused check-in: the person waits for a service key (or one came meanwhile)."""
+        self.person, self.deadline = person, now + self.timeout_s
         return self._ready()
 
     def authorise(self, proof: StaffProof, now: float) -> None:
@@ -103,6 +118,8 @@ class KioskFlow:
             if self.green:
                 return "已选绿色通道，请刷市民身份证或输入身份证号"
             return "工作人员已授权，请刷市民身份证（绿色通道请按绿色通道键）"
+        if self.appointment and not self.person and not self.service:
+            return "预约签到：请刷身份证或输入身份证号"
         if self.service and not self.person:
             return "请刷身份证或输入身份证号"
         if self.person and not self.service:
@@ -112,7 +129,7 @@ class KioskFlow:
     def _ready(self) -> Issue | None:
         if self.service is None or self.person is None:
             return None
-        priority = "green" if self.green else "appointment" if self.appointment else None
+        priority = "green" if self.green else None
         issue = Issue(self.service, self.person, self.override, priority)
         self.reset()
         return issue

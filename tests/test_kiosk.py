@@ -529,7 +529,7 @@ def test_flow_carries_the_staff_proof_and_green_needs_it() -> None:
     flow.appoint(5)
     flow.authorise(by_card, 5)
     issued = flow.present(person, 6)
-    assert issued == Issue("social", person, by_card, "appointment")
+    assert issued == Issue("social", person, by_card)  # the key alone: no appointment lane
     assert by_card.wire() == {"card": "ab" * 32} and by_pin.wire() == {
         "staff": "S001",
         "pin": "1111",

@@ -155,11 +155,14 @@ def test_status_bytes() -> None:
 def test_kiosk_flow_swipe_first_or_key_first_and_timeout() -> None:
     person = Person("ab" * 32, 30, "110105********002X", "typed")
     flow = KioskFlow(("social", "tax"), timeout_s=30)
-    assert flow.present(person, 0) is None and flow.prompt == "请选择业务"
+    # no service chosen: a check-in first (the hall says if the person is booked) …
+    assert flow.present(person, 0) == Issue("", person, None, checkin=True)
+    # … refused: the person waits for a service key
+    assert flow.hold(person, 0) is None and flow.prompt == "请选择业务"
     assert flow.choose("tax", 5) == Issue("tax", person, None)
     assert flow.choose("social", 10) is None
     assert flow.tick(39) is False and flow.tick(40) is True
-    assert flow.present(person, 50) is None  # the service was forgotten
+    assert flow.present(person, 50) == Issue("", person, None, checkin=True)  # forgotten
     flow.reset()
     flow.authorise("S001", 60)
     flow.choose("social", 61)
@@ -167,8 +170,8 @@ def test_kiosk_flow_swipe_first_or_key_first_and_timeout() -> None:
     assert flow.override is None  # one ticket only
     single = KioskFlow(("enquiry",))
     assert single.present(person, 0) == Issue("enquiry", person, None)
-    single.appoint(10)  # 预约 key, then the card
-    assert single.present(person, 11) == Issue("enquiry", person, None, "appointment")
+    single.appoint(10)  # 预约 key, then the card: the hall decides (a booking), not the key
+    assert single.present(person, 11) == Issue("enquiry", person, None)
     assert single.present(person, 12) == Issue("enquiry", person, None)  # once only
 
 
