@@ -3,8 +3,9 @@ performance score (电子监察), from the hall's database; docs/supervision.md,
 reports and scores", has the formulas.
 
 `read` takes what a period needs from the database, read-only, through its indexes: the
-period's tickets (`tickets.day`), its follow-up cases (hall/caselog.py), the tickets that
-raised `alert.max_wait` (the event day index) and any `appointment.*` events (by time).
+period's tickets (`tickets.day`), and in one range scan of the event day index its
+follow-up cases (folded by hall/caselog.py), the tickets that raised `alert.max_wait`,
+and the appointments checked in or not (`appointment.checked_in`, `appointment.no_show`).
 `compute` is pure: those rows, the site's services and the `[scoring]` weights in,
 figures per hall, department, service, window and clerk (and per day and ISO week, for
 the charts) out. No person key is read.
@@ -62,12 +63,6 @@ class Period:
     @property
     def days(self) -> list[date]:
         return [self.first + timedelta(days=n) for n in range((self.last - self.first).days + 1)]
-
-    def bounds(self, tz: ZoneInfo) -> tuple[float, float]:
-        """From the first day's midnight to the midnight after the last, local time."""
-        start = datetime.combine(self.first, datetime.min.time(), tz)
-        end = datetime.combine(self.last + timedelta(days=1), datetime.min.time(), tz)
-        return start.timestamp(), end.timestamp()
 
 
 def parse_period(
@@ -155,10 +150,10 @@ class Rows:
     tickets: list[TicketRow]
     cases: dict[str, CaseRecord]
     max_wait_alerts: list[str]  # ticket ids, one per alert.max_wait
-    appointments: list[tuple[float, str, dict[str, Any]]]  # (at, type, data)
+    appointments: list[tuple[float, str, dict[str, Any]]]  # (at, type, data), in log order
 
 
-def read(db: sqlite3.Connection, period: Period, tz: ZoneInfo) -> Rows:
+def read(db: sqlite3.Connection, period: Period) -> Rows:
     first, last = period.first.isoformat(), period.last.isoformat()
     tickets = [
         TicketRow._make(r)
@@ -168,9 +163,12 @@ def read(db: sqlite3.Connection, period: Period, tz: ZoneInfo) -> Rows:
             (first, last),
         )
     ]
-    # the cases and the max-wait alerts in one range scan of the day index
-    kinds = sorted(CASE_EVENTS | {"alert.max_wait"})
+    # the cases, the max-wait alerts and the appointments in one range scan of the day
+    # index: case events carry the rated ticket's day, alerts and check-ins the ticket,
+    # no-shows the slot's day
+    kinds = sorted(CASE_EVENTS | {"alert.max_wait", *APPOINTMENT_EVENTS})
     case_events: list[tuple[float, str, dict[str, Any]]] = []
+    appointments: list[tuple[float, str, dict[str, Any]]] = []
     alerts: list[str] = []
     for at, kind, data in db.execute(
         "SELECT at, type, CASE WHEN type = 'alert.max_wait' "
@@ -181,17 +179,10 @@ def read(db: sqlite3.Connection, period: Period, tz: ZoneInfo) -> Rows:
     ):
         if kind == "alert.max_wait":
             alerts.append(data)
+        elif kind in APPOINTMENT_EVENTS:
+            appointments.append((at, kind, json.loads(data)))
         else:
             case_events.append((at, kind, json.loads(data)))
-    start, end = period.bounds(tz)
-    appointments = [
-        (at, kind, json.loads(data))
-        for at, kind, data in db.execute(
-            "SELECT at, type, data FROM events WHERE at >= ? AND at < ? "
-            "AND type LIKE 'appointment.%' ORDER BY seq",
-            (start, end),
-        )
-    ]
     return Rows(tickets, caselog.fold(case_events), alerts, appointments)
 
 
@@ -407,7 +398,7 @@ def compute(
         if what is None:
             continue
         booked = by_id.get(str(data.get("ticket", "")))
-        day = datetime.fromtimestamp(at, tz).date().isoformat()
+        day = _text(data.get("day")) or datetime.fromtimestamp(at, tz).date().isoformat()
         g = cell(booked or (_text(data.get("service")), None, None, day))
         if what == "checkin":
             g.checkins += 1
@@ -443,13 +434,12 @@ def compute(
     )
 
 
+# An appointment checked in (its ticket) or not by the end of its slot (its slot's day).
+APPOINTMENT_EVENTS = {"appointment.checked_in": "checkin", "appointment.no_show": "no_show"}
+
+
 def appointment_kind(event_type: str) -> str | None:
-    """`appointment.checked_in` → a check-in, `appointment.no_show` → a no-show."""
-    if event_type in ("appointment.checked_in", "appointment.checkin"):
-        return "checkin"
-    if event_type == "appointment.no_show":
-        return "no_show"
-    return None
+    return APPOINTMENT_EVENTS.get(event_type)
 
 
 def _text(value: object) -> str | None:
@@ -473,7 +463,7 @@ def period_report(db_path: Path, period: Period, config: SiteConfig) -> PeriodRe
     tz = config.site.timezone
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        rows = read(db, period, tz)
+        rows = read(db, period)
     finally:
         db.close()
     staff = {m.id: m.name for m in config.staff.values()}

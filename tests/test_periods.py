@@ -151,7 +151,7 @@ def test_score_is_the_weighted_mean_of_its_parts(built: Built) -> None:
     db, month = built.db, built.month
     config = load(month.site)
     period = parse_period(month="2026-11")
-    rows = read(db, period, config.site.timezone)
+    rows = read(db, period)
     only = compute(period, rows, services_of(config), scoring=Scoring(followup=0, wait=0, speed=0))
     for group in only.groups["clerk"].values():
         assert group.score(only.weights) == pytest.approx(100 * (group.satisfaction or 0))
@@ -240,6 +240,27 @@ def test_an_upheld_appeal_leaves_the_record_and_raises_the_clerks_score(tmp_path
     assert very_bad == 1 and excluded == 1  # still on record
     assert score is not None and raised is not None and raised > score
     log.store.close()
+
+
+def test_appointment_check_ins_and_no_shows_count_where_they_belong() -> None:
+    """As hall/appointments.py logs them: a check-in names its ticket, a no-show the slot's
+    day and service (quhao/messages/appointments.py)."""
+    served = TicketRow("2026-11-23/A001", "2026-11-23", "a", "a", "finished", 1.0, 2.0, 2.0,
+                       3.0, 5, "S1", None, "none")  # fmt: skip
+    slot = {"ref": "WB-1", "day": "2026-11-23", "service": "b", "start": 0, "end": 1}
+    appointments = [
+        (2.0, "appointment.checked_in", {**slot, "service": "a", "ticket": served.id}),
+        (9.0, "appointment.no_show", slot),
+        (9.0, "appointment.booked", slot),  # not a check-in, not a no-show
+    ]
+    report = compute(parse_period(week="2026-W48"), Rows([served], {}, [], appointments),
+                     SERVICES)  # fmt: skip
+    assert report.appointments_seen
+    assert (report.hall.checkins, report.hall.appointment_no_shows) == (1, 1)
+    assert report.groups["clerk"]["S1"].checkins == 1
+    assert report.groups["service"]["b"].appointment_no_shows == 1
+    assert report.groups["department"]["d2"].appointment_no_shows == 1
+    assert report.days["2026-11-23"].appointment_no_shows == 1
 
 
 # ---- the pure core ------------------------------------------------------------------
