@@ -33,7 +33,7 @@ from quhao.staffauth import hash_pin
 from quhao.topics import Topics
 from quhao.wire import BadPayload, decode_object
 from simulators.crowd import Crowd, KioskDevices, Stats, WindowDevices, hall_time
-from simulators.idcard import PcscStack, VirtualIdCard
+from simulators.idcard import PORT_ENV, SOCKET_ENV, PcscStack, VirtualIdCard, free_vpcd_port
 from simulators.keys import KeypadFeeder
 from simulators.led import LedSimulator
 from simulators.printer import PrinterSimulator
@@ -185,6 +185,7 @@ class DemoHall:
         self.clock = Clock(origin_hall=hall_time(scenario, self.tz), speed=speed)  # see run()
         self.dev = self.out / "dev"
         self.config: SiteConfig | None = None  # the day's site as last written
+        self.env: dict[str, str] | None = None  # the daemons' environment (None: ours)
         self.interrupted = False
         self.finished = False
         self.opened_live: list[int] = []  # windows opened during the day
@@ -336,6 +337,7 @@ class DemoHall:
             stdout=log_file,
             stderr=log_file,
             cwd=ROOT,
+            env=self.env,
             start_new_session=True,
         )
         log_file.close()
@@ -411,29 +413,33 @@ class DemoHall:
         for sig in before:
             signal.signal(sig, _interrupt)
         try:
-            kiosks = self._start()
-            assert self.crowd is not None
-            self._wait_until_ready(kiosks)
-            self.startup_s = time.monotonic() - began
-            log.info(
-                "ready after %.1f s; hall time %s",
-                self.startup_s,
-                datetime.fromtimestamp(self.clock.now(), self.tz).strftime("%H:%M:%S"),
-            )
-            self.crowd.start()
-            self._watch()
-        except KeyboardInterrupt:
-            self.interrupted = True
-            log.warning("interrupted: stopping every process, then the report")
-        finally:
             try:
-                if self.crowd:
-                    self.crowd.close()
+                kiosks = self._start()
+                assert self.crowd is not None
+                self._wait_until_ready(kiosks)
+                self.startup_s = time.monotonic() - began
+                log.info(
+                    "ready after %.1f s; hall time %s",
+                    self.startup_s,
+                    datetime.fromtimestamp(self.clock.now(), self.tz).strftime("%H:%M:%S"),
+                )
+                self.crowd.start()
+                self._watch()
+            except KeyboardInterrupt:
+                self.interrupted = True
+                log.warning("interrupted: stopping every process, then the report")
             finally:
-                self._stop_all()
-                for sig, handler in before.items():
-                    signal.signal(sig, handler)
-        return self._result(began, self.opened_live)
+                for sig in before:  # a second Ctrl-C must not cut the stopping short
+                    signal.signal(sig, signal.SIG_IGN)
+                try:
+                    if self.crowd:
+                        self.crowd.close()
+                finally:
+                    self._stop_all()
+            return self._result(began, self.opened_live)
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
 
     def _start(self) -> dict[int, KioskDevices]:
         """The broker, the simulators and every daemon of the day. The place to add one."""
@@ -486,7 +492,14 @@ class DemoHall:
     def _kiosk_devices(self) -> dict[int, KioskDevices]:
         sc = self.scenario
         if sc.pcsc_kiosks:
-            self.pcsc = PcscStack(self.out / "pcscd").start()
+            if SOCKET_ENV in os.environ:  # a pcscd of this process's own (a test worker's)
+                self.pcsc = PcscStack(self.out / "pcscd").start()
+            else:
+                # a pcscd of the day's own, whatever pcscd runs on the machine: named to the
+                # kiosks (pcsc-lite reads the socket from the environment)
+                sock, port = self.out / "pcscd" / "pcscd.comm", free_vpcd_port()
+                self.env = {**os.environ, SOCKET_ENV: str(sock), PORT_ENV: str(port)}
+                self.pcsc = PcscStack(self.out / "pcscd", port=port, socket_path=sock).start()
         devices = {}
         for k in range(1, sc.kiosks + 1):
             printer = PrinterSimulator(

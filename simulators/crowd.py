@@ -351,9 +351,12 @@ class Crowd:
         method = citizen.method if (citizen.method != "pcsc" or devices.card) else "sam"
         card = f"pcsc:{citizen.uid}" if method == "pcsc" else f"sam:{citizen.holder.id_number}"
         if method != "typed" and card == devices.last_card:
-            # the same card again (a third try): it must have been away long enough
-            again = devices.card_gone_at + SAME_CARD_AGAIN_S[method]
-            time.sleep(max(0.0, again - time.monotonic()))
+            # the same card again (a third try): it must have been away long enough, as
+            # the reader saw it (from its first "no card", which a busy machine delays)
+            gone = devices.card_gone_at
+            if method == "sam" and devices.sam.wait_seen_empty(finds=1):
+                gone = max(gone, devices.sam.first_empty_at)
+            time.sleep(max(0.0, gone + SAME_CARD_AGAIN_S[method] - time.monotonic()))
         if citizen.appointment:
             devices.keys.tap("KEY_A")  # 预约: the appointment lane
         devices.keys.tap(self.service_keys[citizen.service])
@@ -362,7 +365,12 @@ class Crowd:
             devices.keys.type(*digits, "KEY_ENTER", gap_s=0.002)
         elif method == "pcsc":
             assert devices.card is not None
-            devices.card.insert(citizen.uid)
+            try:
+                devices.card.insert(citizen.uid)
+            except OSError as exc:  # no vpcd reader there: the citizen uses the SAM reader
+                log.warning("citizen %d: PC/SC reader unusable (%s): SAM instead", citizen.key, exc)
+                method, card = "sam", f"sam:{citizen.holder.id_number}"
+                devices.sam.present(citizen.holder)
         else:
             devices.sam.present(citizen.holder)
         try:
@@ -373,7 +381,7 @@ class Crowd:
         if method == "pcsc" and devices.card:
             devices.card.remove()
             devices.last_card, devices.card_gone_at = card, time.monotonic()
-            time.sleep(0.6)  # pcscd looks every 400 ms: it must see the reader empty
+            time.sleep(1.0)  # pcscd looks every 400 ms (later when busy): it must see it empty
         elif method == "sam":
             devices.sam.remove()
             devices.last_card, devices.card_gone_at = card, time.monotonic()

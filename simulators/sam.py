@@ -129,6 +129,7 @@ class SamSimulator:
         self._lock = threading.Lock()
         self._seen = threading.Condition()
         self._empty_finds = 0  # finds answered "no card" since the card was removed
+        self.first_empty_at = 0.0  # monotonic: the first of them
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._fds: tuple[int, int] | None = None
@@ -244,6 +245,8 @@ class SamSimulator:
             if card:
                 return self._status(0x9F, bytes(4))
             with self._seen:
+                if not self._empty_finds:
+                    self.first_empty_at = time.monotonic()
                 self._empty_finds += 1
                 self._seen.notify_all()
             return self._status(0x80)
