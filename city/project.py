@@ -27,9 +27,9 @@ from typing import Any
 from pydantic_core import to_json
 
 from city.ingest import CityEvent
+from quhao.messages.feed import EARLIEST, LATEST
 
 UTC = dt.UTC
-EARLIEST, LATEST = 946_684_800.0, 4_102_444_800.0  # 2000-01-01 .. 2100-01-01: a hall's clock
 
 
 def plausible_time(at: float) -> bool:

@@ -323,3 +323,51 @@ def test_a_replay_flood_is_bounded_and_the_hall_keeps_answering(city: Net) -> No
     city.wait_caught_up()
     log = city.halls["testhall"].log()
     assert "Traceback" not in log and "Traceback" not in city.city.log()
+
+
+def test_a_bad_rating_and_its_follow_up_reach_the_citys_cases_with_the_halls_deadline(
+    city: Net,
+) -> None:
+    url = city.net.hall_url("hall2")
+    kiosk, counter = Device(url, "kiosk-K1", site="hall2"), Device(url, "counter-W2", site="hall2")
+    office = Device(url, "office", site="hall2")
+    try:
+        assert kiosk.request("issue", service="enquiry", person=None)["ok"]
+        called = counter.request("call")
+        assert called["ok"], called
+        ticket = called["ticket"]["id"]
+        assert counter.request("finish")["ok"]
+        assert counter.request("rate", ticket=ticket, level=1, reason="态度差")["ok"]
+        day, _, number = ticket.partition("/")
+        case = f"C{day.replace('-', '')}-{number}"
+        proof = {"staff": "S002", "pin": "2222"}
+        for state, note in (("contacted", "电话回访，已致歉"), ("resolved", "整改完成")):
+            answer = office.request("case_update", case=case, state=state, note=note, by=proof)
+            assert answer["ok"], answer
+    finally:
+        for device in (kiosk, counter, office):
+            device.close()
+    city.wait_caught_up()
+    hall_db = sqlite3.connect(f"file:{city.hall_db('hall2')}?mode=ro", uri=True)
+    try:
+        (opened,) = hall_db.execute(
+            "SELECT data FROM events WHERE type = 'case.opened' AND data LIKE ?", (f"%{case}%",)
+        ).fetchone()
+    finally:
+        hall_db.close()
+    with psycopg.connect(city.net.dsn) as conn:
+        row = conn.execute(
+            "SELECT ticket, extract(epoch FROM due), state, closed IS NOT NULL AND closed <= due, "
+            "note, by_staff, level, reason, from_hall FROM cases WHERE hall = 'hall2' AND id = %s",
+            (case,),
+        ).fetchone()
+        # the hall's own deadline (working days, holidays), not a flat guess
+        assert row is not None and row[0] == ticket
+        assert row[1] == pytest.approx(json.loads(opened)["due"], abs=1e-3)
+        assert row[2:] == ("resolved", True, "整改完成", "S002", 1, "态度差", True)
+    # and the city's report counts it closed on time, in the hall's row of that day
+    date = dt.date.fromisoformat(day)
+    (mine,) = [
+        r for r in city_report(city.net.dsn, date, date).groups["halls"] if r.hall == "hall2"
+    ]
+    assert mine.closed_on_time >= 1

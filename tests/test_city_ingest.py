@@ -17,7 +17,9 @@ from quhao.messages.feed import MAX_VALUE_TEXT, FeedBatch, FeedEvent
 
 
 def _event(seq: int) -> FeedEvent:
-    return FeedEvent(seq=seq, at=1_000.0 + seq, type="ticket.called", data={"ticket": f"t{seq}"})
+    return FeedEvent(
+        seq=seq, at=1_790_000_000.0 + seq, type="ticket.called", data={"ticket": f"t{seq}"}
+    )
 
 
 def _batch(hall_db: str, head: int, seqs: list[int], replay: bool = False) -> FeedBatch:
@@ -128,7 +130,7 @@ def test_a_foreign_database_or_a_rewound_log_stops_the_hall() -> None:
     ingest.receive("b", _batch("db-b", 12, [11]), 0.0)
     assert ingest.take(10) is not None
     ingest.receive("b", _batch("db-b", 5, []), 0.0)  # an old head alone: a late redelivery
-    restored = FeedEvent(seq=11, at=9_999.0, type="ticket.called", data={})
+    restored = FeedEvent(seq=11, at=1_800_000_000.0, type="ticket.called", data={})
     stopped = ingest.receive("b", FeedBatch(site="h", db="db-b", head=11, events=[restored]), 0.0)
     assert "backup" in (stopped or "")
     ingest.receive("a", _batch("db-a", 12, [11, 12]), 0.0)
@@ -168,7 +170,9 @@ def test_pack_cuts_the_feed_into_messages_under_the_limit_in_order(
     sizes: list[int], limit: int
 ) -> None:
     events = [
-        supervision_event(i + 1, 1.0, "ticket.rated", {"ticket": "t", "reason": "字" * n})
+        supervision_event(
+            i + 1, 1_790_000_000.0, "ticket.rated", {"ticket": "t", "reason": "字" * n}
+        )
         for i, n in enumerate(sizes)
     ]
     messages = pack("h", "db", len(events), events, max_bytes=limit)

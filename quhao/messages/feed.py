@@ -27,6 +27,7 @@ SITE_PATTERN = r"^[a-z0-9_-]{1,32}$"
 MAX_DATA_FIELDS = 32  # fields of one event's data (the allow-list names at most a dozen)
 MAX_VALUE_TEXT = 512  # characters of one field (a case note is at most 500)
 MAX_NUMBER = 2**53  # what JSON numbers carry exactly everywhere
+EARLIEST, LATEST = 946_684_800.0, 4_102_444_800.0  # 2000-01-01 .. 2100-01-01: a hall's clock
 
 # An event's fields are flat JSON scalars (hall/feed.py SUPERVISION_FIELDS): so one
 # `model_validate_json` bounds every string, number and the depth of a whole feed
@@ -44,7 +45,9 @@ Seq = Annotated[int, Field(ge=1, le=2**53, description="the event's place in the
 
 class FeedEvent(Wire):
     seq: Seq
-    at: float = Field(allow_inf_nan=False, description="Unix seconds, hall clock")
+    at: float = Field(
+        allow_inf_nan=False, ge=EARLIEST, lt=LATEST, description="Unix seconds, hall clock"
+    )
     type: Annotated[str, Field(min_length=1, max_length=64)]
     data: Annotated[
         dict[Annotated[str, Field(min_length=1, max_length=64)], FeedValue],
