@@ -7,6 +7,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -138,44 +139,50 @@ class Hall:
 def hall(
     request: pytest.FixtureRequest, broker: Mosquitto, tmp_path: Path, pcsc: PcscStack
 ) -> Iterator[Hall]:
-    """The hall and kiosk-K1 on its simulators; parametrized (indirect): more site TOML."""
-    printer = PrinterSimulator(tmp_path / "tickets", port=free_port()).start()
-    site = kiosk_site(tmp_path, printer.port, getattr(request, "param", ""))
-    sam = SamSimulator(tmp_path / "sam-K1").start()
-    keys = KeypadFeeder(tmp_path / "keys-K1.fifo")
-    card = VirtualIdCard(pcsc.port)
-    recorder = Recorder(broker.url, "quhao/#", client_id="kiosk-test-recorder")
-    hall_proc = hall_daemon(broker.url, tmp_path / "hall", config=site).launch()
-    kiosk = Daemon(
-        [
-            "kiosk",
-            "--config",
-            str(site),
-            "--broker",
-            broker.url,
-            "--device",
-            "kiosk-K1",
-            "--state-dir",
-            str(tmp_path / "kiosk"),
-            "--log-level",
-            "DEBUG",
-        ],
-        tmp_path / "kiosk.log",
-        "kiosk kiosk-K1 serving",
-    ).launch()  # side by side with the hall
-    hall_proc.wait_ready()
-    kiosk.wait_ready()
-    running = Hall(tmp_path, broker, hall_proc, kiosk, printer, sam, card, keys, recorder)
-    wait_until(lambda: running.status().get("state") == "in_service", what="kiosk in service")
-    wait_until(lambda: "SAM reader ok" in kiosk.log(), what="SAM reader ready")
-    yield running
-    card.remove()
-    assert kiosk.stop() == 0, kiosk.log()
-    hall_proc.stop()
-    recorder.close()
-    printer.close()
-    sam.close()
-    keys.close()
+    """The hall and kiosk-K1 on its simulators; parametrized (indirect): more site TOML.
+
+    Everything started is stopped even when the set-up fails half way (an ExitStack),
+    so a failed start leaves no hall or kiosk running."""
+    with ExitStack() as started:
+        printer = PrinterSimulator(tmp_path / "tickets", port=free_port()).start()
+        started.callback(printer.close)
+        site = kiosk_site(tmp_path, printer.port, getattr(request, "param", ""))
+        sam = SamSimulator(tmp_path / "sam-K1").start()
+        started.callback(sam.close)
+        keys = KeypadFeeder(tmp_path / "keys-K1.fifo")
+        started.callback(keys.close)
+        card = VirtualIdCard(pcsc.port)
+        started.callback(card.remove)
+        recorder = Recorder(broker.url, "quhao/#", client_id="kiosk-test-recorder")
+        started.callback(recorder.close)
+        hall_proc = hall_daemon(broker.url, tmp_path / "hall", config=site).launch()
+        started.callback(hall_proc.stop)
+        kiosk = Daemon(
+            [
+                "kiosk",
+                "--config",
+                str(site),
+                "--broker",
+                broker.url,
+                "--device",
+                "kiosk-K1",
+                "--state-dir",
+                str(tmp_path / "kiosk"),
+                "--log-level",
+                "DEBUG",
+            ],
+            tmp_path / "kiosk.log",
+            "kiosk kiosk-K1 serving",
+        ).launch()  # side by side with the hall
+        started.callback(kiosk.stop)
+        hall_proc.wait_ready()
+        kiosk.wait_ready()
+        running = Hall(tmp_path, broker, hall_proc, kiosk, printer, sam, card, keys, recorder)
+        wait_until(lambda: running.status().get("state") == "in_service", what="kiosk in service")
+        wait_until(lambda: "SAM reader ok" in kiosk.log(), what="SAM reader ready")
+        yield running
+        card.remove()
+        assert kiosk.stop() == 0, kiosk.log()
 
 
 @pytest.mark.parametrize(
