@@ -495,6 +495,15 @@ class Crowd:
             self.stop.wait(lockout)
         return claimed
 
+    def _try_claim(self, w: WindowDevices) -> bool:
+        """Take a waiting ticket for the next call if there is one now (no waiting)."""
+        with self.news:
+            settled = time.monotonic() >= w.unanswered_at + LATE_ANSWER_S
+            if settled and self.waiting[w.service] > 0:
+                self.waiting[w.service] -= 1
+                return True
+        return False
+
     def _late_call(self, w: WindowDevices) -> re.Match[str] | None:
         """The LED shows a call here that the clerk has not taken up (its answer came after
         the clerk stopped looking)."""
@@ -562,7 +571,21 @@ class Crowd:
                 self.news.notify_all()
             return
         w.rated.wait(2.0)  # the last citizen here has rated (the pad holds one ticket)
-        self._press_and_watch(w, "KEY_KPDOT", _idle, what="finish")  # the rating pad lights up
+        take_break = self.rng.random() < self.scenario.breaks
+        unlocked = time.monotonic() >= w.last_call_press + CALL_LOCKOUT_S
+        if not take_break and unlocked and self._try_claim(w):
+            # 下一位: with someone waiting, the call key finishes this citizen and calls the
+            # next in one request (the rating pad lights up for this one all the same)
+            w.claimed, current = True, called.group(1)
+            self._press_and_watch(
+                w,
+                "KEY_KPENTER",
+                lambda t: _calls_other(t, current) or "暂无" in t,
+                timeout=CALL_ANSWER_S,
+                what="call+finish",
+            )
+        else:
+            self._press_and_watch(w, "KEY_KPDOT", _idle, what="finish")  # the pad lights up
         level = rating_after(citizen.rating, citizen.waited_s / 60, self.scenario)
         with self.lock:
             citizen.done = True
@@ -576,7 +599,7 @@ class Crowd:
                 keys.append(RATING_KEYS[WAIT_REASON if long_wait else citizen.reason])
             w.rated.clear()
             self.ratings.put((time.monotonic() + RATING_DELAY_S, w, keys))
-        if self.rng.random() < self.scenario.breaks:
+        if take_break:
             self._press_and_watch(w, "KEY_KPASTERISK")
             self.sleep_hall(self.rng.uniform(600, 1200))
             self._press_and_watch(w, "KEY_KPASTERISK")
@@ -610,6 +633,12 @@ class Crowd:
             self.stats.unknown_calls += 1
         log.warning("called %s, whom nobody holds", number)
         return None
+
+
+def _calls_other(text: str, number: str) -> bool:
+    """The LED calls a ticket other than `number`."""
+    match = CALLED.search(text)
+    return match is not None and match.group(1) != number
 
 
 def _idle(text: str) -> bool:
