@@ -545,6 +545,7 @@ class DemoHall:
         plan = [(sc.at(moment, self.tz), count) for moment, count in sc.surge_plan]
         lead = OPEN_WINDOWS_LEAD_S * self.speed  # hall seconds
         view = _View(self)
+        idle_before = False
         closes = sc.at(sc.closes, self.tz)
         # the day must end within an hour of closing; two hours of hall time is the limit
         limit = self.clock.real_seconds(closes + 2 * 3600 - self.clock.now())
@@ -556,9 +557,14 @@ class DemoHall:
                     at, count = plan.pop(0)
                     self.opened_live += self._open_windows(count, at)
                 view.update()
-                if now > closes and crowd.finished():
+                # Over when the crowd has seen every ticket it holds end — or, should it have
+                # lost track of one, when the hall has nobody waiting and no window serving
+                # twice in a row after every citizen has come and rated.
+                idle = now > closes and crowd.settled() and view.hall_idle()
+                if now > closes and (crowd.finished() or (idle and idle_before)):
                     self.finished = True
                     break
+                idle_before = idle
                 if self.fail_fast and (crowd.stats.kiosk_failures or crowd.stats.unknown_calls):
                     log.error("a citizen went without a ticket: this speed is too fast")
                     break
@@ -725,6 +731,15 @@ class _View:
                 root.addHandler(handler)
         self.bus.stop()
 
+    def hall_idle(self) -> bool:
+        """The hall's state says nobody waits and no window serves."""
+        services, windows = self.hall.get("services"), self.hall.get("windows")
+        if not services:
+            return False
+        return not any(x.get("waiting") for x in services) and not any(
+            w.get("status") == "serving" for w in windows or []
+        )
+
     def snapshot(self) -> Snapshot:
         from cli.demoview import ServiceRow, Snapshot
 
@@ -844,7 +859,8 @@ def summary(result: DemoResult, scenario: str, speed: float) -> str:
         f"  {sum(result.tickets.values())} tickets "
         f"({', '.join(f'{k} {v}' for k, v in sorted(result.tickets.items())) or 'none'}); "
         f"{s.arrived} citizens came: {s.printed} ticketed, {s.slips} quota slips, "
-        f"{s.closed} turned away closed, {s.kiosk_failures} given nothing",
+        f"{s.closed} turned away closed, {s.kiosk_failures} given nothing; "
+        f"{s.unknown_calls} numbers called that nobody held yet",
         f"  tickets stopped {hhmm(result.closes)}; the last citizen left the windows "
         f"{hhmm(result.day_end)}; windows opened live: "
         f"{len(result.surge_windows_called) or 'none'}; windows at the end: "

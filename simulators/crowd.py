@@ -315,9 +315,13 @@ class Crowd:
     def finished(self) -> bool:
         """The day is over: everyone came, every ticket held was dealt with (finished,
         skipped or given up), and every rating was given."""
+        return self.settled() and not self.outstanding
+
+    def settled(self) -> bool:
+        """Everyone came and went through the kiosks, and every rating was given."""
         if not self.arrivals_done.is_set() or any(not q.empty() for q in self.lines.values()):
             return False
-        if self.outstanding or not self.ratings.empty():
+        if not self.ratings.empty():
             return False
         return all(w.rated.is_set() for w in self.windows.values())
 
