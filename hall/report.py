@@ -4,7 +4,8 @@
 real hall's database as well as on a simulated day's. Everything is computed
 from the `tickets` projection and the event log; no person key is read or written.
 
-Per service, window and clerk (by name and staff number): issued, served, no-shows,
+Per service, window and clerk (by name and staff number): issued (and of them, per
+service and in total, issued offline from a kiosk's lease), served, no-shows,
 voided, wait p50/p90/max, mean service time, satisfaction (rate = 非常满意 + 满意 over
 rated tickets) with the five-level distribution and the unrated count, quota refusals.
 Charts: queue length through the day per service, the wait distribution, window
@@ -36,6 +37,7 @@ class Group:
 
     name: str
     issued: int = 0
+    offline: int = 0  # of them issued offline by a kiosk from its lease (handed over later)
     served: int = 0
     no_shows: int = 0
     voided: int = 0
@@ -59,6 +61,7 @@ class Group:
         return {
             "name": self.name,
             "issued": self.issued,
+            "offline": self.offline,
             "served": self.served,
             "no_shows": self.no_shows,
             "voided": self.voided,
@@ -177,6 +180,10 @@ def build(
             total.refusals += 1
             service = data.get("service") or ""
             services.setdefault(service, Group(names.get(service, service))).refusals += 1
+        elif kind == "ticket.issued" and data.get("offline") and data.get("ticket") in ids:
+            total.offline += 1
+            service = data.get("service") or ""
+            services.setdefault(service, Group(names.get(service, service))).offline += 1
         elif kind.startswith("alert.") and data.get("ticket") in ids:
             alerts.append(
                 {
@@ -262,6 +269,7 @@ def _utilisation(events: list[DayEvent], ids: set[str], windows: dict[str, Group
 COLUMNS = [
     "name",
     "issued",
+    "offline",
     "served",
     "no_shows",
     "voided",
@@ -339,9 +347,9 @@ def _html(r: DayReport, assets: list[tuple[str, Path]]) -> str:
     t = r.total
     sat = f"{t.satisfaction:.1%}" if t.satisfaction is not None else "—"
     summary = (
-        f"<p>Issued <b>{t.issued}</b>, served <b>{t.served}</b>, no-shows "
-        f"<b>{t.no_shows}</b>, voided <b>{t.voided}</b>, quota refusals "
-        f"<b>{t.refusals}</b>. Wait p50 {_fmt(_minutes(_pct(t.waits, 50)))} min, "
+        f"<p>Issued <b>{t.issued}</b> (offline <b>{t.offline}</b>), served "
+        f"<b>{t.served}</b>, no-shows <b>{t.no_shows}</b>, voided <b>{t.voided}</b>, "
+        f"quota refusals <b>{t.refusals}</b>. Wait p50 {_fmt(_minutes(_pct(t.waits, 50)))} min, "
         f"p90 {_fmt(_minutes(_pct(t.waits, 90)))} min. Satisfaction {sat} of "
         f"{t.rated} rated ({t.unrated} unrated). Alerts: {len(r.alerts)}.</p>"
     )
@@ -395,7 +403,7 @@ def _fmt(value: float | None) -> str:
 
 def _table(groups: dict[str, Group], total: Group) -> str:
     head = (
-        "<tr><th></th><th>issued</th><th>served</th><th>no-shows</th><th>voided</th>"
+        "<tr><th></th><th>issued</th><th>offline</th><th>served</th><th>no-shows</th><th>voided</th>"
         "<th>wait p50</th><th>p90</th><th>max</th><th>service</th><th>satisfaction</th>"
         + "".join(f"<th>{LEVELS[n]}</th>" for n in sorted(LEVELS, reverse=True))
         + "<th>unrated</th><th>refusals</th><th>utilisation</th></tr>"
@@ -407,6 +415,7 @@ def _table(groups: dict[str, Group], total: Group) -> str:
         util = "—" if row["utilisation"] is None else f"{row['utilisation']:.0%}"
         cells = [
             row["issued"],
+            row["offline"],
             row["served"],
             row["no_shows"],
             row["voided"],
