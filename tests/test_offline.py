@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from hall.report import build
 from quhao.broker import Mosquitto, free_port
 from quhao.idnumber import with_check
 from quhao.topics import Topics
@@ -33,6 +34,7 @@ LEASE = 4  # numbers per block: small, so a test runs one out
 DEVICES = f"\n[devices]\nhall_timeout_ms = 500\nhall_attempts = 2\nlease_numbers = {LEASE}\n"
 OFFLINE = "离线取号"
 OUT_OF_LEASE = "暂停服务：系统连接中断，离线号已用完"  # the status while out of service
+NO_LEASE = "暂停服务：系统连接中断，本机离线号已用完"  # the screen, for a service used up
 
 
 def citizen(n: int) -> str:
@@ -146,16 +148,16 @@ class Kiosk:
     def issuing_offline(self) -> bool:
         return bool(self.offline().get("issuing"))
 
-    def take(self, idnumber: str) -> str:
-        """A citizen types their ID number for 社保业务 and takes the printed ticket."""
-        before = len(self.printer.tickets)
-        self.keys.type("KEY_F1", *[f"KEY_{c}" for c in idnumber], "KEY_ENTER")
+    def take(self, idnumber: str, key: str = "KEY_F1") -> str:
+        """A citizen types their ID number (for 社保业务) and takes the printed ticket."""
+        before = len(self.printer.wait_for_tickets(0))  # cut so far (delivered lags)
+        self.keys.type(key, *[f"KEY_{c}" for c in idnumber], "KEY_ENTER")
         text = self.printer.wait_for_tickets(before + 1, timeout=15)[-1].text
         self.printed.append(text)
         return text
 
     def number(self, text: str) -> str:
-        numbers = [w for w in text.split() if len(w) == 4 and w[0] == "A" and w[1:].isdigit()]
+        numbers = [w for w in text.split() if len(w) == 4 and w[0] in "ABK" and w[1:].isdigit()]
         assert numbers, text
         return numbers[0]
 
@@ -269,6 +271,9 @@ def test_hall_killed_every_citizen_gets_a_ticket_called_once_in_order(hall: Hall
     assert after == "A002"  # online numbering stayed contiguous
     printed = [k.number(t) for k in (k1, k2) for t in k.printed]
     assert len(printed) == len(set(printed)) == 8
+    report = build(hall.tmp / "hall" / "hall.sqlite", offline[0]["day"])
+    assert (report.total.issued, report.total.offline) == (8, 6)
+    assert report.services["social"].offline == 6
 
 
 @pytest.mark.long
@@ -318,12 +323,24 @@ def test_same_person_over_quota_at_two_cut_off_kiosks_is_an_alert_not_a_cancel(
 @pytest.mark.long
 def test_a_used_up_lease_is_out_of_service_with_a_clear_message(hall: Hall) -> None:
     k1 = hall.kiosks["kiosk-K1"]
+    services = {"social": "KEY_F1", "tax": "KEY_F2", "enquiry": "KEY_F3"}  # the site's order
+    left = wait_until(
+        lambda: (
+            all(k1.offline().get("lease_left", {}).get(s) for s in services)
+            and dict(k1.offline()["lease_left"])
+        ),
+        what="a block of every service",
+    )
     hall.hall.kill()
-    for n in range(LEASE):
-        assert OFFLINE in k1.take(citizen(20 + n))
+    n = 20
+    for service, key in services.items():
+        for _ in range(left[service]):
+            assert OFFLINE in k1.take(citizen(n), key)
+            n += 1
+        if service == "social":  # a service used up: that service says so, others go on
+            k1.keys.type("KEY_F1", *[f"KEY_{c}" for c in citizen(n)], "KEY_ENTER")
+            wait_until(lambda: k1.status().get("message") == NO_LEASE, what="no lease said")
     wait_until(lambda: k1.status().get("state") == "out_of_service", what="out of service")
     assert "hall not reachable" in k1.status()["reasons"]
     assert k1.status()["message"] == OUT_OF_LEASE
-    k1.keys.type("KEY_F1", *[f"KEY_{c}" for c in citizen(40)], "KEY_ENTER")
-    wait_until(lambda: "no ticket: offline: no_lease" in k1.daemon.log(), what="no lease left")
-    assert len(k1.printer.tickets) == LEASE
+    assert len(k1.printer.wait_for_tickets(0)) == sum(left.values())
