@@ -37,6 +37,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -314,6 +315,9 @@ def _bare(dsn: str, batch: int) -> dict[str, float]:
 
 
 def run_city_bench(halls: int = 200, speed: float = 100.0, minutes: float = 10.0) -> dict[str, Any]:
+    # SIGTERM (a timeout, Ctrl-C from a supervisor) unwinds through `finally`: the
+    # brokers, PostgreSQL and the generators are stopped, not left behind.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     work = Path(tempfile.mkdtemp(prefix="quhao-bench-city-"))
     sites = [f"h{i:03d}" for i in range(halls)]
     groups = [sites[i::HALL_BROKERS] for i in range(HALL_BROKERS)]
