@@ -397,6 +397,8 @@ class Crowd:
 
     def _read_paper(self, citizen: Citizen, ticket: Ticket | None) -> None:
         with self.lock:
+            if ticket is None and self.stop.is_set():
+                return  # the day was stopped while this citizen stood at the kiosk
             if ticket is None:
                 self.stats.kiosk_failures += 1
                 log.warning("kiosk gave citizen %d nothing", citizen.key)
