@@ -6,7 +6,7 @@ name = "广州市政务服务监察"
 database = "host=/run/postgresql dbname=quhao_city"   # a libpq connection string
 broker = "mqtts://city-mqtt.example:8883"            # the city broker (user `city`)
 credentials = "/etc/quhao/city-broker/credentials"     # its `city/` folder: password, CA
-followup_days = 15          # a bad rating's follow-up case is overdue after this
+followup_days = 15          # no longer used (cases carry the hall's own deadline); still read
 months_ahead = 2            # partitions made ahead of the current month
 
 [[halls]]                   # the allow-list: only these halls' feeds are taken
@@ -45,7 +45,7 @@ class City(_Table):
         Field(pattern=r"^mqtts?://", description="mqtt[s]://host[:port] of the city broker"),
     ] = "mqtt://127.0.0.1:1883"
     credentials: StrictStr | None = None
-    followup_days: Annotated[StrictInt, Field(ge=1, le=365)] = 15
+    followup_days: Annotated[StrictInt, Field(ge=1, le=365)] = 15  # unused: old files load
     months_ahead: Annotated[StrictInt, Field(ge=0, le=24)] = 2
     batch_events: Annotated[StrictInt, Field(ge=1, le=100_000)] = 5_000
     flush_ms: Annotated[StrictInt, Field(ge=1, le=60_000)] = 200
