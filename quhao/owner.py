@@ -61,21 +61,30 @@ class OwnerLoop:
         self._seq = itertools.count()
         self._inbox: queue.SimpleQueue[Handler] = queue.SimpleQueue()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # Held while the eventfd is written or closed: a device thread posting as the loop
+        # ends must not write to a closed descriptor (or to another file given its number).
+        self._wake_lock = threading.Lock()
+        self._wake_open = True
         self._stop = threading.Event()
         self.thread: threading.Thread | None = None
 
     # ---- what other threads may call ----------------------------------------
 
     def post(self, action: Handler) -> None:
-        """Run `action` in the owner thread, soon. The only way in from another thread."""
+        """Run `action` in the owner thread, soon. The only way in from another thread.
+        Once the loop has ended, what is posted is dropped: there is nobody to run it."""
         self._inbox.put(action)
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_write(self._wake, 1)
+        self._wake_up()
 
     def stop(self) -> None:
         self._stop.set()
-        with contextlib.suppress(OSError):
-            os.eventfd_write(self._wake, 1)
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        with self._wake_lock:
+            if self._wake_open:
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_write(self._wake, 1)
 
     @property
     def stopping(self) -> threading.Event:
@@ -123,7 +132,9 @@ class OwnerLoop:
         while not self._stop.is_set():
             self.heartbeat = self.monotonic()
             self._round()
-        os.close(self._wake)
+        with self._wake_lock:
+            self._wake_open = False
+            os.close(self._wake)
 
     def _round(self) -> None:
         wait = MAX_WAIT_S
