@@ -56,7 +56,10 @@ _CASE = ("case", "day", "number", "service", "window", "staff")
 # above all, but also queue positions and internal counters). A type not listed here
 # leaves with no fields at all.
 SUPERVISION_FIELDS: dict[str, tuple[str, ...]] = {
-    "ticket.issued": ("ticket", "day", "number", "service", "kiosk", "priority", "override_staff"),
+    "ticket.issued": (
+        *("ticket", "day", "number", "service", "kiosk", "priority", "override_staff"),
+        *("offline", "handed_over_at"),  # printed from a kiosk's lease while cut off
+    ),
     "ticket.refused": ("kiosk", "service", "reason", "day"),
     "ticket.called": ("ticket", "terminal", "window", "staff"),
     "ticket.recalled": ("ticket", "terminal", "window"),
@@ -83,6 +86,17 @@ SUPERVISION_FIELDS: dict[str, tuple[str, ...]] = {
     "case.decided": (*_CASE, "decision", "by", "note"),
     "alert.case_due": (*_CASE, "due"),
     "alert.case_overdue": (*_CASE, "due"),
+    # Online appointments (hall/appointments.py): the slot and the service, never the
+    # person key nor the online hall's booking reference (it names the person there).
+    "appointment.booked": ("day", "service", "start", "end"),
+    "appointment.checked_in": ("day", "service", "start", "end", "ticket", "kiosk"),
+    "appointment.no_show": ("day", "service", "start", "end"),
+    # Offline issuing: which kiosk held which numbers (audit of the numbering).
+    "lease.granted": ("kiosk", "day", "service", "first", "last"),
+    "lease.released": ("kiosk", "day", "service", "unused"),
+    "alert.quota_breach": ("ticket", "number", "service", "kiosk", "held"),
+    "alert.daily_cap_exceeded": ("ticket", "number", "service", "kiosk"),
+    "alert.lease_breach": ("kiosk", "day", "service", "number", "reason"),
 }
 
 

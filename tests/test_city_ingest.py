@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from city.ingest import Ingest
 from hall.feed import SUPERVISION_FIELDS, pack, supervision_event
+from quhao.messages import EVENTS
 from quhao.messages.feed import MAX_VALUE_TEXT, FeedBatch, FeedEvent
 
 
@@ -160,6 +161,20 @@ def test_what_leaves_the_hall_has_no_person_key_and_only_what_supervision_needs(
     reinstated = supervision_event(7, 3.0, "ticket.reinstated", {"ticket": "t", "order": [1, 2]})
     assert reinstated["data"] == {"ticket": "t"}
     assert all("person_key" not in fields for fields in SUPERVISION_FIELDS.values())
+
+
+PERSONAL = {"person_key", "person", "rid", "ref", "name", "id_number"}
+
+
+def test_every_field_allowed_out_is_a_field_of_its_event_and_none_names_a_person() -> None:
+    """The allow-list follows the wire contract (a renamed field would silently stop
+    leaving) and lets out nothing that identifies a citizen, here or at the online hall."""
+    for kind, fields in SUPERVISION_FIELDS.items():
+        model = EVENTS.get(kind)
+        assert model is not None, f"{kind} is not an event of the wire contract"
+        names = {info.alias or name for name, info in model.model_fields.items()}
+        assert set(fields) <= names, (kind, set(fields) - names)
+        assert not set(fields) & PERSONAL, (kind, set(fields) & PERSONAL)
 
 
 @given(
