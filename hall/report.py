@@ -383,9 +383,14 @@ def _html(r: DayReport, assets: list[tuple[str, Path]]) -> str:
     if assets:
         parts.append("<h2>From the simulators</h2><div class='assets'>")
         for label, path in assets:
+            src = html.escape(str(path))
+            shown = (
+                f"<audio controls src='{src}'></audio>"
+                if path.suffix == ".wav"
+                else f"<img src='{src}'>"
+            )
             parts.append(
-                f"<figure><a href='{html.escape(str(path))}'><img src="
-                f"'{html.escape(str(path))}'></a><figcaption>{html.escape(label)}"
+                f"<figure><a href='{src}'>{shown}</a><figcaption>{html.escape(label)}"
                 "</figcaption></figure>"
             )
         parts.append("</div>")
