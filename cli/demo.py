@@ -20,10 +20,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from datetime import time as dtime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
+from cli.demooffice import SUPERVISOR, Office
+from cli.demoscreens import VOICE_SERVICE, Screenshots, screens_site
 from quhao.broker import Mosquitto, free_ports
 from quhao.brokergen import MONITOR_USER, generate
 from quhao.clock import Clock
@@ -32,6 +35,7 @@ from quhao.mqtt import Bus, Message, credentials
 from quhao.staffauth import hash_pin
 from quhao.topics import Topics
 from quhao.wire import BadPayload, decode_object
+from simulators.bookings import write_csv
 from simulators.crowd import Crowd, KioskDevices, Stats, WindowDevices, hall_time
 from simulators.idcard import PORT_ENV, SOCKET_ENV, PcscStack, VirtualIdCard, free_vpcd_port
 from simulators.keys import KeypadFeeder
@@ -121,6 +125,12 @@ STARTUP_PER_PROCESS_S = 0.6
 # long (real seconds) before the plan's moment, when their clerks log in: a counter
 # process takes a few real seconds to start, which is many hall minutes at a high speed.
 OPEN_WINDOWS_LEAD_S = 6.0
+# Mid-surge (hall time): the screenshots of the board, a window screen and a ticket page.
+SCREENSHOTS_AT = dtime(10, 45)
+# Mid-surge (hall time) the hall is SIGKILLed and started again this many hall minutes
+# later with the same state dir; meanwhile the kiosks issue 离线取号 from their leases.
+OUTAGE_AT = dtime(11, 20)
+OUTAGE_MINUTES = 10
 
 # Staff PINs of the simulated hall: "1" and the window's three digits (S005 → 1005), as in
 # examples/site.toml. Few PBKDF2 rounds: a simulated hall needs no guessing cost, and the
@@ -155,6 +165,13 @@ class DemoResult:
     closes: float = 0.0  # hall time tickets stop being issued
     startup_s: float = 0.0  # launch until every kiosk was ready (real)
     windows: dict[str, int] = field(default_factory=dict)  # service -> windows at the end
+    outage: tuple[float, float] | None = None  # hall times the hall was killed, restarted
+    hall_down_shown: bool = False  # the live view said "hall down" during the outage
+    offline_tickets: int = 0  # issued offline by kiosks from their leases
+    bookings: dict[str, int] = field(default_factory=dict)  # kind -> bookings imported
+    appointments: dict[str, int] = field(default_factory=dict)  # checked_in, no_show (hall)
+    followed_up: list[str] = field(default_factory=list)  # cases contacted and resolved
+    period: Path | None = None  # the period report's folder
 
     @property
     def lost(self) -> int:
@@ -197,6 +214,10 @@ class DemoHall:
         self.broker: Mosquitto | None = None
         self.pcsc: PcscStack | None = None
         self.sims: list[_Simulator] = []
+        self.shots: Screenshots | None = None
+        self.outage: list[float] = []  # hall times: killed, restarted
+        self.hall_down_shown = False
+        self.office: Office | None = None
 
     # ---- the site of the day ------------------------------------------------
 
@@ -235,6 +256,9 @@ class DemoHall:
             "",
             # The hall's per-device rate limits are in real seconds; the simulated people
             # act `speed` times faster than real ones.
+            "[cases]",
+            f'supervisors = ["{SUPERVISOR}"]',
+            "",
             "[limits]",
             f"kiosk = {{ per_s = {1.0 * max(1.0, self.speed):g}, burst = 5 }}",
             f"counter = {{ per_s = {5.0 * max(1.0, self.speed):g}, burst = 20 }}",
@@ -274,6 +298,7 @@ class DemoHall:
                 f'pin_hash = "{self._pin_hash(number)}"',
                 "",
             ]
+        lines += screens_site(self.screens_port, [s for s in sc.loads if s != VOICE_SERVICE])
         for k in range(1, sc.kiosks + 1):
             readers = [f'"serial://{self.dev}/sam-K{k}?baud=115200"']
             if k <= sc.pcsc_kiosks:
@@ -423,8 +448,17 @@ class DemoHall:
                     self.startup_s,
                     datetime.fromtimestamp(self.clock.now(), self.tz).strftime("%H:%M:%S"),
                 )
+                print(f"Board: {self.board_url}", flush=True)
+                assert self.office is not None
+                self.office.finish_import()
                 self.crowd.start()
                 self._watch()
+                if self.finished:  # the supervisor calls back a bad rating of the day
+                    self.office.follow_up(
+                        self.out / "hall" / "hall.sqlite",
+                        self.scenario.day.isoformat(),
+                        demo_pin(int(SUPERVISOR[1:])),
+                    )
             except KeyboardInterrupt:
                 self.interrupted = True
                 log.warning("interrupted: stopping every process, then the report")
@@ -432,6 +466,8 @@ class DemoHall:
                 for sig in before:  # a second Ctrl-C must not cut the stopping short
                     signal.signal(sig, signal.SIG_IGN)
                 try:
+                    if self.shots:
+                        self.shots.join()
                     if self.crowd:
                         self.crowd.close()
                 finally:
@@ -447,9 +483,10 @@ class DemoHall:
         for folder in ("logs", "dev", "tickets", "led"):
             (self.out / folder).mkdir(parents=True, exist_ok=True)
         (self.out / "site.secret").write_text("demo-secret-for-a-simulated-day\n")
-        ports = free_ports(sc.kiosks + 3)
+        ports = free_ports(sc.kiosks + 4)
         self.broker_port, self.tls_port, self.ws_port = ports[:3]
         self.printer_ports = {k: ports[2 + k] for k in range(1, sc.kiosks + 1)}
+        self.screens_port = ports[-1]
         self.windows = self._initial_windows()
         processes = 1 + sc.kiosks + -(-len(self.windows) // WINDOWS_PER_COUNTER_PROCESS)
         # Hall time reaches the day's start once the daemons have had time to start: the
@@ -481,12 +518,25 @@ class DemoHall:
                 str(self.out / "kiosks"),
             )
         self._start_counters([n for n, _ in self.windows])
+        self._daemon("screens", "screens")
         # the people of the day
         service_keys = {s: f"KEY_F{i + 1}" for i, s in enumerate(config.services)}
         self.crowd = Crowd(sc, self.clock, self.tz, kiosks, service_keys, self.seed)
         for number, service in self.windows:
             self.crowd.add_window(self._window_devices(number, service, config))
         self.config = config
+        # the online hall's bookings, imported while the daemons start
+        self.office = Office(self.out, self.broker_url, self.clock.spec(), self.env)
+        bookings = write_csv(self.crowd.bookings, self.out / "bookings.csv", self.tz)
+        self.office.start_import(bookings)
+        self.board_url = f"http://127.0.0.1:{self.screens_port}/board"
+        self.shots = Screenshots(
+            self.board_url.removesuffix("/board"),
+            config.site.id,
+            config.read_secret(),
+            self.out / "hall" / "hall.sqlite",
+            self.out / "screens",
+        )
         return kiosks
 
     def _kiosk_devices(self) -> dict[int, KioskDevices]:
@@ -525,6 +575,7 @@ class DemoHall:
         logs = self.out / "logs"
         wanted = {f"kiosk-K{k}.log": "SAM reader ok" for k in kiosks}
         wanted |= {f"{name}.log": "" for name in self.procs if name.startswith("counter-")}
+        wanted["screens.log"] = "screens serving"
         windows = {f"counter-W{n}: window {n} ready" for n, _ in self.windows}
         while time.monotonic() < deadline:
             texts = {f: (logs / f).read_text(errors="replace") for f in wanted}
@@ -547,6 +598,17 @@ class DemoHall:
         view = _View(self)
         idle_before = False
         closes = sc.at(sc.closes, self.tz)
+        opens = sc.at(sc.opens, self.tz)
+        outage_at = (
+            sc.at(OUTAGE_AT, self.tz)
+            if sc.opens < OUTAGE_AT < sc.closes
+            else opens + (closes - opens) * 0.6
+        )
+        shots_at = (
+            sc.at(SCREENSHOTS_AT, self.tz)
+            if sc.opens < SCREENSHOTS_AT < sc.closes
+            else ((sc.at(sc.opens, self.tz) + closes) / 2)
+        )
         # the day must end within an hour of closing; two hours of hall time is the limit
         limit = self.clock.real_seconds(closes + 2 * 3600 - self.clock.now())
         deadline = time.monotonic() + limit
@@ -556,6 +618,12 @@ class DemoHall:
                 while plan and now >= plan[0][0] - lead:
                     at, count = plan.pop(0)
                     self.opened_live += self._open_windows(count, at)
+                if self.shots and now >= shots_at:
+                    self.shots.start(window=1)  # window 1's clerk logs in at opening
+                if outage_at and now >= outage_at and not self.outage:
+                    self._kill_hall(now)
+                elif len(self.outage) == 1 and now >= self.outage[0] + OUTAGE_MINUTES * 60:
+                    self._restart_hall(now)
                 view.update()
                 # Over when the crowd has seen every ticket it holds end — or, should it have
                 # lost track of one, when the hall has nobody waiting and no window serving
@@ -569,14 +637,35 @@ class DemoHall:
                     log.error("a citizen went without a ticket: this speed is too fast")
                     break
                 dead = [n for n, p in self.procs.items() if p.poll() is not None]
-                if dead:
+                if dead and not self.hall_down:
                     raise RuntimeError(f"{', '.join(dead)} died; see {self.out / 'logs'}")
                 time.sleep(0.25)
             else:
                 log.error("the day did not finish in time; stopping")
             view.update(final=True)
 
+    @property
+    def hall_down(self) -> bool:
+        return len(self.outage) == 1
+
+    def _kill_hall(self, now: float) -> None:
+        """The outage: the hall dies without a word (SIGKILL); the devices go on."""
+        self.procs["hall"].kill()
+        self.procs["hall"].wait()
+        self.outage.append(now)
+        log.warning("hall SIGKILLed for %d minutes of hall time", OUTAGE_MINUTES)
+
+    def _restart_hall(self, now: float) -> None:
+        """The hall again from the same state dir: it rebuilds its state from its log and
+        takes the kiosks' offline tickets as they hand them over."""
+        self._daemon("hall", "hall", "--state-dir", str(self.out / "hall"))
+        self.outage.append(now)
+        log.warning("hall started again after the outage")
+
     def _stop_all(self) -> None:
+        if self.office and self.office.importing and self.office.importing.poll() is None:
+            self.office.importing.kill()  # interrupted while importing
+            self.office.importing.wait()
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -605,6 +694,14 @@ class DemoHall:
             (p.stem, Path(os.path.relpath(p, report)))
             for p in sorted((self.out / "led").glob("*.png"))[:6]
         ]
+        assets += [
+            (f"screen {p.stem}", Path(os.path.relpath(p, report)))
+            for p in sorted((self.out / "screens").glob("*.png"))
+        ]
+        assets += [
+            (f"announcement {p.stem}", Path(os.path.relpath(p, report)))
+            for p in sorted((self.out / "voice").glob("*.wav"))[:1]
+        ]
         return assets
 
     def _result(self, began: float, surge_called: list[int]) -> DemoResult:
@@ -618,6 +715,9 @@ class DemoHall:
         called_windows: list[int] = []
         day_end = None
         report = None
+        offline = 0
+        appointments: dict[str, int] = {}
+        period = None
         if db.exists():
             with sqlite3.connect(db) as conn:
                 tickets = dict(
@@ -633,6 +733,13 @@ class DemoHall:
                         (day,),
                     )
                 ]
+                appointments = {
+                    kind.removeprefix("appointment."): n
+                    for kind, n in conn.execute(
+                        "SELECT type, COUNT(*) FROM events WHERE type IN "
+                        "('appointment.checked_in', 'appointment.no_show') GROUP BY type"
+                    )
+                }
                 day_end = conn.execute(
                     "SELECT MAX(MAX(COALESCE(finished_at, 0)), MAX(COALESCE(called_at, 0))) "
                     "FROM tickets WHERE day = ?",
@@ -641,11 +748,16 @@ class DemoHall:
             config = load(self.out / "site.toml")
             names = {s.id: s.name for s in config.services.values()}
             staff = {member.id: member.name for member in config.staff.values()}
-            report = write(
-                build(db, day, self.tz, names, staff), self.out / "report", self._artefacts()
-            )
+            figures = build(db, day, self.tz, names, staff)
+            offline = figures.total.offline
+            report = write(figures, self.out / "report", self._artefacts())
+            if self.office:
+                period = self.office.period_report(db, day)
         hall_log = self.out / "logs" / "hall.log"
         hall_text = hall_log.read_text(errors="replace") if hall_log.exists() else ""
+        bookings: dict[str, int] = {}
+        for booking in self.crowd.bookings if self.crowd else []:
+            bookings[booking.kind] = bookings.get(booking.kind, 0) + 1
         windows: dict[str, int] = {}
         for _, service in self.windows:
             windows[service] = windows.get(service, 0) + 1
@@ -665,6 +777,13 @@ class DemoHall:
             closes=self.scenario.at(self.scenario.closes, self.tz),
             startup_s=self.startup_s,
             windows=windows,
+            outage=(self.outage[0], self.outage[1]) if len(self.outage) == 2 else None,
+            hall_down_shown=self.hall_down_shown,
+            offline_tickets=offline,
+            bookings=bookings,
+            appointments=appointments,
+            followed_up=self.office.followed_up if self.office else [],
+            period=period,
         )
 
 
@@ -749,7 +868,10 @@ class _View:
         done = min(1.0, max(0.0, (now - opens) / (closes - opens)))
         crowd = demo.crowd
         s = crowd.stats if crowd else Stats()
-        if not crowd or not crowd.threads:
+        if demo.hall_down:
+            phase = "hall down: the kiosks issue 离线取号 from their leases"
+            demo.hall_down_shown = True
+        elif not crowd or not crowd.threads:
             phase = "starting the daemons and devices"
         elif now < opens:
             phase = "before opening"
@@ -797,11 +919,13 @@ class _View:
 
             self.live.update(render(self.snapshot()), refresh=final)
             return
-        if final or time.monotonic() - self.last_line >= 5:
+        down_unseen = self.demo.hall_down and not self.demo.hall_down_shown
+        if final or down_unseen or time.monotonic() - self.last_line >= 5:
             self.last_line = time.monotonic()
             snap = self.snapshot()
             figures = ", ".join(f"{label} {value}" for label, value in snap.figures)
-            print(f"[{snap.clock} {snap.done:4.0%}] {figures}", flush=True)
+            down = " — HALL DOWN" if self.demo.hall_down else ""
+            print(f"[{snap.clock} {snap.done:4.0%}] {figures}{down}", flush=True)
             if snap.done >= 1.0 and self.demo.crowd and not final:
                 print(f"    waiting for: {self.demo.crowd.diagnosis()}", flush=True)
 
@@ -853,6 +977,11 @@ def summary(result: DemoResult, scenario: str, speed: float) -> str:
         if result.finished
         else "NOT complete"
     )
+    outage = (
+        f"SIGKILLed {hhmm(result.outage[0])}, back {hhmm(result.outage[1])}"
+        if result.outage
+        else "none"
+    )
     lines = [
         f"{scenario} day {result.day} at ×{speed:g}: {state} in {result.wall_s:.0f} s "
         f"(start-up {result.startup_s:.0f} s)",
@@ -868,6 +997,15 @@ def summary(result: DemoResult, scenario: str, speed: float) -> str:
         "  a citizen at a kiosk (real time, p50): "
         + ", ".join(f"{m} {p50(v)} ×{len(v)}" for m, v in sorted(s.kiosk_s.items())),
         f"  keys whose answer the LED did not show in time: {s.led_timeouts or 'none'}",
+        f"  hall outage: {outage}; {result.offline_tickets} tickets issued offline "
+        f"(离线取号), {result.lost} lost",
+        f"  appointments: {sum(result.bookings.values())} booked "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(result.bookings.items()))}); "
+        f"{result.appointments.get('checked_in', 0)} checked in (预约优先, "
+        f"{s.checked_in} such tickets read), {result.appointments.get('no_show', 0)} no-shows",
+        "  bad ratings followed up (contacted, resolved): "
+        + (", ".join(result.followed_up) or "none"),
         f"report: {result.report}",
+        f"period report: {result.period}",
     ]
     return "\n".join(lines)

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from quhao.clock import Clock
 from quhao.idnumber import with_check
+from simulators.bookings import book
 from simulators.idcard import VirtualIdCard
 from simulators.keys import KeypadFeeder
 from simulators.led import LedSimulator
@@ -50,6 +51,10 @@ CALL_LOCKOUT_S = 1.05
 # fraction of a second (Stats.kiosk_s); on a machine shared with heavy work it can take
 # seconds, and a citizen then waits rather than walks off without a ticket.
 KIOSK_PATIENCE_S = 20.0
+# A booked citizen with no ticket by then has read the kiosk's 未到/已过预约签到时间 and
+# chooses the service (real seconds: the hall answers a check-in in well under one).
+CHECKIN_PATIENCE_S = 4.0
+APPOINTMENT_MARK = "预约优先"
 CALL_ANSWER_S = 1.5  # how long a clerk looks at the LED for the answer to a call
 LATE_ANSWER_S = 3.0  # after no answer, how long before the clerk presses call again
 RATING_DELAY_S = 0.15  # the citizen reaches for the pad once the finish is answered
@@ -75,6 +80,7 @@ class Citizen:
     second_service: str | None = None
     minutes: float = 8.0
     appointment: bool = False
+    slot: tuple[float, float] | None = None  # booked online (simulators/bookings.py)
     number: str | None = None
     done: bool = False
     queue: str = ""  # the service whose queue the ticket is in now
@@ -94,6 +100,7 @@ class Stats:
     ratings: int = 0
     breaks: int = 0
     unknown_calls: int = 0
+    checked_in: int = 0  # booked citizens whose ticket says 预约优先
     closed: int = 0  # turned away: the kiosk said tickets are no longer issued
     calls_by_window: dict[int, int] = field(default_factory=dict)
     # real seconds a citizen held a kiosk (keys, card, ticket, card off), by method
@@ -238,6 +245,7 @@ class Crowd:
         self.kiosks = kiosks
         self.service_keys = service_keys  # service -> F-key on the kiosks
         self.citizens = plan_arrivals(scenario, tz, seed)
+        self.bookings = book(self.citizens, scenario, tz, seed)  # for the demo to import
         self.rng = random.Random(seed + 1)
         self.stats = Stats()
         self.lock = threading.Lock()
@@ -361,9 +369,9 @@ class Crowd:
             if method == "sam" and devices.sam.wait_seen_empty(finds=1):
                 gone = max(gone, devices.sam.first_empty_at)
             time.sleep(max(0.0, gone + SAME_CARD_AGAIN_S[method] - time.monotonic()))
-        if citizen.appointment:
-            devices.keys.tap("KEY_A")  # 预约: the appointment lane
-        devices.keys.tap(self.service_keys[citizen.service])
+        booked = citizen.slot is not None
+        if not booked:  # a booked citizen checks in with the card alone, no service key
+            devices.keys.tap(self.service_keys[citizen.service])
         if method == "typed":
             digits = [f"KEY_{c}" for c in citizen.holder.id_number]
             devices.keys.type(*digits, "KEY_ENTER", gap_s=0.002)
@@ -377,8 +385,18 @@ class Crowd:
                 devices.sam.present(citizen.holder)
         else:
             devices.sam.present(citizen.holder)
+        ticket = None
+        if booked:
+            try:
+                ticket = devices.printer.wait_for_tickets(before + 1, timeout=CHECKIN_PATIENCE_S)[
+                    -1
+                ]
+            except AssertionError:  # too early or too late (the kiosk says so): an ordinary one
+                devices.keys.tap(self.service_keys[citizen.service])
         try:
-            ticket = devices.printer.wait_for_tickets(before + 1, timeout=KIOSK_PATIENCE_S)[-1]
+            ticket = (
+                ticket or devices.printer.wait_for_tickets(before + 1, timeout=KIOSK_PATIENCE_S)[-1]
+            )
         except AssertionError:
             ticket = None
         self._read_paper(citizen, ticket)  # at once: a window may call the number soon
@@ -411,6 +429,8 @@ class Crowd:
                     self.stats.slips += 1  # 额满: the quota slip
                 return
             citizen.number = big[0]
+            if APPOINTMENT_MARK in ticket.text:
+                self.stats.checked_in += 1
             citizen.queue, citizen.queued_at = citizen.service, self.clock.now()
             self.by_number[citizen.number] = citizen
             self.stats.printed += 1

@@ -1,6 +1,8 @@
 """The surge day at `make demo`'s speed through every daemon and simulator (the demo's own
 run): ≥ 1,800 tickets, windows opened 8 → 15 → 32 live, every citizen ticketed or refused
-by quota, the day over within an hour of closing, and the report matching the database."""
+by quota, the day over within 90 minutes of closing, the report matching the database — and
+the screens' screenshots and an announcement WAV, the hall's outage with its offline tickets
+(none lost), booked citizens checked in and the no-shows, a bad rating followed up."""
 
 from __future__ import annotations
 
@@ -35,9 +37,10 @@ def _db(result: DemoResult) -> sqlite3.Connection:
     return sqlite3.connect(result.out / "hall" / "hall.sqlite")
 
 
-def test_the_day_ends_within_an_hour_of_closing(day: DemoResult) -> None:
+def test_the_day_ends_within_ninety_minutes_of_closing(day: DemoResult) -> None:
     assert day.finished and not day.interrupted
-    assert day.day_end is not None and day.day_end <= day.closes + 3600, day.day_end
+    # the hall's ten-minute outage mid-surge stops every window: the day ends later
+    assert day.day_end is not None and day.day_end <= day.closes + 5400, day.day_end
     with _db(day) as db:
         last_issue = db.execute("SELECT MAX(issued_at) FROM tickets").fetchone()[0]
     assert last_issue <= day.closes  # tickets stop at closing time
@@ -64,10 +67,66 @@ def test_surge_windows_opened_live_call_without_any_restart(day: DemoResult) -> 
     assert day.windows["social"] == 32
     first_new = sum(day.windows.values()) - 24 + 1  # 8 → 15 → 32: 24 windows opened live
     assert day.surge_windows_called == list(range(first_new, first_new + 24))
-    assert day.hall_restarts == 0
+    assert day.hall_restarts == 1  # the outage's, below: none for the windows
     hall_log = (day.out / "logs" / "hall.log").read_text()
     assert hall_log.count("configuration reloaded") == 2
     assert "received SIGTERM" in hall_log and "Traceback" not in hall_log
+
+
+def test_the_hall_outage_loses_nothing(day: DemoResult) -> None:
+    assert day.outage is not None
+    killed, back = day.outage
+    assert back - killed >= 600  # ten minutes of hall time down
+    assert day.hall_down_shown  # the live view said so
+    with _db(day) as db:
+        offline = db.execute(
+            "SELECT COUNT(*) FROM events WHERE type = 'ticket.issued' "
+            "AND json_extract(data, '$.offline')"
+        ).fetchone()[0]
+        ids = [n for (n,) in db.execute("SELECT day || number FROM tickets")]
+    assert offline >= 1 and day.offline_tickets == offline
+    assert len(ids) == len(set(ids))  # no number printed twice
+    assert day.lost == 0
+    with (day.out / "report" / "services.csv").open(encoding="utf-8") as handle:
+        total = next(row for row in csv.DictReader(handle) if row["key"] == "total")
+    assert int(total["offline"]) == offline
+
+
+def test_booked_citizens_check_in_and_no_shows_are_counted(day: DemoResult) -> None:
+    assert day.bookings["on_time"] >= 20 and day.bookings["no_show"] >= 1, day.bookings
+    assert day.bookings.get("early", 0) + day.bookings.get("late", 0) >= 1, day.bookings
+    checked_in = day.appointments.get("checked_in", 0)
+    # every booked citizen on time got the booked ticket by the card alone (a few whose
+    # kiosk line ran past the window take an ordinary one)
+    assert checked_in >= day.bookings["on_time"] * 0.8, (checked_in, day.bookings)
+    assert day.stats.checked_in == checked_in
+    no_shows = day.appointments.get("no_show", 0)
+    early_late = day.bookings.get("early", 0) + day.bookings.get("late", 0)
+    assert day.bookings["no_show"] <= no_shows <= day.bookings["no_show"] + early_late
+    with _db(day) as db:
+        lane = db.execute("SELECT COUNT(*) FROM tickets WHERE priority = 'appointment'").fetchone()[
+            0
+        ]
+    assert lane == checked_in
+    assert day.period is not None  # the period report counts them
+    with (day.period / "period.csv").open(encoding="utf-8") as handle:
+        hall = next(row for row in csv.DictReader(handle) if row["kind"] == "hall")
+    assert int(hall["appointment_checkins"]) == checked_in
+    assert int(hall["appointment_no_shows"]) == no_shows
+
+
+def test_a_bad_rating_is_followed_up_by_the_supervisor(day: DemoResult) -> None:
+    assert len(day.followed_up) == 1, day.followed_up
+    case = day.followed_up[0]
+    with _db(day) as db:
+        steps = [t for (t,) in db.execute("SELECT type FROM events WHERE type LIKE 'case.%'")]
+    assert steps.count("case.updated") == 2, steps  # contacted, then resolved
+    office = (day.out / "logs" / "office.log").read_text(encoding="utf-8")
+    assert f"{case}: contacted" in office and f"{case}: resolved" in office
+    assert day.period is not None  # the period report counts it followed up on time
+    with (day.period / "period.csv").open(encoding="utf-8") as handle:
+        hall = next(row for row in csv.DictReader(handle) if row["kind"] == "hall")
+    assert int(hall["cases_on_time"]) == 1
 
 
 def test_ratings_worsen_with_waiting(day: DemoResult) -> None:
@@ -144,3 +203,17 @@ def test_no_raw_id_number_in_the_hall(day: DemoResult) -> None:
 
 
 TZ = ZoneInfo("Asia/Shanghai")
+
+
+def test_screens_screenshots_and_a_voice_announcement(day: DemoResult) -> None:
+    shots = sorted(p.name for p in (day.out / "screens").glob("*.png"))
+    assert "board.png" in shots and "window-1.png" in shots, shots
+    assert any(name.startswith("ticket-") for name in shots), shots
+    html = (day.out / "report" / "report.html").read_text(encoding="utf-8")
+    for name in shots:
+        assert f"../screens/{name}" in html
+    wavs = sorted((day.out / "voice").glob("*.wav"))
+    assert wavs and wavs[0].read_bytes()[:4] == b"RIFF"
+    assert f"../voice/{wavs[0].name}" in html and "<audio" in html
+    screens_log = (day.out / "logs" / "screens.log").read_text()
+    assert "screens serving on http://127.0.0.1:" in screens_log and "Traceback" not in screens_log
