@@ -530,12 +530,16 @@ class DemoHall:
         bookings = write_csv(self.crowd.bookings, self.out / "bookings.csv", self.tz)
         self.office.start_import(bookings)
         self.board_url = f"http://127.0.0.1:{self.screens_port}/board"
-        self.shots = Screenshots(
-            self.board_url.removesuffix("/board"),
-            config.site.id,
-            config.read_secret(),
-            self.out / "hall" / "hall.sqlite",
-            self.out / "screens",
+        self.shots = (
+            Screenshots(
+                self.board_url.removesuffix("/board"),
+                config.site.id,
+                config.read_secret(),
+                self.out / "hall" / "hall.sqlite",
+                self.out / "screens",
+            )
+            if self.render  # --no-pictures: no Chromium either
+            else None
         )
         return kiosks
 
@@ -598,12 +602,8 @@ class DemoHall:
         view = _View(self)
         idle_before = False
         closes = sc.at(sc.closes, self.tz)
-        opens = sc.at(sc.opens, self.tz)
-        outage_at = (
-            sc.at(OUTAGE_AT, self.tz)
-            if sc.opens < OUTAGE_AT < sc.closes
-            else opens + (closes - opens) * 0.6
-        )
+        # the outage on a full day only: ten minutes of a one-hour day would be most of it
+        outage_at = sc.at(OUTAGE_AT, self.tz) if sc.opens < OUTAGE_AT < sc.closes else None
         shots_at = (
             sc.at(SCREENSHOTS_AT, self.tz)
             if sc.opens < SCREENSHOTS_AT < sc.closes
