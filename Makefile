@@ -17,7 +17,8 @@ demo: deps
 test: deps
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not alone"
+	$(PY) -m pytest -q -n 0 -m alone
 
 bench: deps
 	$(PY) -m cli bench all

@@ -19,6 +19,7 @@ from cli.chaos.fuzz import CASE_NAMES
 
 
 @pytest.mark.long
+@pytest.mark.alone
 def test_short_chaos_run(tmp_path: Path) -> None:
     began = time.monotonic()
     said: list[str] = []
