@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hall.cases import CASE_EVENTS
+from hall.cases import CASE_EVENTS, Case, CaseBook
+from hall.model import Event
 from hall.store import EVENT_DAY
-
-STEP_EVENTS = ("case.updated", "case.appealed", "case.decided")
 
 
 @dataclass
@@ -27,23 +26,9 @@ class Step:
 
 
 @dataclass
-class CaseRecord:
-    id: str
-    ticket: str
-    day: str
-    number: str
-    service: str
-    window: int | None
-    staff: str | None
-    level: int
-    reason: str
-    opened_at: float
-    due_at: float
-    state: str = "open"
-    appeal: str = "none"
-    contacted_at: float | None = None
-    resolved_at: float | None = None
-    overdue: bool = False  # the hall raised alert.case_overdue (by its clock)
+class CaseRecord(Case):
+    """A case as the log tells it: the hall's own state (`CaseBook.apply`), and its history."""
+
     history: list[Step] = field(default_factory=list)
 
     def followup(self, now: float) -> str:
@@ -58,47 +43,35 @@ class CaseRecord:
         return self.appeal == "upheld"
 
 
+def _step(at: float, kind: str, d: dict[str, Any]) -> Step | None:
+    """What a case event adds to the case's history (`case.opened`: nothing)."""
+    if kind == "case.updated":
+        return Step(at, d["state"], d["by"], d["note"])
+    if kind == "case.appealed":
+        return Step(at, "appealed", d["by"], d["note"])
+    if kind == "case.decided":
+        return Step(at, d["decision"], d["by"], d["note"])
+    if kind == "alert.case_due":
+        return Step(at, "reminded", None, "")
+    if kind == "alert.case_overdue":
+        return Step(at, "overdue", None, "")
+    return None
+
+
 def fold(events: list[tuple[float, str, dict[str, Any]]]) -> dict[str, CaseRecord]:
-    """(at, type, data) of case events in commit order → the cases, by id."""
-    cases: dict[str, CaseRecord] = {}
+    """(at, type, data) of case events in commit order → the cases, by id. The state is
+    the hall's own fold (`CaseBook.apply`, as the live hall and its replay do)."""
+    book = CaseBook()
+    history: dict[str, list[Step]] = {}
     for at, kind, d in events:
-        if kind == "case.opened":
-            cases[d["case"]] = CaseRecord(
-                id=d["case"],
-                ticket=d["ticket"],
-                day=d["day"],
-                number=d["number"],
-                service=d["service"],
-                window=d["window"],
-                staff=d["staff"],
-                level=d["level"],
-                reason=d["reason"],
-                opened_at=at,
-                due_at=d["due"],
-            )
-            continue
-        case = cases.get(d.get("case", ""))
-        if case is None:
-            continue
-        if kind == "case.updated":
-            case.state = d["state"]
-            if d["state"] == "contacted" and case.contacted_at is None:
-                case.contacted_at = at
-            if d["state"] == "resolved":
-                case.resolved_at = at
-            case.history.append(Step(at, d["state"], d["by"], d["note"]))
-        elif kind == "case.appealed":
-            case.appeal = "pending"
-            case.history.append(Step(at, "appealed", d["by"], d["note"]))
-        elif kind == "case.decided":
-            case.appeal = d["decision"]
-            case.history.append(Step(at, d["decision"], d["by"], d["note"]))
-        elif kind == "alert.case_due":
-            case.history.append(Step(at, "reminded", None, ""))
-        elif kind == "alert.case_overdue":
-            case.overdue = True
-            case.history.append(Step(at, "overdue", None, ""))
-    return cases
+        book.apply(Event(kind, at, d))
+        step = _step(at, kind, d)
+        if step is not None and d.get("case") in book.cases:
+            history.setdefault(d["case"], []).append(step)
+    return {
+        case_id: CaseRecord(**asdict(case), history=history.get(case_id, []))
+        for case_id, case in book.cases.items()
+    }
 
 
 def read(db: sqlite3.Connection, first_day: str, last_day: str) -> dict[str, CaseRecord]:
