@@ -658,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--config", type=Path, help="site TOML file (optional for clips)")
     p.add_argument("--out", type=Path, help="run: a WAV file per announcement here; clips: DIR")
-    p.add_argument("--user", default="display", help="read-only broker user (default display)")
+    p.add_argument("--user", default="voice", help="read-only broker user (default voice)")
     p.set_defaults(func=cmd_voice)
 
     p = sub.add_parser("demo", help="a whole simulated hall day through the real daemons")

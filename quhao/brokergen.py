@@ -29,8 +29,9 @@ can knock the hall or a kiosk off, or fire its offline Last Will, by connecting 
 its client id. Two connections of one user do take each other over, so each kind of
 read-only program has its own user and they run side by side: `display` (the web
 gateway for hall screens), `ctl` (`quhao ctl`), `monitor` (the demo's live view, or
-any other read-only tool). Two copies of one program share a session: the newer
-takes it over. The hall gets no client certificate: it connects on loopback only.
+any other read-only tool), `voice` (`quhao voice` on its own: the call events only).
+Two copies of one program share a session: the newer takes it over. The hall gets no
+client certificate: it connects on loopback only.
 
 ACL (the same on every listener; anonymous clients are refused everywhere):
 - `hall` reads and writes everything under `quhao/{site}/`;
@@ -73,6 +74,9 @@ if TYPE_CHECKING:  # cryptography itself is imported only when certificates are 
 PBKDF2_ROUNDS = 1000
 HALL_USER, DISPLAY_USER, CTL_USER, MONITOR_USER = "hall", "display", "ctl", "monitor"
 OFFICE_USER = "office"  # `quhao cases`, `quhao appointments`: asks the hall, reads its replies
+# `quhao voice` on its own (a hall with loudspeakers but no screens daemon): it hears the
+# calls and nothing else, and has its own session beside `display`.
+VOICE_USER = "voice"
 READ_ONLY_USERS = (DISPLAY_USER, CTL_USER, MONITOR_USER)
 # Users that only ever connect on the hall server's loopback: no client certificate.
 LOOPBACK_ONLY_USERS = (HALL_USER,)
@@ -101,6 +105,7 @@ def users(config: SiteConfig) -> list[str]:
         *rater_users(config),
         OFFICE_USER,
         *READ_ONLY_USERS,
+        VOICE_USER,
     ]
 
 
@@ -154,6 +159,12 @@ def acl(config: SiteConfig) -> str:
             f"topic read {root}/device/+/status",
             "",
         ]
+    lines += [  # the announcer: the two events it speaks, nothing more
+        f"user {VOICE_USER}",
+        f"topic read {root}/event/ticket.called",
+        f"topic read {root}/event/ticket.recalled",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -458,3 +458,29 @@ def test_read_only_programs_run_side_by_side(hall_broker: GeneratedBroker, tmp_p
         monitor.stop()
         display.close()
         hall.stop()
+
+
+def test_voice_hears_the_calls_and_nothing_else_in_its_own_session(
+    hall_broker: GeneratedBroker,
+) -> None:
+    """`quhao voice` (user `voice`) beside the screens gateway (`display`): each keeps its
+    session, and the announcer may read the two call events and nothing else."""
+    from screens.voice.announcer import CALL_EVENTS
+
+    hb = hall_broker
+    hall = Raw(hb, "loopback", "hall", user="hall", password=hb.password("hall"))
+    display = Raw(hb, "ws", "display", user="display", password=hb.password("display"))
+    voice = Raw(hb, "loopback", "voice", user="voice", password=hb.password("voice"))
+    try:
+        assert hall.connected and display.connected and voice.connected
+        for kind in CALL_EVENTS:  # the ACL names the events the announcer subscribes to
+            assert voice.may_read(T.event(kind), hall), kind
+        for topic in (T.event("ticket.issued"), T.window_state(1), T.hall_state):
+            assert not voice.may_read(topic, hall), topic
+        assert not voice.may_publish(T.request("voice", "call"))
+        assert not voice.may_publish(T.event("ticket.called"))
+        assert display.may_read(T.event("ticket.called"), hall)  # still there, still served
+        assert not display.drops and not voice.drops, (display.drops, voice.drops)
+    finally:
+        for client in (voice, display, hall):
+            client.close()

@@ -26,7 +26,7 @@ def test_every_unit_verifies(tmp_path: Path) -> None:
         name = unit.name.replace("@.", "@kiosk-K1." if "kiosk" in unit.name else "@counter-W1.")
         (tmp_path / name).write_text(text)
         names.append(name)
-    assert len(names) == 8  # a timer is verified with the service it starts
+    assert len(names) == 9  # a timer is verified with the service it starts
     result = subprocess.run(
         [analyze, "verify", "--man=no", *names],
         cwd=tmp_path,
@@ -73,7 +73,7 @@ def test_backup_unit_reads_the_halls_state_as_the_hall_and_writes_only_backups()
 # ---- exposure (`systemd-analyze security`) ----------------------------------
 
 # The broker's limit is the target; the others are their exposure when this test was
-# written (1.8 hall, 2.1 kiosk and counter, 0.8 backup, 1.7 screens, 1.8 city): they may
+# written (1.8 hall, 2.1 kiosk and counter, 0.8 backup, 1.7 screens, 1.8 city, 2.0 voice): they may
 # get better, never worse.
 EXPOSURE_LIMITS = {
     "quhao-broker.service": 2.5,
@@ -83,6 +83,7 @@ EXPOSURE_LIMITS = {
     "quhao-backup.service": 1.0,
     "quhao-screens.service": 1.7,
     "quhao-city.service": 1.8,
+    "quhao-voice.service": 2.0,  # the sound card: ALSA devices, not PrivateDevices
 }
 INSTANCES = {"quhao-kiosk@.service": "kiosk-K1", "quhao-counter@.service": "counter-W1"}
 

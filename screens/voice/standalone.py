@@ -1,7 +1,8 @@
 """`quhao voice`: the announcer on its own, for a hall that wants voice calling without
 the screens daemon; and `quhao voice clips`, the default clip set.
 
-It logs in as a read-only user (`display` by default: see quhao/brokergen.py), listens
+It logs in as the read-only user `voice` (quhao/brokergen.py: it may read the two call
+events and nothing else; its own session, so it runs beside the screens daemon), listens
 to `event/ticket.called` and `event/ticket.recalled`, and announces each. One owner
 thread (`quhao.owner.OwnerLoop`) runs the MQTT socket and the announcement queue; the
 playback worker posts back to it.
@@ -14,7 +15,7 @@ import os
 import threading
 from pathlib import Path
 
-from quhao.brokergen import DISPLAY_USER
+from quhao.brokergen import VOICE_USER
 from quhao.clock import Clock
 from quhao.config import SiteConfig
 from quhao.config.voice import Voice
@@ -38,7 +39,7 @@ class VoiceDaemon:
         credentials_dir: Path | None = None,
         out: Path | None = None,
         work_dir: Path,
-        user: str = DISPLAY_USER,
+        user: str = VOICE_USER,
     ) -> None:
         self.topics = Topics(config.site.id)
         self.loop = OwnerLoop("voice-owner")
