@@ -164,32 +164,51 @@ def run_screens_bench(
 def _key_to_dom(driver: Any, keys: KeypadFeeder, broker: str, presses: int) -> dict[str, Any]:
     driver.execute_script(WATCH, 1)
     driver.execute_script(WATCH.replace("window.seen", "window.bare").replace("seen.", "bare."), 2)
+    topics = Topics(SITE_ID)
     bare = Bus(broker, "bench-bare")
+    # Where the key path's time goes: a subscriber beside the screens daemon notes when the
+    # counter's request and the hall's window state pass the broker.
+    spy = Bus(broker, "bench-spy")
+    passed: list[tuple[float, str, bytes]] = []
+    for watched in (topics.request("counter-W1", "call"), topics.window_state(1)):
+        spy.subscribe(watched, lambda m: passed.append((time.time(), m.topic, m.payload)), qos=0)
     bare.start()
-    topic = Topics(SITE_ID).window_state(2)
+    spy.start()
+    time.sleep(0.5)  # retained states delivered to the spy and out of the way
+    topic = topics.window_state(2)
     key_s, bare_s = [], []
+    legs: dict[str, list[float]] = {"counter": [], "hall": [], "screens": []}
     for i in range(presses + 10):
         number = f"A{i + 1:05d}"
+        passed.clear()
         began = time.time()
         keys.tap("KEY_KPENTER")
         key_at = _seen(driver, "seen", number)
+        asked = next((at for at, t, _ in list(passed) if t.endswith("/call")), None)
+        state = next((at for at, t, p in list(passed) if number.encode() in p), None)
         keys.tap("KEY_KPDOT")  # finish: the next call is a new key, no lockout
         _idle(driver, 1)
         fake = f"B{i + 1:05d}"
-        state = _window_state(2, fake, time.time())
         sent = time.time()
-        bare.publish(topic, state)
+        bare.publish(topic, _window_state(2, fake, sent))
         bare_at = _seen(driver, "bare", fake)
         if i >= 10:  # warm-up
             key_s.append(key_at - began)
             bare_s.append(bare_at - sent)
+            if asked is not None and state is not None:
+                legs["counter"].append(asked - began)
+                legs["hall"].append(state - asked)
+                legs["screens"].append(key_at - state)
     bare.stop()
+    spy.stop()
     key_run, bare_run = Run(key_s, sum(key_s)), Run(bare_s, sum(bare_s))
     return {
         "key_to_dom": key_run.summary(),
         "bare_publish_to_dom": bare_run.summary(),
         "ratio_p50": ratio(key_run.p50_ms, bare_run.p50_ms),
         "ratio_p99": ratio(key_run.p99_ms, bare_run.p99_ms),
+        # key → request at the broker; request → window state at the broker; → DOM
+        "key_legs": {leg: Run(times, sum(times)).summary() for leg, times in legs.items()},
     }
 
 
@@ -363,6 +382,13 @@ def _print(results: dict[str, Any]) -> None:
     print(f"{'bare publish → DOM':34}{bare['p50_ms']:10.2f}{bare['p99_ms']:10.2f}")
     print(f"{'key → DOM (real chain)':34}{key['p50_ms']:10.2f}{key['p99_ms']:10.2f}")
     print(f"{'ratio':34}{results['ratio_p50']:10.2f}{results['ratio_p99']:10.2f}")
+    legs = results["key_legs"]
+    for leg, what in (
+        ("counter", "key → request at the broker"),
+        ("hall", "request → window state (commit)"),
+        ("screens", "window state → DOM"),
+    ):
+        print(f"{'  ' + what:34}{legs[leg]['p50_ms']:10.2f}{legs[leg]['p99_ms']:10.2f}")
     pages = results["pages"]
     call = pages["call_to_page"]
     print(
