@@ -10,6 +10,12 @@ epoch on one machine: Python's before the key record is written, the page's
 (`performance.timeOrigin + performance.now()`) when a MutationObserver sees the number.
 The baseline publishes a window state for another window straight to the broker: the
 broker → daemon → browser part alone.
+
+A subscriber beside the screens daemon notes when the counter's request and the hall's
+window state pass the broker, which splits the key path into its legs; with one pass
+through the broker and a bare durable SQLite commit measured in the same run, it also
+prints the key path's floor: the bare path plus what a call must add (one more pass,
+counter → hall, and the commit on disk before anything is shown).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import multiprocessing as mp
 import multiprocessing.queues
 import resource
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -139,7 +146,7 @@ def run_screens_bench(
             driver = chromium()
             driver.get(base + "/board")
             time.sleep(2.0)  # the counter logs in and the board's first snapshot arrives
-            results.update(_key_to_dom(driver, keys, broker.url, presses))
+            results.update(_key_to_dom(driver, keys, broker.url, presses, work))
             driver.quit()
             driver = None
             ids = [
@@ -161,7 +168,9 @@ def run_screens_bench(
     return results
 
 
-def _key_to_dom(driver: Any, keys: KeypadFeeder, broker: str, presses: int) -> dict[str, Any]:
+def _key_to_dom(
+    driver: Any, keys: KeypadFeeder, broker: str, presses: int, work: Path
+) -> dict[str, Any]:
     driver.execute_script(WATCH, 1)
     driver.execute_script(WATCH.replace("window.seen", "window.bare").replace("seen.", "bare."), 2)
     topics = Topics(SITE_ID)
@@ -170,7 +179,8 @@ def _key_to_dom(driver: Any, keys: KeypadFeeder, broker: str, presses: int) -> d
     # counter's request and the hall's window state pass the broker.
     spy = Bus(broker, "bench-spy")
     passed: list[tuple[float, str, bytes]] = []
-    for watched in (topics.request("counter-W1", "call"), topics.window_state(1)):
+    watched_topics = (topics.request("counter-W1", "call"), *map(topics.window_state, (1, 2)))
+    for watched in watched_topics:
         spy.subscribe(watched, lambda m: passed.append((time.time(), m.topic, m.payload)), qos=0)
     bare.start()
     spy.start()
@@ -178,6 +188,7 @@ def _key_to_dom(driver: Any, keys: KeypadFeeder, broker: str, presses: int) -> d
     topic = topics.window_state(2)
     key_s, bare_s = [], []
     legs: dict[str, list[float]] = {"counter": [], "hall": [], "screens": []}
+    hops: list[float] = []  # a bare publish → the spy: one pass through the broker
     for i in range(presses + 10):
         number = f"A{i + 1:05d}"
         passed.clear()
@@ -192,6 +203,7 @@ def _key_to_dom(driver: Any, keys: KeypadFeeder, broker: str, presses: int) -> d
         sent = time.time()
         bare.publish(topic, _window_state(2, fake, sent))
         bare_at = _seen(driver, "bare", fake)
+        hop = next((at for at, t, p in list(passed) if fake.encode() in p), None)
         if i >= 10:  # warm-up
             key_s.append(key_at - began)
             bare_s.append(bare_at - sent)
@@ -199,9 +211,15 @@ def _key_to_dom(driver: Any, keys: KeypadFeeder, broker: str, presses: int) -> d
                 legs["counter"].append(asked - began)
                 legs["hall"].append(state - asked)
                 legs["screens"].append(key_at - state)
+            if hop is not None:
+                hops.append(hop - sent)
     bare.stop()
     spy.stop()
     key_run, bare_run = Run(key_s, sum(key_s)), Run(bare_s, sum(bare_s))
+    hop_run, commit_run = Run(hops, sum(hops)), _durable_commits(work)
+    # The key path cannot beat the bare path plus what it must add: one more pass through
+    # the broker (counter → hall) and the hall's commit on disk before anything is shown.
+    floor = [bare_run.p50_ms + hop_run.p50_ms + commit_run.p50_ms]
     return {
         "key_to_dom": key_run.summary(),
         "bare_publish_to_dom": bare_run.summary(),
@@ -209,7 +227,29 @@ def _key_to_dom(driver: Any, keys: KeypadFeeder, broker: str, presses: int) -> d
         "ratio_p99": ratio(key_run.p99_ms, bare_run.p99_ms),
         # key → request at the broker; request → window state at the broker; → DOM
         "key_legs": {leg: Run(times, sum(times)).summary() for leg, times in legs.items()},
+        "broker_pass": hop_run.summary(),
+        "durable_commit": commit_run.summary(),
+        "floor_p50_ms": round(floor[0], 3),
+        "floor_ratio_p50": ratio(floor[0], bare_run.p50_ms),
     }
+
+
+def _durable_commits(work: Path, count: int = 200) -> Run:
+    """A bare durable SQLite commit (WAL, synchronous=FULL, as the hall's) of one small row,
+    on the hall's own disk."""
+    db = sqlite3.connect(work / "bare-commit.sqlite", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, data TEXT NOT NULL)")
+    times = []
+    for _ in range(count):
+        began = time.perf_counter()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO events (data) VALUES (?)", ("x" * 300,))
+        db.execute("COMMIT")
+        times.append(time.perf_counter() - began)
+    db.close()
+    return Run(times, sum(times))
 
 
 def _seen(driver: Any, name: str, number: str, timeout: float = 10.0) -> float:
@@ -389,6 +429,15 @@ def _print(results: dict[str, Any]) -> None:
         ("screens", "window state → DOM"),
     ):
         print(f"{'  ' + what:34}{legs[leg]['p50_ms']:10.2f}{legs[leg]['p99_ms']:10.2f}")
+    for name, what in (
+        ("broker_pass", "one pass through the broker"),
+        ("durable_commit", "a bare durable SQLite commit"),
+    ):
+        print(f"{what:34}{results[name]['p50_ms']:10.2f}{results[name]['p99_ms']:10.2f}")
+    print(
+        f"floor of the key path (bare + one pass + one commit): p50 {results['floor_p50_ms']:.2f}"
+        f" ms, ratio {results['floor_ratio_p50']:.2f}"
+    )
     pages = results["pages"]
     call = pages["call_to_page"]
     print(
