@@ -138,6 +138,24 @@ def site_toml(spec: HistorySpec) -> str:
     return "\n".join(lines)
 
 
+def fresh_record(
+    folder: Path, site: str, secret_file: str, site_id: str
+) -> tuple[SiteConfig, Store]:
+    """A new simulated record in `folder` (anything there is replaced): the site file, a
+    secret for it that no hall uses, and an empty store that does not wait for the disk (a
+    simulation has nothing to lose on a crash)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    (folder / "site.toml").write_text(site, encoding="utf-8")
+    name = secret_file.removesuffix(".secret")
+    (folder / secret_file).write_text(f"simulated-{name}-secret-not-for-halls\n")
+    config = load(folder / "site.toml")
+    store = Store(folder / "hall.sqlite", site=site_id)
+    store.db.execute("PRAGMA synchronous=OFF")
+    return config, store
+
+
 def cached_history(
     folder: Path, spec: HistorySpec, progress: Callable[[str], None] | None = None
 ) -> History:
@@ -158,14 +176,7 @@ def build_history(
 ) -> History:
     """Simulate `spec.days` days into a new record in `folder` (anything there is replaced)."""
     started = time.perf_counter()
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    (folder / "site.toml").write_text(site_toml(spec), encoding="utf-8")
-    (folder / "history.secret").write_text("simulated-history-secret-not-for-halls\n")
-    config = load(folder / "site.toml")
-    store = Store(folder / "hall.sqlite", site=SITE_ID)
-    store.db.execute("PRAGMA synchronous=OFF")  # a simulation: nothing to lose on a crash
+    config, store = fresh_record(folder, site_toml(spec), "history.secret", SITE_ID)
     sim = _Simulation(config, store, spec)
     first = date.fromisoformat(spec.first_day)
     for n in range(spec.days):

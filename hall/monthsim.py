@@ -16,7 +16,6 @@ from __future__ import annotations
 import heapq
 import json
 import random
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from hall.cases import case_id
-from hall.history import KIOSKS, SERVICES, HistorySpec, _Simulation
+from hall.history import KIOSKS, SERVICES, HistorySpec, _Simulation, fresh_record
 from hall.store import Store
-from quhao.config import SiteConfig, load
+from quhao.config import SiteConfig
 from quhao.staffauth import hash_pin
 
 SITE_ID = "monthhall"
@@ -214,14 +213,7 @@ def build_month(
 ) -> Month:
     """Simulate `spec` into a new record in `folder` (anything there is replaced)."""
     started = time.perf_counter()
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    (folder / "site.toml").write_text(site_toml(spec), encoding="utf-8")
-    (folder / "month.secret").write_text("simulated-month-secret-not-for-halls\n")
-    config = load(folder / "site.toml")
-    store = Store(folder / "hall.sqlite", site=SITE_ID)
-    store.db.execute("PRAGMA synchronous=OFF")  # a simulation: nothing to lose on a crash
+    config, store = fresh_record(folder, site_toml(spec), "month.secret", SITE_ID)
     sim = MonthSimulation(config, store, spec)
     first = date.fromisoformat(spec.first_day)
     for n in range(spec.days):
