@@ -60,7 +60,7 @@ from quhao.devices.keysource import KeySource
 from quhao.messages.appointments import CheckinRequest
 from quhao.mqtt import Message, device_bus
 from quhao.owner import BusDriver, OwnerLoop, Timer
-from quhao.rpc import HallRequests
+from quhao.rpc import HallClient, HallRequests
 from quhao.staffauth import card_proof, staff_id_for
 from quhao.topics import Topics
 from quhao.wire import BadPayload, decode_object
@@ -410,25 +410,33 @@ class KioskDaemon:
             fields["override"] = messages.StaffProof(**issue.override.wire())
         if issue.priority:
             fields["priority"] = issue.priority
-        request = messages.IssueRequest(**fields)
+        # The rid is ours before sending: if the hall never answers, the offline ticket
+        # printed instead names it, so the hall can undo what it may have issued for it.
+        request = messages.IssueRequest(rid=HallClient.new_rid(), **fields)
         asked_at = time.monotonic()
         self.hall.send(
             request,
             partial(self._answered, issue, session, timing, asked_at),
-            partial(self._unanswered, issue, session),
+            partial(self._unanswered, issue, session, request.rid),
         )
 
-    def _unanswered(self, issue: Issue, session: PrinterSession | None, why: str) -> None:
+    def _unanswered(
+        self, issue: Issue, session: PrinterSession | None, rid: str | None, why: str
+    ) -> None:
         self.hall_online = False
         log.warning("%s: the hall does not answer (%s): issuing offline", self.device, why)
         try:
-            self._issue_offline(issue, session)
+            self._issue_offline(issue, session, abandoned_rid=rid)
         except Exception:
             log.exception("%s: offline issuing failed", self.device)
             self._done(session)
 
-    def _issue_offline(self, issue: Issue, session: PrinterSession | None) -> None:
-        """A ticket from the lease: on disk first, then printed, marked 离线取号."""
+    def _issue_offline(
+        self, issue: Issue, session: PrinterSession | None, abandoned_rid: str | None = None
+    ) -> None:
+        """A ticket from the lease: on disk first, then printed, marked 离线取号.
+        `abandoned_rid`: the `issue` the hall did not answer (a late answer to it is
+        dropped by `HallRequests`; the hall voids or refuses it at handover)."""
         person = (issue.person.key, issue.person.age)
         decided = self.offline.issue(
             issue.service,
@@ -436,6 +444,7 @@ class KioskDaemon:
             issue.priority == "appointment",
             issue.override is not None or issue.priority == "green",
             self.clock.now(),
+            abandoned_rid,
         )
         if not isinstance(decided, Printed):
             log.warning("%s: no ticket: offline: %s", self.device, decided.code)

@@ -49,6 +49,9 @@ class Printed:
     age: int | None
     priority: str | None  # an offline ticket's wish: "appointment" or None
     state: str = "online"  # online | issued (offline, to hand over) | voided | handed
+    # the rid of the `issue` the hall did not answer before this was printed offline: if
+    # the hall got it after all, it voids (or refuses) that online ticket at handover
+    abandoned_rid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ class Leases:
         appointment: bool,
         override: bool,
         now: float,
+        abandoned_rid: str | None = None,
     ) -> Printed | Refusal:
         """An offline ticket, or why not. Store it durably before printing it."""
         if override:
@@ -152,7 +156,18 @@ class Leases:
         if number is None:
             return Refusal("no_lease", SCREEN["no_lease"])
         priority = "appointment" if appointment and "appointment" in service.priorities else None
-        return Printed(new_rid(), day, service.id, number, now, person_key, age, priority, "issued")
+        return Printed(
+            new_rid(),
+            day,
+            service.id,
+            number,
+            now,
+            person_key,
+            age,
+            priority,
+            "issued",
+            abandoned_rid,
+        )
 
     def quota_before_online(
         self, service: Service, person_key: str | None, now: float

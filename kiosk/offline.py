@@ -34,11 +34,14 @@ class OfflineBook:
         appointment: bool,
         override: bool,
         now: float,
+        abandoned_rid: str | None = None,
     ) -> Printed | Refusal:
-        """An offline ticket recorded on disk (print it now), or why not."""
+        """An offline ticket recorded on disk (print it now), or why not. `abandoned_rid`:
+        the `issue` the hall did not answer, handed over with the ticket (the hall may have
+        issued a ticket for it after all: it voids that one)."""
         key, age = person if person else (None, None)
         decided = self.leases.take(
-            self.config.services[service], key, age, appointment, override, now
+            self.config.services[service], key, age, appointment, override, now, abandoned_rid
         )
         if isinstance(decided, Printed):
             self.store.record(decided)  # on disk before it prints
@@ -126,6 +129,15 @@ class OfflineBook:
             log.warning("handover refused: %s", response.get("error"))
             return False
         placed = [t["rid"] for t in response.get("tickets", [])]
+        for t in response.get("tickets", []):
+            if superseded := t.get("superseded"):  # the hall had got the abandoned issue
+                log.warning(
+                    "offline ticket %s stands for the issue whose answer was lost: the hall's "
+                    "%s %s",
+                    t["number"],
+                    superseded.get("number"),
+                    "voided" if superseded.get("voided") else "had been called: it stands",
+                )
         refused = response.get("refused", [])
         for item in refused:
             log.error("offline ticket %s refused by the hall: %s", item["rid"], item["message"])
@@ -153,6 +165,8 @@ def _wire(p: Printed) -> messages.OfflineTicket:
     fields: dict[str, Any] = {}
     if p.priority == "appointment":
         fields["priority"] = "appointment"
+    if p.abandoned_rid is not None:
+        fields["abandoned_rid"] = p.abandoned_rid
     assert p.number is not None
     return messages.OfflineTicket(
         rid=p.rid,

@@ -4,7 +4,9 @@
 - `blocks`: the lease blocks the hall granted (written when the grant arrives, before a
   number of it is used), with their state (held, releasing, released);
 - `printed`: every ticket this kiosk printed — online ones for the per-person quota,
-  offline ones also to hand over; an offline ticket is written before it prints.
+  offline ones also to hand over, each with the rid of the `issue` it was printed
+  instead of (`abandoned_rid`, when the hall did not answer one); an offline ticket is
+  written before it prints.
 
 Person keys only (HMAC pseudonyms), never an ID number; `forget` erases them by the
 hall's retention rule (`privacy.person_key_days`), `secure_delete` overwriting them.
@@ -36,10 +38,11 @@ CREATE TABLE IF NOT EXISTS printed (
     age        INTEGER,
     priority   TEXT,
     state      TEXT NOT NULL,
+    abandoned_rid TEXT,
     UNIQUE (day, service, number)
 );
 """
-_PRINTED = "rid, day, service, number, issued_at, person_key, age, priority, state"
+_PRINTED = "rid, day, service, number, issued_at, person_key, age, priority, state, abandoned_rid"
 
 
 class OfflineStore:
@@ -51,6 +54,9 @@ class OfflineStore:
         self.db.execute("PRAGMA synchronous=FULL")  # on disk before the ticket prints
         self.db.execute("PRAGMA secure_delete=ON")  # erased person keys are overwritten
         self.db.executescript(_SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(printed)")}
+        if "abandoned_rid" not in columns:  # a record from before abandoned rids were kept
+            self.db.execute("ALTER TABLE printed ADD COLUMN abandoned_rid TEXT")
 
     def blocks(self) -> list[Block]:
         rows = self.db.execute("SELECT day, service, first, last, state FROM blocks ORDER BY first")
@@ -77,7 +83,7 @@ class OfflineStore:
         """One ticket, durably: raises (sqlite3.Error) rather than let it print unrecorded.
         The UNIQUE number is the database's own guarantee against printing one twice."""
         self.db.execute(
-            f"INSERT INTO printed ({_PRINTED}) VALUES (?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO printed ({_PRINTED}) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 p.rid,
                 p.day,
@@ -88,6 +94,7 @@ class OfflineStore:
                 p.age,
                 p.priority,
                 p.state,
+                p.abandoned_rid,
             ),
         )
 

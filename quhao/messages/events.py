@@ -42,7 +42,15 @@ class TicketIssued(TicketFact):
     offline: bool = Field(
         default=False, description="issued by the kiosk from its lease; `at` is when it printed"
     )
-    rid: str | None = Field(default=None, description="an offline ticket's rid at its kiosk")
+    rid: str | None = Field(
+        default=None,
+        description="its rid at the kiosk: the `issue` (or `checkin`) request's for an online "
+        "ticket, the offline ticket's own for an offline one",
+    )
+    abandoned_rid: str | None = Field(
+        default=None,
+        description="an offline ticket's: the `issue` the kiosk gave up on before printing it",
+    )
     handed_over_at: Seconds | None = Field(
         default=None, description="when the kiosk handed the offline ticket over"
     )
@@ -113,10 +121,17 @@ class TicketReinstated(TicketFact):
 
 
 class TicketVoided(TicketFact):
-    """The kiosk could not print it: the number is never called."""
+    """The kiosk could not print it, or printed an offline ticket instead (its answer was
+    lost): the number is never called."""
 
     type: Literal["ticket.voided"]
     kiosk: str
+    reason: str | None = Field(
+        default=None, description='absent: not printed; "superseded by offline ticket A981"'
+    )
+    superseded_by: str | None = Field(
+        default=None, description="the id of the offline ticket printed in its stead"
+    )
 
 
 class TicketExpired(TicketFact):

@@ -42,6 +42,7 @@ ERROR_CODES = {
     "too_early": "the booking's check-in window has not opened yet",
     "too_late": "the booking's check-in window has closed",
     "no_appointment": "no booking of this person open for check-in today",
+    "superseded": "the kiosk gave this request up and printed an offline ticket instead",
 }
 # The same codes as a type (tests/test_wire_contract.py checks that they agree).
 ErrorCode = Literal[
@@ -67,6 +68,7 @@ ErrorCode = Literal[
     "too_early",
     "too_late",
     "no_appointment",
+    "superseded",
 ]
 
 
@@ -105,11 +107,25 @@ class LeaseView(Wire):
     last: int
 
 
+class Superseded(Wire):
+    """The online ticket the hall had issued for the `issue` an offline ticket replaced
+    (its answer never reached the kiosk)."""
+
+    id: str
+    number: str
+    voided: bool = Field(description="false: it had been called already, so it stands")
+
+
 class HandedOver(Wire):
     rid: str = Field(description="the offline ticket's rid")
     id: str = Field(description="the ticket id in the hall")
     number: str
     placed: bool = Field(description="false: it was handed over before; nothing changed")
+    superseded: Superseded | None = Field(
+        default=None,
+        description="placed now with an `abandoned_rid` the hall had issued a ticket for; "
+        "absent otherwise",
+    )
 
 
 class OfflineRefusal(Wire):

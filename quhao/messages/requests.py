@@ -112,7 +112,14 @@ class OfflineTicket(Wire):
     issued_at: Seconds = Field(description="when it was printed (its day is the lease's)")
     person: Person | None = None
     priority: Literal["appointment"] | None = Field(
-        default=None, description="elderly is the hall's to decide, from the age"
+        default=None,
+        description="elderly is the hall's to decide, from the age; appointment only with "
+        "a booking of the person open for check-in when it was printed",
+    )
+    abandoned_rid: Rid | None = Field(
+        default=None,
+        description="the rid of the `issue` the kiosk gave up on before printing this "
+        "instead: the hall voids a ticket it issued for it, or refuses it later",
     )
 
 
