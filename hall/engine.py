@@ -24,14 +24,17 @@ Rules, all from the site configuration:
   of the day's number space downward (A990–A999, then A980–A989, …), while online
   numbering counts up from 001 and skips any leased number it reaches; its `handover`
   puts what it printed offline into the queue by issue time, checked against its lease;
-  `release` gives up the rest (released numbers are never issued again).
+  `release` gives up the rest (released numbers are never issued again); an offline
+  ticket printed because an `issue` went unanswered names that request's rid, and the
+  online ticket the hall issued for it after all (its answer lost) is voided, or the
+  request refused `superseded` should it arrive only after the handover.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -94,6 +97,10 @@ class Engine:
         self.last_number: dict[tuple[str, str], int] = defaultdict(int)
         self.issued_count: dict[tuple[str, str], int] = defaultdict(int)  # tickets, for caps
         self.leases: dict[tuple[str, str, str], list[LeaseBlock]] = {}  # (day, svc, kiosk)
+        # (kiosk, rid of an `issue`) -> the live ticket that stands for it: the online
+        # ticket issued for it, or, once handed over, the offline ticket printed instead.
+        # Derived from the tickets (`reindex`), so a snapshot need not hold it.
+        self.by_request: dict[tuple[str, str], str] = {}
         self.terminals: dict[str, Terminal] = {
             name: Terminal(name, c.window) for name, c in config.counters.items()
         }
@@ -207,6 +214,13 @@ class Engine:
         return []
 
     def _issue(self, device: str, r: IssueRequest, now: float) -> Decided:
+        if r.rid is not None:
+            stands = self.tickets.get(self.by_request.get((device, r.rid), ""))
+            if stands is not None and stands.offline:  # paho's resend, after the handover
+                raise Refused(
+                    "superseded",
+                    f"given up by the kiosk: offline ticket {stands.number} was printed instead",
+                )
         service = self._service(r.service)
         wanted = r.priority
         key = r.person.key if r.person else None
@@ -258,6 +272,8 @@ class Engine:
             "override_staff": staff_id,
             "seq": self.seq + 1,
         }
+        if r.rid is not None:  # the request it answers: an offline ticket may supersede it
+            data["rid"] = r.rid
         event = Event("ticket.issued", now, data)
         events = [event]
         if booking is not None and priority == "appointment":
@@ -350,11 +366,16 @@ class Engine:
 
         Each is decided alone: placed (by its issue time, as if issued live), already
         placed (the same rid: a repeat), or refused with an alert. Quota and cap breaches
-        only the hall can see are alerts beside the ticket, which stands."""
+        only the hall can see are alerts beside the ticket, which stands. A ticket printed
+        because an `issue` went unanswered voids the online ticket the hall issued for that
+        request if nobody has called it yet (`_superseded`): the citizen holds the offline
+        one. The appointment lane needs a booking the hall can see (`_booking`)."""
         placed: list[dict[str, Any]] = []
         refused: list[dict[str, Any]] = []
         events: list[Event] = []
         batch: dict[str, str] = {}  # ticket id -> rid, of this request
+        superseded: set[str] = set()  # online tickets this request voids
+        checked_in: set[str] = set()  # bookings this request checks in
         held: dict[tuple[str, str], int] = defaultdict(int)  # (key, service) in this request
         counted: dict[tuple[str, str], int] = defaultdict(int)  # (day, service) in it
         keys_needed_from = self.person_keys_expire_before(now)
@@ -373,11 +394,17 @@ class Engine:
             day = ticket["id"].split("/")[0]
             key = t.person.key if t.person and t.issued_at >= keys_needed_from else None
             age = t.person.age if t.person else None
+            # 预约优先 only with a booking open for check-in when it was printed (checked in
+            # by it now); a kiosk's word alone gives the lane the hall would give anyway.
+            booking = self._booking(key, service.id, t.issued_at, day) if t.priority else None
+            if booking is not None and booking.ref in checked_in:
+                booking = None
             try:
-                priority = self._priority(service, t.priority, age)
+                priority = self._priority(service, "appointment" if booking else None, age)
             except Refused:
-                priority = self._priority(service, None, age)  # no such lane: none; it stands
+                priority, booking = self._priority(service, None, age), None  # no such lane
             batch[ticket["id"]] = t.rid
+            replaced = self._superseded(device, t, superseded)
             data = {
                 "ticket": ticket["id"],
                 "day": day,
@@ -392,12 +419,22 @@ class Engine:
                 "rid": t.rid,
                 "handed_over_at": now,
             }
+            if t.abandoned_rid is not None:
+                data["abandoned_rid"] = t.abandoned_rid
             events.append(Event("ticket.issued", t.issued_at, data))
+            if booking is not None:
+                checked_in.add(booking.ref)
+                events.append(self.appointments.checked_in(booking, ticket["id"], device, now))
+            if replaced is not None and replaced.status == Status.WAITING:
+                superseded.add(replaced.id)
+                why = f"superseded by offline ticket {ticket['number']}"
+                void = {"ticket": replaced.id, "kiosk": device, "reason": why}
+                events.append(Event("ticket.voided", now, {**void, "superseded_by": ticket["id"]}))
             alert = {"ticket": ticket["id"], "number": ticket["number"], "service": service.id}
             alert["kiosk"] = device
-            if key is not None and service.quota is not None:
+            if key is not None and service.quota is not None and booking is None:
                 before = held[(key, service.id)] + self._tickets_held(
-                    key, service.id, t.issued_at, service.quota.seconds
+                    key, service.id, t.issued_at, service.quota.seconds, superseded
                 )
                 held[(key, service.id)] += 1
                 if before >= service.quota.tickets:
@@ -408,8 +445,31 @@ class Engine:
                 > service.daily_cap
             ):
                 events.append(Event("alert.daily_cap_exceeded", now, alert))
-            placed.append({**ticket, "placed": True})
+            view = {**ticket, "placed": True}
+            if replaced is not None:
+                voided = replaced.id in superseded
+                view["superseded"] = {
+                    "id": replaced.id,
+                    "number": replaced.number,
+                    "voided": voided,
+                }
+            placed.append(view)
         return {"tickets": placed, "refused": refused}, events
+
+    def _superseded(self, device: str, t: OfflineTicket, taken: set[str]) -> Ticket | None:
+        """The online ticket this hall issued for the `issue` the kiosk gave up on before
+        printing `t` (its answer was lost): voided by the handover if still waiting.
+
+        Looked up under the sending kiosk's own name (the broker's, never the payload's),
+        so a kiosk can only ever name its own requests. None: the hall never issued for
+        it (the request may still come: `_issue` refuses it then), or it is superseded
+        already."""
+        if t.abandoned_rid is None:
+            return None
+        found = self.tickets.get(self.by_request.get((device, t.abandoned_rid), ""))
+        if found is None or found.offline or found.kiosk != device or found.id in taken:
+            return None
+        return found
 
     def _offline_ticket(
         self, device: str, t: OfflineTicket, now: float, batch: Mapping[str, str]
@@ -426,7 +486,7 @@ class Engine:
         ticket_id = f"{day}/{number}"
         view = {"rid": t.rid, "id": ticket_id, "number": number}
         known = self.tickets.get(ticket_id)
-        rid = known.offline_rid if known is not None else batch.get(ticket_id)
+        rid = known.rid if known is not None else batch.get(ticket_id)
         if rid is None and known is None:
             return view, True
         if rid == t.rid:
@@ -483,13 +543,16 @@ class Engine:
             return "elderly"
         return None
 
-    def _tickets_held(self, key: str, service: str, now: float, seconds: int) -> int:
+    def _tickets_held(
+        self, key: str, service: str, now: float, seconds: int, voiding: Set[str] = frozenset()
+    ) -> int:
         # An archived ticket (no longer in `tickets`) was settled and not voided: archiving
-        # drops voided tickets from the history.
+        # drops voided tickets from the history. `voiding`: voided by the request at hand.
         return sum(
             1
             for at, tid in self.person_history.get((key, service), ())
             if now - at < seconds
+            and tid not in voiding
             and ((ticket := self.tickets.get(tid)) is None or ticket.status != Status.VOIDED)
         )
 
@@ -751,7 +814,9 @@ class Engine:
         """A card with no service chosen: the booked service's ticket, or why not."""
         rules = self.config.appointments
         booking = self.appointments.open_for(r.person.key, None, now, self.day_of(now), rules)
-        issue = IssueRequest(service=booking.service, person=r.person, priority="appointment")
+        issue = IssueRequest(
+            rid=r.rid, service=booking.service, person=r.person, priority="appointment"
+        )
         response, events = self._issue(device, issue, now)
         return {**response, "slot": {"start": booking.start, "end": booking.end}}, events
 
@@ -951,9 +1016,11 @@ class Engine:
             order=(e.at, float(d["seq"])),
             queue_day=d["day"],
             offline=d.get("offline", False),
-            offline_rid=d.get("rid"),
+            rid=d.get("rid"),
+            abandoned_rid=d.get("abandoned_rid"),
         )
         self.tickets[ticket.id] = ticket
+        self._index(ticket)
         key = (ticket.day, ticket.service)
         if not ticket.offline:  # an offline ticket's number is in a lease, above these
             self.last_number[key] = max(self.last_number[key], int(ticket.number[1:]))
@@ -964,6 +1031,27 @@ class Engine:
             while history and e.at - history[0][0] >= self.longest_quota_s:
                 history.pop(0)  # forget what no quota window can see any more
         self._enqueue(ticket)
+
+    def _index(self, ticket: Ticket) -> None:
+        """`by_request` for a ticket: an online ticket stands for its own `issue`; an
+        offline one for the `issue` it was printed instead of, in place of the online
+        ticket the hall issued for it (if any), and never replaced in turn."""
+        if ticket.offline:
+            key = (ticket.kiosk, ticket.abandoned_rid) if ticket.abandoned_rid else None
+        else:
+            key = (ticket.kiosk, ticket.rid) if ticket.rid else None
+        if key is None:
+            return
+        known = self.tickets.get(self.by_request.get(key, ""))
+        if known is None or not known.offline:
+            self.by_request[key] = ticket.id
+
+    def reindex(self) -> None:
+        """Rebuild what is derived from the tickets (a restored snapshot holds only them):
+        online tickets first, as the offline tickets that supersede them came later."""
+        self.by_request = {}
+        for ticket in sorted(self.tickets.values(), key=lambda t: t.offline):
+            self._index(ticket)
 
     def _apply_called(self, e: Event) -> None:
         ticket = self.tickets[e.data["ticket"]]
@@ -1048,6 +1136,9 @@ class Engine:
             if t.queue_day < before and t.status in SETTLED and not (t.offline and t.day >= kept)
         ]:
             del self.tickets[ticket.id]
+            for rid in (ticket.rid, ticket.abandoned_rid):
+                if rid is not None and self.by_request.get((ticket.kiosk, rid)) == ticket.id:
+                    del self.by_request[(ticket.kiosk, rid)]
             if ticket.status == Status.VOIDED and ticket.person_key:
                 history = self.person_history.get((ticket.person_key, ticket.origin_service))
                 if history and (ticket.issued_at, ticket.id) in history:

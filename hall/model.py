@@ -44,7 +44,10 @@ class Ticket:
     wait_alerted: bool = False
     queue_day: str = ""  # the day whose queue holds it: its own, or a later one if carried
     offline: bool = False  # issued by its kiosk from a lease while the hall was unreachable
-    offline_rid: str | None = None  # that kiosk's id of it: a second handover changes nothing
+    # its rid at its kiosk: an online ticket's `issue` request; an offline ticket's own
+    # (a second handover of it changes nothing)
+    rid: str | None = None
+    abandoned_rid: str | None = None  # offline: the `issue` its kiosk gave up on for it
 
     def public(self) -> dict[str, Any]:
         """What may leave the hall: everything but the person key."""

@@ -60,6 +60,7 @@ _STATE = {
     "appointments",
 }
 _FROM_CONFIG = {"config", "secret", "authority", "longest_quota_s"}
+_DERIVED = {"by_request"}  # rebuilt from the tickets (`Engine.reindex`)
 
 
 class SnapshotError(Exception):
@@ -68,7 +69,7 @@ class SnapshotError(Exception):
 
 def snapshot(engine: Engine) -> dict[str, Any]:
     """The engine's live state. Dict orders are kept: they decide event order in `tick`."""
-    unknown = set(vars(engine)) - _STATE - _FROM_CONFIG
+    unknown = set(vars(engine)) - _STATE - _FROM_CONFIG - _DERIVED
     if unknown:  # a new piece of state that nobody taught the snapshot
         raise SnapshotError(f"the engine holds state a snapshot does not know: {sorted(unknown)}")
     return {
@@ -166,6 +167,7 @@ def restore(config: SiteConfig, secret: bytes | None, data: dict[str, Any]) -> E
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"damaged snapshot: {exc!r}") from exc
+    engine.reindex()
     engine.reconfigure(config)
     return engine
 

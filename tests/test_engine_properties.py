@@ -325,6 +325,7 @@ def state(engine: Engine) -> tuple:
         list(engine.cases.cases.items()),
         list(engine.appointments.bookings.items()),
         engine.appointments._by_key,
+        engine.by_request,  # derived from the tickets: a restore rebuilds it
     )
 
 
@@ -333,6 +334,7 @@ ENGINE_ATTRIBUTES = {
     *("tickets", "last_number", "terminals", "queues", "person_history", "service_time", "seq"),
     *("issued_count", "leases", "cases"),
     "appointments",
+    "by_request",
 }
 
 

@@ -1,10 +1,16 @@
 """The lease protocol under any interleaving: hypothesis drives two kiosks' offline books
 (kiosk/offline.py over a real SQLite record) and the hall's real engine through issuing
 online and offline, partitions, lost answers, kiosk crashes (what is on disk survives),
-hall restarts (the engine rebuilt from its log) and midnights. Checked all along: no
-number is ever printed twice, and no kiosk prints a person more tickets than the quota;
-at the end, once every kiosk has rejoined: every printed ticket is in the hall's log
-exactly once, and nothing else came from a lease."""
+hall restarts (the engine rebuilt from its log) and midnights. An `issue` the kiosk gives
+up on (its answer lost, or never delivered while it was cut off) is printed offline
+naming that request, and the request may still reach the hall later, before or after the
+handover (paho's resend on reconnecting). Checked all along: no number is ever printed
+twice, and no kiosk prints a person more tickets than the quota; at the end, once every
+kiosk has rejoined and every request was delivered: every printed ticket is in the hall's
+log exactly once and never voided, nothing else came from a lease, and no ticket waits
+in the hall that no kiosk printed (no phantom of a given-up request).
+
+Below the machine: the hall's side of a given-up request against hostile kiosks."""
 
 from __future__ import annotations
 
@@ -88,6 +94,11 @@ class LeaseMachine(RuleBasedStateMachine):
         self.offline_paper: set[str] = set()  # ticket ids printed offline
         self.sent = 0
         self.just_printed: tuple[str, str, str] | None = None  # (kiosk, rid, ticket id)
+        # `issue` requests a kiosk gave up on that the broker (or paho) may still deliver
+        self.in_flight: dict[str, list[dict[str, Any]]] = {k: [] for k in KIOSKS}
+        # given up with no offline ticket to name them (refused, or its print failed): the
+        # hall cannot know, so a ticket it issued for one may stay (docs: limits)
+        self.orphans: set[tuple[str, str]] = set()
 
     def reachable(self, kiosk: str) -> bool:
         return self.hall_up and not self.cut[kiosk]
@@ -104,15 +115,21 @@ class LeaseMachine(RuleBasedStateMachine):
         service=st.sampled_from(SERVICES),
         person=st.sampled_from(PEOPLE),
         answer_lost=st.booleans(),
+        sent=st.booleans(),
     )
-    def swipe(self, kiosk: str, service: str, person: str, answer_lost: bool) -> None:
+    def swipe(self, kiosk: str, service: str, person: str, answer_lost: bool, sent: bool) -> None:
+        """A citizen at a kiosk. Reachable: the hall decides, and its answer may be lost.
+        Not: the kiosk may not know yet and send the `issue` (it waits in paho or at the
+        broker, `sent`), or know and print at once. Either way a request given up on is
+        named by the offline ticket printed instead, and may reach the hall later."""
         now = self.step()
         book = self.books[kiosk]
         if book.quota_before_online(service, person, now) is not None:
             return  # offline tickets the hall has not seen yet fill the quota
+        body: dict[str, Any] = {"rid": f"r{self.sent}", "service": service}
+        body["person"] = {"key": person}
+        self.sent += 1
         if self.reachable(kiosk):
-            body = {"rid": f"r{self.sent}", "service": service, "person": {"key": person}}
-            self.sent += 1
             answer = self.hall.ask(kiosk, "issue", body, now)
             if not answer_lost:
                 if answer["ok"]:
@@ -120,13 +137,39 @@ class LeaseMachine(RuleBasedStateMachine):
                     book.online(service, (person, None), now)
                     self.paper.append((kiosk, ticket["id"], service, person))
                 return
-        printed = book.issue(service, (person, None), False, False, now)
+        elif not sent:
+            body = {}  # the kiosk knew the hall unreachable: it asked nobody
+        if body:
+            self.in_flight[kiosk].append(body)  # paho's resend, or still on its way
+        abandoned = body.get("rid")
+        printed = book.issue(service, (person, None), False, False, now, abandoned)
         if isinstance(printed, Printed):
             number = CONFIG.services[service].prefix + f"{printed.number:0{WIDTH}d}"
             ticket_id = f"{printed.day}/{number}"
             self.paper.append((kiosk, ticket_id, service, person))
             self.offline_paper.add(ticket_id)
             self.just_printed = (kiosk, printed.rid, ticket_id)
+        elif abandoned is not None:
+            self.orphans.add((kiosk, abandoned))
+
+    @rule(
+        kiosk=st.sampled_from(KIOSKS),
+        service=st.sampled_from(SERVICES),
+        person=st.sampled_from(PEOPLE),
+    )
+    def lost_answer(self, kiosk: str, service: str, person: str) -> None:
+        """The race itself, more often than `swipe` draws it: the hall issues online, the
+        answer never arrives, the kiosk prints offline naming the request."""
+        self.swipe(kiosk, service, person, answer_lost=True, sent=True)
+
+    @precondition(lambda self: any(self.in_flight.values()))
+    @rule(kiosk=st.sampled_from(KIOSKS))
+    def late_delivery(self, kiosk: str) -> None:
+        """The hall gets an `issue` the kiosk gave up on: before its handover (an online
+        ticket nobody holds, until the handover voids it) or after (refused)."""
+        if self.in_flight[kiosk] and self.reachable(kiosk):
+            body = self.in_flight[kiosk].pop(0)
+            self.hall.ask(kiosk, "issue", body, self.step(1.0))  # the kiosk drops the answer
 
     @rule(kiosk=st.sampled_from(KIOSKS), answer_lost=st.booleans())
     def sync(self, kiosk: str, answer_lost: bool) -> None:
@@ -157,6 +200,9 @@ class LeaseMachine(RuleBasedStateMachine):
         """The printer failed on the offline ticket just taken: it is voided."""
         assert self.just_printed is not None
         kiosk, rid, ticket_id = self.just_printed
+        abandoned = self.books[kiosk].leases.printed[rid].abandoned_rid
+        if abandoned is not None:
+            self.orphans.add((kiosk, abandoned))
         self.books[kiosk].voided(rid)
         self.paper = [p for p in self.paper if p[1] != ticket_id]
         self.offline_paper.discard(ticket_id)
@@ -234,7 +280,9 @@ class LeaseMachine(RuleBasedStateMachine):
                     assert len(within) <= QUOTA.tickets, (kiosk, at_list)
 
     def teardown(self) -> None:
-        """Everyone rejoins: every printed ticket ends in the hall's log exactly once."""
+        """Everyone rejoins: every printed ticket ends in the hall's log exactly once, and
+        no ticket waits that nobody printed, even with every given-up request delivered
+        after the handovers."""
         self.hall.restart()
         self.hall_up = True
         for kiosk in KIOSKS:
@@ -243,9 +291,26 @@ class LeaseMachine(RuleBasedStateMachine):
                 if not self.sync_once(kiosk):
                     break
             assert self.books[kiosk].to_hand_over() == 0
+        for kiosk in KIOSKS:
+            for body in self.in_flight[kiosk]:
+                answer = self.hall.ask(kiosk, "issue", body, self.step(1.0))
+                if (kiosk, body["rid"]) not in self.orphans:
+                    ticket = self.hall.engine.tickets.get(answer.get("ticket", {}).get("id", ""))
+                    assert ticket is None or ticket.status.value != "waiting", answer
         issued = Counter(e.data["ticket"] for e in self.hall.log if e.type == "ticket.issued")
         for _, ticket_id, _, _ in self.paper:
             assert issued[ticket_id] == 1, ticket_id
+        on_paper = {ticket_id for _, ticket_id, _, _ in self.paper}
+        voided = {e.data["ticket"] for e in self.hall.log if e.type == "ticket.voided"}
+        assert not on_paper & voided, "a printed ticket was voided"
+        phantoms = [
+            t
+            for t in self.hall.engine.tickets.values()
+            if t.status.value == "waiting"
+            and t.id not in on_paper
+            and (t.kiosk, t.rid) not in self.orphans
+        ]
+        assert not phantoms, phantoms
         from_leases = {
             e.data["ticket"]
             for e in self.hall.log
@@ -262,3 +327,163 @@ LeaseMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestLeaseProperties = pytest.mark.long(LeaseMachine.TestCase)
+
+
+# ---- a given-up `issue` at the hall: both orders, and hostile kiosks ------------------
+
+KEY = PEOPLE[0]
+
+
+def _issue(engine: Engine, kiosk: str, rid: str, at: float, key: str = KEY) -> Any:
+    body = {"rid": rid, "service": "social", "person": {"key": key}}
+    return engine.handle(kiosk, "issue", body, at)
+
+
+def _lease(engine: Engine, kiosk: str, at: float) -> dict[str, Any]:
+    outcome = engine.handle(kiosk, "lease", {"rid": f"lease-{at}", "service": "social"}, at)
+    assert outcome.error is None, outcome.error
+    lease: dict[str, Any] = outcome.response["lease"]
+    return lease
+
+
+def _handover(engine: Engine, kiosk: str, tickets: list[dict[str, Any]], at: float) -> Any:
+    return engine.handle(kiosk, "handover", {"rid": f"h-{at}", "tickets": tickets}, at)
+
+
+def _offline(number: int, at: float, **extra: Any) -> dict[str, Any]:
+    ticket = {"rid": f"o-{number}", "service": "social", "number": number, "issued_at": at}
+    return {**ticket, "person": {"key": KEY}, **extra}
+
+
+def test_a_lost_answer_is_voided_by_the_handover_and_gives_the_quota_back() -> None:
+    engine = Engine(CONFIG)
+    lease = _lease(engine, "kiosk-K1", NINE)
+    assert _issue(engine, "kiosk-K1", "held", NINE + 1).error is None  # on paper
+    phantom = _issue(engine, "kiosk-K1", "lost", NINE + 2).response["ticket"]  # answer lost
+    # The kiosk printed offline instead; the person holds two tickets, the quota.
+    handed = _handover(
+        engine, "kiosk-K1", [_offline(lease["last"], NINE + 8, abandoned_rid="lost")], NINE + 60
+    )
+    [placed] = handed.response["tickets"]
+    assert placed["superseded"] == {"id": phantom["id"], "number": phantom["number"]} | {
+        "voided": True
+    }
+    [void] = [e for e in handed.events if e.type == "ticket.voided"]
+    assert void.data == {
+        "ticket": phantom["id"],
+        "kiosk": "kiosk-K1",
+        "reason": f"superseded by offline ticket {placed['number']}",
+        "superseded_by": placed["id"],
+    }
+    assert engine.tickets[phantom["id"]].status.value == "voided"
+    assert not [e for e in handed.events if e.type == "alert.quota_breach"]  # not counted
+    queue = engine.queues[("2026-11-23", "social", False)]
+    assert phantom["id"] not in [tid for _, _, tid in queue]
+    refused = _issue(engine, "kiosk-K1", "third", NINE + 70)
+    assert refused.error is not None and refused.error.code == "quota_exceeded"
+
+
+def test_a_request_arriving_after_the_handover_is_refused_superseded_after_a_restart() -> None:
+    from hall.snapshot import restore, snapshot
+
+    engine = Engine(CONFIG)
+    lease = _lease(engine, "kiosk-K1", NINE)
+    _handover(
+        engine, "kiosk-K1", [_offline(lease["last"], NINE + 5, abandoned_rid="late")], NINE + 9
+    )
+    again = restore(CONFIG, None, snapshot(engine))  # the memory is the ticket's: durable
+    late = _issue(again, "kiosk-K1", "late", NINE + 30)
+    assert late.error is not None and late.error.code == "superseded"
+    assert late.events == []
+    assert lease["last"] == 9 and "A9" in late.error.message
+    other = _issue(again, "kiosk-K2", "late", NINE + 31)  # another kiosk's rid: its own
+    assert other.error is None
+
+
+def test_an_online_ticket_already_called_is_not_voided() -> None:
+    engine = Engine(CONFIG)
+    lease = _lease(engine, "kiosk-K1", NINE)
+    phantom = _issue(engine, "kiosk-K1", "lost", NINE + 1).response["ticket"]
+    engine.handle("counter-W1", "login", {"staff": "S001", "pin": "1111"}, NINE + 2)
+    called = engine.handle("counter-W1", "call", {}, NINE + 3)
+    assert called.response["ticket"]["id"] == phantom["id"]
+    handed = _handover(
+        engine, "kiosk-K1", [_offline(lease["last"], NINE + 2, abandoned_rid="lost")], NINE + 9
+    )
+    assert handed.response["tickets"][0]["superseded"]["voided"] is False
+    assert not [e for e in handed.events if e.type == "ticket.voided"]
+    assert engine.tickets[phantom["id"]].status.value == "called"
+
+
+def test_a_handover_cannot_void_another_kiosks_ticket() -> None:
+    engine = Engine(CONFIG)
+    theirs = _issue(engine, "kiosk-K1", "shared-rid", NINE).response["ticket"]
+    lease = _lease(engine, "kiosk-K2", NINE + 1)
+    handed = _handover(
+        engine,
+        "kiosk-K2",
+        [_offline(lease["last"], NINE + 2, abandoned_rid="shared-rid")],
+        NINE + 3,
+    )
+    assert handed.response["tickets"][0]["placed"] is True
+    assert "superseded" not in handed.response["tickets"][0]
+    assert not [e for e in handed.events if e.type == "ticket.voided"]
+    assert engine.tickets[theirs["id"]].status.value == "waiting"
+
+
+@pytest.mark.parametrize("rid", ["", "x" * 129, 5, ["r"], {"rid": "r"}])
+def test_a_malformed_abandoned_rid_is_a_bad_request(rid: Any) -> None:
+    engine = Engine(CONFIG)
+    lease = _lease(engine, "kiosk-K1", NINE)
+    outcome = _handover(
+        engine, "kiosk-K1", [_offline(lease["last"], NINE, abandoned_rid=rid)], NINE
+    )
+    assert outcome.error is not None and outcome.error.code == "bad_request", outcome.error
+    assert "abandoned_rid" in outcome.error.message and outcome.events == []
+
+
+def test_a_flood_of_handovers_with_random_rids_stays_bounded() -> None:
+    """Only a ticket placed from the kiosk's own lease is remembered with its abandoned
+    rid, once: the memory is bounded by the numbers leased to that kiosk."""
+    import random
+
+    rng = random.Random(15)
+    engine = Engine(CONFIG)
+    victim = _issue(engine, "kiosk-K2", "r-victim", NINE).response["ticket"]
+    _lease(engine, "kiosk-K1", NINE)
+    for n in range(200):
+        tickets = [
+            _offline(rng.randint(1, 99), NINE + n, abandoned_rid=f"{rng.getrandbits(64):x}")
+            | {"rid": f"{rng.getrandbits(64):x}"}
+            for _ in range(50)
+        ]
+        _handover(engine, "kiosk-K1", tickets, NINE + n + 1)
+    mine = [key for key in engine.by_request if key[0] == "kiosk-K1"]
+    assert len(mine) <= CONFIG.devices.lease_numbers
+    assert engine.tickets[victim["id"]].status.value == "waiting"
+    assert not [t for t in engine.tickets.values() if t.status.value == "voided"]
+
+
+def test_an_offline_appointment_needs_a_booking_the_hall_can_see() -> None:
+    engine = Engine(CONFIG)
+    lease = _lease(engine, "kiosk-K1", NINE)
+    booked = {"person_key": KEY, "service": "social", "start": NINE + 600, "end": NINE + 2400}
+    imported = engine.handle(
+        "office", "appointment_import", {"rid": "i", "bookings": [{**booked, "ref": "WB-1"}]}, NINE
+    )
+    assert imported.error is None, imported.error
+    stranger = {"key": PEOPLE[1]}
+    handed = _handover(
+        engine,
+        "kiosk-K1",
+        [
+            _offline(lease["last"], NINE + 300, priority="appointment"),  # booked, in window
+            _offline(lease["last"] - 1, NINE + 301, priority="appointment", person=stranger),
+        ],
+        NINE + 400,
+    )
+    booked_ticket, stranger_ticket = (engine.tickets[t["id"]] for t in handed.response["tickets"])
+    assert booked_ticket.priority == "appointment"
+    assert stranger_ticket.priority is None  # the kiosk's word alone gives no lane
+    [checkin] = [e for e in handed.events if e.type == "appointment.checked_in"]
+    assert checkin.data["ticket"] == booked_ticket.id
