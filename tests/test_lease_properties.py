@@ -29,7 +29,7 @@ from kiosk.lease import Printed
 from kiosk.offline import OfflineBook
 from kiosk.offline_store import OfflineStore
 from quhao.config import load
-from quhao.messages import ActionRequest, encode
+from quhao.messages import ActionRequest, LeaseRequest, encode
 from quhao.wire import error, ok
 
 BASE = load(Path(__file__).parent / "sites" / "small.toml")
@@ -487,3 +487,39 @@ def test_an_offline_appointment_needs_a_booking_the_hall_can_see() -> None:
     assert stranger_ticket.priority is None  # the kiosk's word alone gives no lane
     [checkin] = [e for e in handed.events if e.type == "appointment.checked_in"]
     assert checkin.data["ticket"] == booked_ticket.id
+
+
+def test_the_kiosk_keeps_the_abandoned_rid_on_disk_and_reads_an_older_record(
+    tmp_path: Path,
+) -> None:
+    """Written before the ticket prints, read back after a restart, handed over; a record
+    from before abandoned rids were kept gains the column and still loads."""
+    import sqlite3
+
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:
+        db.execute(
+            "CREATE TABLE printed (rid TEXT PRIMARY KEY, day TEXT NOT NULL, service TEXT NOT "
+            "NULL, number INTEGER, issued_at REAL NOT NULL, person_key TEXT, age INTEGER, "
+            "priority TEXT, state TEXT NOT NULL, UNIQUE (day, service, number))"
+        )
+        db.execute(
+            "INSERT INTO printed VALUES ('before', '2026-11-23', 'social', 9, ?, NULL, NULL, "
+            "NULL, 'issued')",
+            (NINE,),
+        )
+    [before] = OfflineStore(old).printed()
+    assert before.abandoned_rid is None
+    store = OfflineStore(tmp_path / "kiosk.sqlite")
+    book = OfflineBook(CONFIG, store)
+    asked = book.next_request(NINE, ("social",))
+    assert isinstance(asked, LeaseRequest)
+    grant = ok("g", {"lease": {"day": "2026-11-23", "service": "social", "first": 7, "last": 9}})
+    book.answered(asked, grant, NINE)
+    printed = book.issue("social", (KEY, 40), False, False, NINE + 1, "the-lost-issue")
+    assert isinstance(printed, Printed)
+    store.close()
+    again = OfflineBook(CONFIG, OfflineStore(tmp_path / "kiosk.sqlite"))  # a restart
+    request = again.next_request(NINE + 2, ("social",))
+    assert request is not None
+    assert encode(request)["tickets"][0]["abandoned_rid"] == "the-lost-issue"
