@@ -37,10 +37,7 @@ log = logging.getLogger("quhao.screens")
 DISPLAY_USER = "display"
 PAGE_SLICE = 100
 LATER_S = 0.3  # a moved queue's pages are updated this long after, together
-VOICE_TOPICS = (
-    "event/ticket.called",
-    "event/ticket.recalled",
-)  # ticket pages updated between two turns of the loop
+VOICE_TOPICS = ("event/ticket.called", "event/ticket.recalled")
 # What the screens read (the display user's ACL allows these and no more).
 SUBSCRIPTIONS = (
     "hall/state",
@@ -86,9 +83,14 @@ class ScreensDaemon:
         self._runner: web.AppRunner | None = None
         self._beat: asyncio.Task[None] | None = None
         self.announcer: Announcer | None = None
-        self._urgent: set[str] = set()  # ticket pages to update first
+        # Ticket pages: the ones a message names go out at once (`_send_urgent`, as soon
+        # as what was read with that message is folded); the other pages of a queue that
+        # moved wait `later_s` (`_flush_later`), so a call moves each of them once.
+        self._urgent: set[str] = set()
+        self._urgent_scheduled = False
         self._later: set[str] = set()
         self._flushing: asyncio.Task[None] | None = None
+        self.later_s = LATER_S
 
     # ---- running ----------------------------------------------------------
 
@@ -119,8 +121,9 @@ class ScreensDaemon:
         )
 
     async def stop(self) -> None:
-        if self._beat is not None:
-            self._beat.cancel()
+        for task in (self._beat, self._flushing):
+            if task is not None:
+                task.cancel()
         await self.raters.close()
         await self.bus.stop()
         if self.announcer is not None:
@@ -169,9 +172,8 @@ class ScreensDaemon:
                     changes.windows | changes.profiles | changes.ratings
                 ):
                     hub.send(channel, self.window_snapshot(number))
-        # Ticket pages: the ones a message names first, then every page of a queue that
-        # moved; computed after the messages read together are all folded (a call brings
-        # a window state and events at once), in slices so streams write in between.
+        # Ticket pages: the ones a message names at once; every other page of a queue
+        # that moved later, together (see __init__).
         pages = {c.partition(":")[2] for c in hub.channels if c.startswith("ticket:")}
         if online_changed:
             self._later |= pages
@@ -181,26 +183,30 @@ class ScreensDaemon:
             if changes.services or changes.windows:  # pages of tickets the view never saw
                 moved |= {t for t in pages if t not in self.view.tickets}
             self._later |= moved & pages
-        if (self._urgent or self._later) and self._flushing is None:
-            self._flushing = asyncio.get_running_loop().create_task(self._flush_pages())
+        loop = asyncio.get_running_loop()
+        if self._urgent and not self._urgent_scheduled:
+            # After this callback: paho folds every message of one read in it (a call's
+            # events and window state come together), and the page shows them all.
+            self._urgent_scheduled = True
+            loop.call_soon(self._send_urgent)
+        if self._later and self._flushing is None:
+            self._flushing = loop.create_task(self._flush_later())
 
-    async def _flush_pages(self) -> None:
+    def _send_urgent(self) -> None:
+        self._urgent_scheduled = False
+        urgent, self._urgent = self._urgent, set()
+        for ticket_id in urgent:
+            self._send_page(ticket_id)
+
+    async def _flush_later(self) -> None:
+        """The pages of the queues that moved: `later_s` after the move, when the hall's
+        next hall/state (at most 4 a second) has come too, so a call moves each page once,
+        not twice; in slices, so the streams write (and named pages go out) in between."""
         try:
-            await asyncio.sleep(0)  # the rest of what arrived with this message first
-            while self._urgent or self._later:
-                urgent, self._urgent = self._urgent, set()
-                for ticket_id in urgent:
-                    self._send_page(ticket_id)
-                if not self._urgent:
-                    # The queue's other pages wait for the hall's next hall/state (at
-                    # most 4 a second), so a call moves each page once, not twice.
-                    await asyncio.sleep(LATER_S)
-                    if self._urgent:
-                        continue
-                later, self._later = self._later - self._urgent, set()
+            while self._later:
+                await asyncio.sleep(self.later_s)
+                later, self._later = self._later, set()
                 for i, ticket_id in enumerate(later):
-                    if ticket_id in self._urgent:
-                        continue
                     self._send_page(ticket_id)
                     if i % PAGE_SLICE == PAGE_SLICE - 1:
                         await asyncio.sleep(0)
