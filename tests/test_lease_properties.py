@@ -523,3 +523,18 @@ def test_the_kiosk_keeps_the_abandoned_rid_on_disk_and_reads_an_older_record(
     request = again.next_request(NINE + 2, ("social",))
     assert request is not None
     assert encode(request)["tickets"][0]["abandoned_rid"] == "the-lost-issue"
+
+
+def test_rids_and_superseding_stay_in_the_hall() -> None:
+    """The feed to the city carries neither a ticket's rids nor why it was voided."""
+    from hall.feed import supervision_event
+
+    engine = Engine(CONFIG)
+    lease = _lease(engine, "kiosk-K1", NINE)
+    issued = _issue(engine, "kiosk-K1", "lost", NINE + 1).events
+    handed = _handover(
+        engine, "kiosk-K1", [_offline(lease["last"], NINE + 2, abandoned_rid="lost")], NINE + 3
+    ).events
+    for event in issued + handed:
+        left = supervision_event(1, event.at, event.type, event.data)["data"]
+        assert not {"rid", "abandoned_rid", "reason", "superseded_by"} & set(left), left
