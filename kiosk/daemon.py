@@ -177,6 +177,9 @@ class KioskDaemon:
         offline = state_dir / f"{device}.offline.sqlite" if config.devices.lease_numbers else None
         self.offline = OfflineBook(config, OfflineStore(offline or ":memory:"))
         self._syncing = False
+        # (person key, rid) of a check-in the hall did not answer: the offline ticket this
+        # person takes next names it, as it would an unanswered `issue`
+        self._checkin_given_up: tuple[str, str] | None = None
 
     @property
     def heartbeat(self) -> float:
@@ -382,10 +385,12 @@ class KioskDaemon:
                 self._done(session)
                 return
         if issue.checkin:  # a card with no service: the hall says if it is booked
+            person = messages.Person(key=issue.person.key, age=issue.person.age)
+            checkin = CheckinRequest(rid=HallClient.new_rid(), person=person)
             self.hall.send(
-                CheckinRequest(person=messages.Person(key=issue.person.key, age=issue.person.age)),
+                checkin,
                 partial(self._checked_in, issue, session, timing, time.monotonic()),
-                partial(self._checkin_unanswered, issue, session),
+                partial(self._checkin_unanswered, issue, session, checkin.rid),
             )
             return
         if issue.override is None:
@@ -438,6 +443,9 @@ class KioskDaemon:
         `abandoned_rid`: the `issue` the hall did not answer (a late answer to it is
         dropped by `HallRequests`; the hall voids or refuses it at handover)."""
         person = (issue.person.key, issue.person.age)
+        given_up, self._checkin_given_up = self._checkin_given_up, None
+        if abandoned_rid is None and given_up is not None and given_up[0] == issue.person.key:
+            abandoned_rid = given_up[1]  # the check-in just given up for this person
         decided = self.offline.issue(
             issue.service,
             person,
@@ -555,9 +563,13 @@ class KioskDaemon:
         early = self.config.appointments.early_minutes
         self._hold(issue, session, CHECKIN_REFUSED.get(code, "").format(early=early))
 
-    def _checkin_unanswered(self, issue: Issue, session: PrinterSession | None, why: str) -> None:
+    def _checkin_unanswered(
+        self, issue: Issue, session: PrinterSession | None, rid: str | None, why: str
+    ) -> None:
         self.hall_online = False
         log.warning("%s: the hall does not answer check-in (%s)", self.device, why)
+        if rid is not None:
+            self._checkin_given_up = (issue.person.key, rid)
         self._hold(issue, session, "")
 
     def _hold(self, issue: Issue, session: PrinterSession | None, why: str) -> None:

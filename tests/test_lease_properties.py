@@ -538,3 +538,30 @@ def test_rids_and_superseding_stay_in_the_hall() -> None:
     for event in issued + handed:
         left = supervision_event(1, event.at, event.type, event.data)["data"]
         assert not {"rid", "abandoned_rid", "reason", "superseded_by"} & set(left), left
+
+
+def test_a_given_up_checkin_is_superseded_like_an_issue() -> None:
+    """A check-in is an issue too: its appointment ticket, answer lost, is voided by the
+    offline ticket the kiosk printed for that person next; a late one is refused."""
+    engine = Engine(CONFIG)
+    lease = _lease(engine, "kiosk-K1", NINE)
+    booked = {"person_key": KEY, "service": "social", "start": NINE + 600, "end": NINE + 2400}
+    for ref, start in (("WB-1", NINE + 600), ("WB-2", NINE + 900)):
+        booking = {**booked, "ref": ref, "start": start}
+        engine.handle("office", "appointment_import", {"rid": ref, "bookings": [booking]}, NINE)
+    lost = engine.handle("kiosk-K1", "checkin", {"rid": "c-1", "person": {"key": KEY}}, NINE + 1)
+    phantom = lost.response["ticket"]
+    assert phantom["priority"] == "appointment"
+    handed = _handover(
+        engine,
+        "kiosk-K1",
+        [
+            _offline(lease["last"], NINE + 5, abandoned_rid="c-1"),
+            _offline(lease["last"] - 1, NINE + 6, abandoned_rid="c-2"),
+        ],
+        NINE + 9,
+    )
+    assert handed.response["tickets"][0]["superseded"]["id"] == phantom["id"]
+    assert engine.tickets[phantom["id"]].status.value == "voided"
+    late = engine.handle("kiosk-K1", "checkin", {"rid": "c-2", "person": {"key": KEY}}, NINE + 10)
+    assert late.error is not None and late.error.code == "superseded", late.error
