@@ -43,6 +43,12 @@ class Topics:
         return f"{self.root}/feed"
 
     @property
+    def feed_replay(self) -> str:
+        """The hall's answers to replay requests: a topic of their own, so the city can
+        stop taking the live feed while it catches up and still get them."""
+        return f"{self.feed}/replay"
+
+    @property
     def feed_request(self) -> str:
         """Where the city (through its bridge) asks for the events after a sequence."""
         return f"{self.root}/feed/req"
@@ -63,16 +69,23 @@ def city_feed(site: str) -> str:
     return f"{CITY_ROOT}/{site}/feed"
 
 
+def city_feed_replay(site: str) -> str:
+    return f"{CITY_ROOT}/{site}/feed/replay"
+
+
 def city_feed_request(site: str) -> str:
     return f"{CITY_ROOT}/{site}/feed/req"
 
 
 CITY_FEED_FILTER = f"{CITY_ROOT}/+/feed"
+CITY_REPLAY_FILTER = f"{CITY_ROOT}/+/feed/replay"
 
 
 def parse_city_feed(topic: str) -> str | None:
-    """The site a city feed topic names, or None if it is not one."""
+    """The site a city feed topic (live or replay) names, or None if it is not one."""
     parts = topic.split("/")
-    if len(parts) == 4 and f"{parts[0]}/{parts[1]}" == CITY_ROOT and parts[3] == "feed":
+    if len(parts) < 4 or f"{parts[0]}/{parts[1]}" != CITY_ROOT or parts[3] != "feed":
+        return None
+    if len(parts) == 4 or (len(parts) == 5 and parts[4] == "replay"):
         return parts[2] or None
     return None
