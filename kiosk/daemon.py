@@ -193,7 +193,7 @@ class KioskDaemon:
         BusDriver(self.loop, self.bus).start()
         self._check_printer()
         for index, uri in enumerate(self.kiosk.readers):
-            self._spawn(f"reader{index}", self._reader(uri, f"{self.device} reader {index + 1}"))
+            self._reader(uri, f"{self.device} reader {index + 1}", f"reader{index}")
         if self.kiosk.keypad:
             keys = KeySource(
                 self.kiosk.keypad,
@@ -225,8 +225,27 @@ class KioskDaemon:
         thread.start()
         self._threads.append(thread)
 
-    def _reader(self, uri: str, label: str) -> Any:
-        """A card reader's thread: it blocks in its driver and posts each card to the loop."""
+    def _reader(self, uri: str, label: str, name: str) -> None:
+        """A card reader. The SAM reader is driven by the owner loop itself (its port in
+        the select, its polls on the timers); the PC/SC reader blocks in its driver, so
+        it gets a thread that only posts each card to the loop."""
+        absent_s = self.kiosk.card_absent_ms / 1000
+        if uri.startswith("serial:"):
+            from kiosk.readers.sam_serial import SamReader
+
+            sam = SamReader(
+                uri,
+                label,
+                self._on_card,
+                lambda state, detail: self._reader_state(label, state, detail),
+                absent_s=absent_s,
+            )
+            sam.attach(self.loop)
+            return
+        if not uri.startswith("pcsc:"):
+            raise ValueError(f"{self.device}: reader URI {uri!r} is not pcsc:// or serial://")
+        from quhao.devices.pcsc import PcscReader
+
         post = self.loop.post
 
         def on_card(read: CardRead) -> None:
@@ -235,18 +254,8 @@ class KioskDaemon:
         def on_state(state: str, detail: str) -> None:
             post(lambda: self._reader_state(label, state, detail))
 
-        absent_s = self.kiosk.card_absent_ms / 1000
-        if uri.startswith("pcsc:"):
-            from quhao.devices.pcsc import PcscReader
-
-            reader: Any = PcscReader(uri, label, on_card, on_state, absent_s=absent_s)
-        elif uri.startswith("serial:"):
-            from kiosk.readers.sam_serial import SamReader
-
-            reader = SamReader(uri, label, on_card, on_state, absent_s=absent_s)
-        else:
-            raise ValueError(f"{self.device}: reader URI {uri!r} is not pcsc:// or serial://")
-        return lambda: reader.run(self.loop.stopping)
+        reader = PcscReader(uri, label, on_card, on_state, absent_s=absent_s)
+        self._spawn(name, lambda: reader.run(self.loop.stopping))
 
     def _reader_state(self, label: str, state: str, detail: str) -> None:
         self.health["readers"][label] = state if not detail else f"{state}: {detail}"

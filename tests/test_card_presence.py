@@ -8,6 +8,7 @@ on the SAM reader through dropouts gives one ticket, no quota slips.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -21,6 +22,7 @@ from quhao.broker import Mosquitto, free_port
 from quhao.devices.cards import CardRead
 from quhao.devices.presence import Fingerprints, Presence
 from quhao.idnumber import with_check
+from quhao.owner import OwnerLoop
 from quhao.topics import Topics
 from simulators.idcard import PcscStack, VirtualIdCard
 from simulators.printer import PrinterSimulator
@@ -194,23 +196,39 @@ class FakeClock:
         return self.now
 
 
+class ShiftedClock:
+    """Real monotonic time that the test can move forward at once (`jump`): the SAM
+    reader's polls keep their real cadence, and half a minute of "no card" takes no time."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def jump(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 def test_sam_reader_dropouts_and_a_removal_with_an_injected_clock(tmp_path: Path) -> None:
+    """The reader in an owner loop of its own, whose clock the test moves."""
     from kiosk.readers.sam_serial import SamReader
 
     sim = SamSimulator(tmp_path / "sam").start()
-    clock = FakeClock()
+    clock = ShiftedClock()
+    loop = OwnerLoop("test-sam", monotonic=clock)
     reads: list[CardRead] = []
+    # 30 s: dropouts of a few 50 ms polls are short however late a loaded machine polls
     reader = SamReader(
-        f"serial://{tmp_path}/sam?baud=115200", "test SAM", reads.append, clock=clock
+        f"serial://{tmp_path}/sam?baud=115200", "test SAM", reads.append, absent_s=30
     )
-    stop = threading.Event()
-    thread = threading.Thread(target=reader.run, args=(stop,), daemon=True)
-    thread.start()
+    loop.post(lambda: reader.attach(loop))
+    loop.start()
     try:
         sim.present(ADULT)
         wait_until(lambda: reads, what="the first read")
         assert reads[0].identity is not None and reads[0].identity.id_number == ADULT.id_number
-        for polls in (1, 3, 5):  # the clock stands still: every dropout is short
+        for polls in (1, 3, 5):  # each far shorter than absent_s
             sim.dropout(polls)
             wait_until(lambda: sim.dropout_left == 0, what="the dropout")
         finds = sim.commands.count(FIND)
@@ -218,20 +236,22 @@ def test_sam_reader_dropouts_and_a_removal_with_an_injected_clock(tmp_path: Path
         assert len(reads) == 1 and sim.commands.count(READ_BASE) > 1  # read, not delivered
         sim.remove()
         wait_until(lambda: sim.commands.count(FIND) > finds + 5, what="no-card answers")
-        clock.now += 0.5  # half a second of "no card"
+        clock.jump(30)  # half a minute of "no card"
         wait_until(lambda: not reader.presence.holding, what="the card counted as removed")
         sim.present(ADULT)
         wait_until(lambda: len(reads) == 2, what="the second presentation read")
-        # swapped for another card, the clock standing still: a different card is a new read
+        # swapped for another card at once: a different card is a new read
         sim.remove()
         finds = sim.commands.count(FIND)
         wait_until(lambda: sim.commands.count(FIND) > finds + 1, what="a no-card answer")
         sim.present(OTHER)
         wait_until(lambda: len(reads) == 3, what="the other card read")
         assert reads[2].identity is not None and reads[2].identity.name == OTHER.name
+        assert {read.reader for read in reads} == {"test SAM"}
     finally:
-        stop.set()
-        thread.join(5)
+        loop.post(reader.close)
+        loop.stop()
+        loop.join(5)
         sim.close()
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.bench.baseline import BareEcho, Run, ratio, start_daemons, start_echo
-from kiosk.readers.sam_serial import POLL_S as SAM_POLL_S
+from kiosk.readers.sam_poller import POLL_S as SAM_POLL_S
 from quhao.broker import Mosquitto, free_port
 from quhao.idnumber import with_check
 from quhao.mqtt import Bus, Message

@@ -5,6 +5,13 @@ URI: `serial:///dev/ttyUSB0?baud=115200`.
 At start: reset (10 FF) and status (11 FF). Then it polls: find card (20 01) →
 select (20 02) → read base message (30 01).
 
+Driven by the kiosk's owner loop, as the counter's LED display is (`attach`): the
+port is non-blocking and in the loop's select, each command is written at once,
+the answer's frames are assembled from whatever bytes arrived, and the find poll,
+answer timeouts and reopening the port are the loop's timers. No thread of its own:
+a card found is handed to the kiosk in the same thread, at once. The exchange
+itself is the pure `kiosk.readers.sam_poller.SamPoller`; this is its I/O.
+
 One presentation, one read (`quhao.devices.presence`): a card that stays on the
 reader is read once. A single "no card" answer to find is not the card leaving —
 real readers drop out for a poll or two — the card counts as removed only after
@@ -24,30 +31,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import termios
-import threading
-import time
 from collections.abc import Callable
 
 import serial
 
-from kiosk import sam
+from kiosk.readers.sam_poller import RETRY_S, Card, Health, Note, Output, SamPoller, Send
 from quhao.devices import uri as uris
 from quhao.devices.cards import CardRead
-from quhao.devices.presence import DEFAULT_ABSENT_S, Fingerprints, Presence
+from quhao.devices.presence import DEFAULT_ABSENT_S, Presence
 from quhao.devices.state import DeviceState
+from quhao.owner import OwnerLoop, Timer
 
 log = logging.getLogger("quhao.sam")
 
+# pyserial lets termios.error (not an OSError) through from tcflush on a dead port.
 PORT_ERRORS = (serial.SerialException, OSError, termios.error)
-# How often "find card" is sent while no card is being read. A find is a 10-byte
-# command and an 11-byte answer: under 2 ms of a 115200-baud line, so polling every
-# 50 ms keeps the line and the module idle over 95% of the time while a card laid on
-# the reader is noticed within 50 ms (25 ms on average) -- well inside the module's
-# own RF search and the time a hand takes to settle the card. `quhao bench kiosk`
-# reports this interval next to the figures it does not include.
-POLL_S = 0.05
-ANSWER_TIMEOUT_S = 0.6  # a base message is ~1.3 kB: 112 ms at 115200 baud
-RETRY_S = 1.0
 
 
 class SamReader:
@@ -59,116 +57,141 @@ class SamReader:
         on_state: Callable[[str, str], None] | None = None,
         *,
         absent_s: float = DEFAULT_ABSENT_S,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`absent_s`: how long find must say "no card" before the card counts as
-        removed; `clock`: monotonic seconds (injectable for tests)."""
+        """`on_card` and `on_state` are called in the owner loop's thread. `absent_s`:
+        how long find must say "no card" before the card counts as removed. Times are
+        the loop's own monotonic clock."""
         self.uri = uris.parse(uri, ("serial",))
         self.baud = self.uri.int_param("baud", 115200)
         self.label = label
         self.on_card = on_card
         self.health = DeviceState("SAM reader", label, log, on_state)
-        self.dropped_frames = 0
+        self.poller = SamPoller(absent_s)
         self._port: serial.Serial | None = None
-        self._decoder = sam.Decoder()
-        self.presence = Presence(absent_s)
-        self.clock = clock
-        self._fingerprints = Fingerprints()
+        self._timer: Timer | None = None
+        self._timer_for: float | None = None  # the poller deadline `_timer` is set for
+        self._reopening: Timer | None = None
+        self._loop: OwnerLoop | None = None
 
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self._port = serial.Serial(self.uri.path, self.baud, timeout=0.05)
-                self._port.reset_input_buffer()
-            except PORT_ERRORS as exc:
-                self.health.set("offline", f"cannot open {self.uri.path}: {exc}")
-                self._close()
-                stop.wait(RETRY_S)
-                continue
-            try:
-                self._serve(stop)
-            except PORT_ERRORS as exc:
-                self.health.set("offline", f"port lost: {exc}")
-            finally:
-                self._close()
-            stop.wait(RETRY_S)
+    @property
+    def presence(self) -> Presence:
+        return self.poller.presence
+
+    @property
+    def dropped_frames(self) -> int:
+        return self.poller.dropped_frames
+
+    def attach(self, loop: OwnerLoop) -> None:
+        """Drive the reader from the owner loop, for the loop's life (or until `close`)."""
+        self._loop = loop
+        self._reopen()
+
+    def close(self) -> None:
+        """Stop: the port closed, no timer left. Call it in the owner thread."""
+        for timer in (self._timer, self._reopening):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._reopening = None
+        self._close()
+        self._loop = None
+
+    # ---- the port ---------------------------------------------------------------
+
+    def _reopen(self) -> None:
+        self._reopening = None
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            port = serial.Serial(self.uri.path, self.baud, timeout=0, write_timeout=1.0)
+            port.reset_input_buffer()
+        except PORT_ERRORS as exc:
+            self.health.set("offline", f"cannot open {self.uri.path}: {exc}")
+            self._reopening = loop.call_later(RETRY_S, self._reopen)
+            return
+        self._port = port
+        loop.watch(port.fileno(), self._readable)
+        self._do(self.poller.opened(loop.monotonic()))
+
+    def _readable(self) -> None:
+        port, loop = self._port, self._loop
+        if port is None or loop is None:
+            return
+        try:
+            data = port.read(port.in_waiting or 1)
+        except PORT_ERRORS as exc:
+            self._lost(exc)
+            return
+        if data:
+            self._do(self.poller.received(data, loop.monotonic()))
+
+    def _due(self) -> None:
+        self._timer = None
+        if self._loop is not None:
+            self._do(self.poller.due(self._loop.monotonic()))
+
+    def _do(self, outputs: list[Output]) -> None:
+        """Carry out what the poller said, in order; then wait for its next deadline."""
+        for output in outputs:
+            if isinstance(output, Send):
+                if not self._write(output.frame):
+                    return
+            elif isinstance(output, Card):
+                self._deliver(output)
+            elif isinstance(output, Health):
+                self.health.set(output.state, output.detail)
+            elif isinstance(output, Note):
+                log.log(output.level, "%s: %s", self.label, output.text)
+        self._schedule()
+
+    def _write(self, frame: bytes) -> bool:
+        port = self._port
+        if port is None:
+            return False
+        try:
+            port.write(frame)
+        except PORT_ERRORS as exc:
+            self._lost(exc)
+            return False
+        return True
+
+    def _deliver(self, card: Card) -> None:
+        read = CardRead(
+            self.label, identity=card.identity, detected_at=card.detected_at, read_at=card.read_at
+        )
+        try:
+            self.on_card(read)
+        except Exception:  # the kiosk's trouble with one card must not stop the reader
+            log.exception("%s: handling a card failed", self.label)
+
+    def _schedule(self) -> None:
+        """One timer, at the poller's deadline (moved when the deadline moves)."""
+        loop, deadline = self._loop, self.poller.deadline
+        if self._timer is not None:
+            if self._timer_for == deadline:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if loop is not None and deadline is not None and self._port is not None:
+            self._timer = loop.call_later(deadline - loop.monotonic(), self._due)
+            self._timer_for = deadline
+
+    def _lost(self, exc: BaseException) -> None:
+        self.health.set("offline", f"port lost: {exc}")
+        self._close()
+        self.poller.closed()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._loop is not None and self._reopening is None:
+            self._reopening = self._loop.call_later(RETRY_S, self._reopen)
 
     def _close(self) -> None:
-        if self._port is not None:
-            with contextlib.suppress(*PORT_ERRORS):
-                self._port.close()
-            self._port = None
-
-    def _serve(self, stop: threading.Event) -> None:
-        self._decoder = sam.Decoder()
-        self._exchange(sam.RESET)
-        status = self._exchange(sam.STATUS)
-        if status is None or not status.ok:
-            self.health.set(
-                "fault",
-                "SAM does not answer status" if status is None else f"SAM status: {status.meaning}",
-            )
+        port, self._port = self._port, None
+        if port is None:
             return
-        self.health.set("ok", "")
-        while not stop.is_set():
-            found = self._exchange(sam.FIND_CARD)
-            if found is None:
-                stop.wait(POLL_S)
-                continue
-            if found.sw3 != sam.FOUND:
-                if found.sw3 == sam.NO_CARD:
-                    self.presence.absent(self.clock())
-                else:  # an error is no evidence either way
-                    log.debug("%s: find: %s", self.label, found.meaning)
-                stop.wait(POLL_S)
-                continue
-            detected_at = time.monotonic()
-            if not self.presence.present(self.clock()):
-                stop.wait(POLL_S)  # the same card, still there
-                continue
-            selected = self._exchange(sam.SELECT_CARD)
-            if selected is None or not selected.ok:
-                if selected is not None:
-                    log.info("%s: select: %s", self.label, selected.meaning)
-                continue
-            message = self._exchange(sam.READ_BASE)
-            if message is None or not message.ok:
-                if message is not None:
-                    log.warning("%s: read: %s", self.label, message.meaning)
-                continue
-            try:
-                identity = sam.parse_base_message(message.data)
-            except sam.FrameError as exc:
-                log.warning("%s: unreadable card text: %s", self.label, exc)
-                continue
-            card = self._fingerprints.of(message.data[4 : 4 + 256])  # the card's text
-            if self.presence.identified(card, self.clock()):
-                self.on_card(
-                    CardRead(
-                        self.label,
-                        identity=identity,
-                        detected_at=detected_at,
-                        read_at=time.monotonic(),
-                    )
-                )
-            else:
-                log.debug("%s: the same card, back after a dropout: not read again", self.label)
-
-    def _exchange(self, cmd: tuple[int, int]) -> sam.Response | None:
-        port = self._port
-        assert port is not None
-        port.write(sam.command(cmd))
-        deadline = time.monotonic() + ANSWER_TIMEOUT_S
-        while (remaining := deadline - time.monotonic()) > 0:
-            port.timeout = remaining
-            data = port.read(max(1, port.in_waiting))
-            for item in self._decoder.feed(data):
-                if isinstance(item, sam.FrameError):
-                    self.dropped_frames += 1
-                    log.warning("%s: dropped a damaged SAM frame: %s", self.label, item)
-                    continue
-                try:
-                    return sam.parse_response(item)
-                except sam.FrameError as exc:
-                    log.warning("%s: dropped a SAM frame: %s", self.label, exc)
-        return None
+        if self._loop is not None:
+            with contextlib.suppress(*PORT_ERRORS):
+                self._loop.unwatch(port.fileno())
+        with contextlib.suppress(*PORT_ERRORS):
+            port.close()
