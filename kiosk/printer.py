@@ -107,8 +107,8 @@ class TicketPrinter:
             printer._raw(DLE_EOT_OFFLINE + DLE_EOT_PAPER)
             answer = b""
             deadline = time.monotonic() + self.timeout_s
-            while len(answer) < 2 and time.monotonic() < deadline:
-                chunk = printer._read()
+            while len(answer) < 2 and (left := deadline - time.monotonic()) > 0:
+                chunk = self._read(printer, 2 - len(answer), left)
                 if not chunk and self.uri.scheme == "tcp":
                     return PrinterState("offline", "the printer closed the connection")
                 answer += bytes(chunk or b"")
@@ -119,6 +119,16 @@ class TicketPrinter:
         if len(answer) < 2:
             return decode(None, None)
         return decode(answer[-2], answer[-1])
+
+    def _read(self, printer: Escpos, wanted: int, left: float) -> bytes:
+        """What has come of the answer, returning as soon as `wanted` bytes are in."""
+        if self.uri.scheme == "serial":
+            # python-escpos's Serial._read asks pyserial for 16 bytes, and pyserial waits
+            # for all 16 or the whole timeout: the 2-byte answer would always cost 1 s.
+            port = printer.device
+            port.timeout = left
+            return bytes(port.read(wanted))
+        return bytes(printer._read() or b"")  # TCP, USB: whatever has arrived
 
 
 class PrinterSession:

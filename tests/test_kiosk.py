@@ -468,21 +468,28 @@ def test_pc_sc_reader_unplugged_and_back(hall: Hall, pcsc: PcscStack) -> None:
 
 
 def test_serial_printer_on_a_pty(tmp_path: Path) -> None:
+    """A status answer (2 bytes) is taken as soon as it is in, not after the timeout."""
     from kiosk.printer import TicketPrinter
     from kiosk.ticket import render
     from quhao.config import TicketTemplate
 
     printer = PrinterSimulator(tmp_path / "out", link=tmp_path / "ttyPrinter").start()
-    driver = TicketPrinter(f"serial://{tmp_path}/ttyPrinter?baud=19200")
+    uri = f"serial://{tmp_path}/ttyPrinter?baud=19200"
+    driver = TicketPrinter(uri, timeout_s=10.0)
+    began = time.monotonic()
     assert driver.status().state == "ok"
     job = render(TicketTemplate().lines, {"number": "C007", "service_name": "公积金业务"}, "q:1")
-    assert driver.print_job(job).state == "ok"
+    assert driver.print_job(job).state == "ok"  # its status before and after the job
     ticket = printer.wait_for_tickets(1)[0]
     assert "C007" in ticket.text and ticket.qr_codes == ["q:1"]
     printer.panel.cover_open = True
     assert driver.status().state == "cover_open"
+    # four answers, each far quicker than one timeout (waiting it out took 1 s each)
+    assert time.monotonic() - began < 5.0
     printer.panel.cover_open, printer.panel.silent = False, True
-    assert driver.status().state == "no_answer"
+    silent_from = time.monotonic()
+    assert TicketPrinter(uri, timeout_s=0.3).status().state == "no_answer"
+    assert time.monotonic() - silent_from >= 0.3  # no answer: the whole timeout
     printer.close()
 
 
