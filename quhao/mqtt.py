@@ -300,6 +300,12 @@ class Bus:
         if self.connected.is_set():
             self.client.subscribe(topic_filter, options=options)
 
+    def unsubscribe(self, topic_filter: str) -> None:
+        """Stop receiving (and renewing) a subscription; its handler stays, for what the
+        broker had already sent."""
+        if self._subscriptions.pop(topic_filter, None) is not None and self.connected.is_set():
+            self.client.unsubscribe(topic_filter)
+
     def publish(
         self,
         topic: str,
