@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,15 @@ def _secret_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> SiteConfig:
+    logs.setup(args.log_level)
+    return _site_config(args)
+
+
+def _site_config(args: argparse.Namespace) -> SiteConfig:
+    """The site file with the command line's overrides, refused as the daemon refuses it
+    at start. The hall re-reads it with this on SIGHUP."""
     from quhao.config import check
 
-    logs.setup(args.log_level)
     config = load(args.config)
     changes: dict[str, object] = {}
     if getattr(args, "secret_file", None):
@@ -146,7 +153,7 @@ def cmd_hall(args: argparse.Namespace) -> int:
     notifier.ready(f"{len(service.engine.tickets)} tickets on record")
     notifier.start_watchdog()
     try:
-        service.run(stop, reload, args.config)
+        service.run(stop, reload, partial(_site_config, args))
     finally:
         notifier.stopping()
         service.close()

@@ -20,6 +20,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -37,7 +38,6 @@ from hall.store import Store
 from hall.views import hall_state, public_event, window_profile, window_state
 from quhao.clock import Clock
 from quhao.config import ConfigError, SiteConfig
-from quhao.config import load as load_config
 from quhao.messages import MAX_RID
 from quhao.mqtt import Bus, Message, TlsFiles
 from quhao.topics import Topics
@@ -225,17 +225,18 @@ class HallService:
         self,
         stop: threading.Event,
         reload: threading.Event | None = None,
-        config_path: str | Path | None = None,
+        load: Callable[[], SiteConfig] | None = None,
     ) -> None:
-        """Serve until stop is set; re-read config_path whenever reload is set."""
+        """Serve until stop is set; take the configuration `load` gives whenever reload
+        is set (the command line's loader: its overrides and start-up checks again)."""
         next_tick = time.monotonic()
         next_prune = time.monotonic()
         next_housekeeping = time.monotonic()
         while not stop.is_set():
             self.heartbeat = time.monotonic()
-            if reload is not None and reload.is_set() and config_path is not None:
+            if reload is not None and reload.is_set() and load is not None:
                 reload.clear()
-                self.reload(config_path)
+                self.reload(load)
             if self._republish.is_set():
                 self._republish.clear()
                 self.publish_all_state()
@@ -266,10 +267,14 @@ class HallService:
             self._maybe_publish_hall_state()
             self.feed.pump()  # to the city: what this round committed, after its answers
 
-    def reload(self, path: str | Path) -> bool:
-        """Re-read the site file; a broken one is reported and the running config kept."""
+    def reload(self, load: Callable[[], SiteConfig]) -> bool:
+        """Re-read the site file with `load` (the one that loaded it at start, so
+        `--secret-file` and the other overrides hold); a broken one is reported and the
+        running config kept."""
         try:
-            config = load_config(path)
+            config = load()
+            # As at start: the secret named, if any (the loader has checked it reads).
+            secret = config.read_secret() if config.site.secret_file else None
         except ConfigError as exc:
             log.error("configuration not reloaded: %s", exc)
             return False
@@ -279,6 +284,9 @@ class HallService:
                 self.config.site.id,
                 config.site.id,
             )
+            return False
+        if secret != self.secret:  # the engine checks staff card proofs with the one it has
+            log.error("configuration not reloaded: the site secret changed; restart instead")
             return False
         self.config = config
         self.engine.reconfigure(config)

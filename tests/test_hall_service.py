@@ -266,3 +266,44 @@ def test_sighup_adds_a_window_live_and_survives_a_broken_file(
     assert f"{site}:" in hall.log() and hall.alive
     assert newcomer.request("finish")["ok"]
     assert hall.stop() == 0
+
+
+def test_sighup_keeps_the_secret_file_given_on_the_command_line(
+    broker: Mosquitto, tmp_path: Path, device
+) -> None:
+    """`--secret-file` (a systemd credential) beats the site file's `secret_file`, on
+    SIGHUP as at start: staff card proofs made with it stay valid and the reload takes
+    effect; a secret changed on disk is not taken live (restart), and says so."""
+    import signal
+
+    from quhao.staffauth import card_proof
+    from tests.helpers import SITE
+
+    secret = (SITE.parent / "test.secret").read_bytes().strip()
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.read_text().replace('"test.secret"', '"decoy.secret"'))
+    (tmp_path / "decoy.secret").write_text("a-decoy-secret-the-hall-must-not-use\n")
+    credential = tmp_path / "credentials" / "site.secret"
+    credential.parent.mkdir()
+    credential.write_bytes(secret + b"\n")
+    hall = hall_daemon(broker.url, tmp_path / "hall", config=site)
+    hall.args += ["--secret-file", str(credential)]
+    hall.start()
+    site.write_text(
+        site.read_text() + '\n[[windows]]\nnumber = 3\nservices = ["social"]\n'
+        '\n[[counters]]\nname = "counter-W3"\nwindow = 3\n'
+    )
+    hall.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in hall.log(), what="reload")
+    newcomer = device("counter-W3")  # configured by the reload
+    answer = newcomer.request("login", card=card_proof(secret, "04A10002"))
+    assert answer["staff"]["id"] == "S002", answer
+    decoy = card_proof(b"a-decoy-secret-the-hall-must-not-use", "04A10001")
+    assert device("counter-W1").request("login", card=decoy)["error"]["code"] == "forbidden"
+
+    credential.write_text("a-new-secret-put-in-place-of-the-old\n")
+    hall.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "the site secret changed" in hall.log(), what="the refusal")
+    answer = device("counter-W2").request("login", card=card_proof(secret, "04A10001"))
+    assert answer["staff"]["id"] == "S001", answer  # still the secret read at start
+    assert hall.stop() == 0
