@@ -15,6 +15,7 @@ Either all of it is committed or none: the position and the rows cannot disagree
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Iterable
@@ -143,10 +144,20 @@ class PositionMoved(Exception):
 class Writer:
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
-        self.conn: Conn = psycopg.connect(dsn)
-        self.conn.execute(_STAGING.encode())
-        self.conn.commit()
+        self.conn: Conn = self._connect()
         self.months: set[dt.date] = set()
+
+    def _connect(self) -> Conn:
+        conn: Conn = psycopg.connect(self.dsn)
+        conn.execute(_STAGING.encode())
+        conn.commit()
+        return conn
+
+    def reconnect(self) -> None:
+        """A new connection in place of one that failed."""
+        with contextlib.suppress(psycopg.Error):
+            self.conn.close()
+        self.conn = self._connect()
 
     def close(self) -> None:
         self.conn.close()

@@ -97,12 +97,17 @@ def run(config: object, base: Path, args: argparse.Namespace) -> int:
         daemon.run(stop)
     finally:
         notifier.stopping()
+        replays = daemon.ingest.stats
         log.info(
-            "stopping: %d messages, %d events written in %d batches, dropped %s",
+            "stopping: %d messages, %d events written in %d batches, dropped %s; "
+            "pages asked %d, lost %d; pulled instead of live %d times",
             daemon.stats.messages,
             daemon.stats.written,
             daemon.stats.batches,
             dict(daemon.stats.dropped),
+            replays.replays_asked,
+            replays.replays_lost,
+            replays.to_pull,
         )
         daemon.close()
     return 0

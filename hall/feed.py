@@ -16,10 +16,14 @@ taking that hall's feed until someone decides; docs/city.md.)
   tells the city how far the log goes, so a lost tail is noticed without new traffic.
   While the broker is away nothing is queued up: the city asks for what it missed.
 - **Replay**: the city asks `quhao/{site}/feed/req` for "events after N" (only the city's
-  bridge can publish there: the hall broker's ACL gives no other user that topic). One
-  request is served per round, at most `MAX_PAGE` events, at most `REPLAY_RATE` pages a
-  second (a burst of a few); a request while one waits replaces it; anything malformed
-  is logged and dropped.
+  bridge can publish there: the hall broker's ACL gives no other user that topic) and
+  gets the answer on `quhao/{site}/feed/replay` — a topic of its own, so the city can
+  stop taking the live feed while it catches up and still hear its answers. Up to
+  `REPLAY_QUEUE` requests wait (the city keeps that many pages in flight per hall; a
+  newer one pushes the oldest out, a repeat is one); one is served per round, at most
+  `MAX_PAGE` events, at most `REPLAY_RATE` pages a second (a burst of a few); anything
+  malformed is logged and dropped. `ReplayQueue` is that pace, pure: the benchmark's
+  simulated halls answer through it too.
 
 `supervision_event` (what leaves the hall) and `pack` (how it is cut into messages) are
 pure; the rest is a thin adapter the hall's loop drives.
@@ -31,8 +35,9 @@ import json
 import logging
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -48,6 +53,7 @@ log = logging.getLogger("quhao.hall.feed")
 HEARTBEAT_S = 10.0  # real seconds between heartbeats
 LIVE_MAX = 2000  # more than this unpublished (the broker was away): the city asks instead
 REPLAY_RATE = Rate(per_s=10, burst=20)  # pages a second: a flood never starves the hall
+REPLAY_QUEUE = 4  # requests waiting at most: the city's pages in flight per hall
 PACK_BYTES = 128 * 1024  # one feed message at most this big (well under MAX_FEED_BYTES)
 
 _CASE = ("case", "day", "number", "service", "window", "staff")
@@ -158,6 +164,32 @@ def read_replay_request(raw: bytes) -> ReplayRequest:
 
 
 @dataclass
+class ReplayQueue:
+    """The replay requests waiting for an answer, and the pace they get one at (pure):
+    `offer` each request as it arrives, `next` once a round for the one to serve now."""
+
+    size: int = REPLAY_QUEUE
+    bucket: TokenBucket = field(default_factory=lambda: TokenBucket(REPLAY_RATE))
+    waiting: deque[ReplayRequest] = field(default_factory=deque)
+
+    def offer(self, request: ReplayRequest) -> bool:
+        """Queue it; False if that pushed the oldest out (the city asks again)."""
+        if request in self.waiting:
+            return True  # asked again before it was served: one answer is enough
+        self.waiting.append(request)
+        if len(self.waiting) > self.size:
+            self.waiting.popleft()
+            return False
+        return True
+
+    def next(self, now: float) -> ReplayRequest | None:
+        """The request to serve in this round, if any waits and the pace allows one."""
+        if not self.waiting or not self.bucket.take(now):
+            return None
+        return self.waiting.popleft()
+
+
+@dataclass
 class FeedStats:
     live_events: int = 0
     replay_pages: int = 0
@@ -180,11 +212,11 @@ class Feed:
     ) -> None:
         self.bus, self.db, self.site, self.database_id = bus, db, site, database_id
         self.topic, self.request_topic = feed_topic, request_topic
+        self.replay_topic = f"{feed_topic}/replay"  # quhao.topics.Topics.feed_replay
         self.monotonic = monotonic
         self.sent = self._head()  # live publication starts with what is committed next
-        self.pending: ReplayRequest | None = None
+        self.replays = ReplayQueue()
         self.requests = 0  # replay requests received, well-formed or not
-        self.bucket = TokenBucket(REPLAY_RATE)
         self.next_heartbeat = 0.0
         self.stats = FeedStats()
         self._refusal_logged = 0.0
@@ -222,7 +254,15 @@ class Feed:
             self.stats.malformed += 1
             log.warning("ignored a malformed replay request: %s", shown(str(exc), 120))
             return
-        self.pending = request  # the newest supersedes one not served yet
+        if not self.replays.offer(request):
+            self.stats.replay_refused += 1  # the oldest waiting one went: asked again later
+            now = self.monotonic()
+            if now - self._refusal_logged > 10:
+                self._refusal_logged = now
+                log.warning(
+                    "feed: more than %d replay requests waiting; the oldest dropped",
+                    self.replays.size,
+                )
 
     # ---- from the hall's loop, once a round --------------------------------
 
@@ -258,25 +298,17 @@ class Feed:
         self.stats.live_events += len(events)
 
     def _serve_replay(self) -> None:
-        request = self.pending
+        request = self.replays.next(self.monotonic())
         if request is None:
-            return
-        self.pending = None
-        now = self.monotonic()
-        if not self.bucket.take(now):
-            self.stats.replay_refused += 1
-            if now - self._refusal_logged > 10:
-                self._refusal_logged = now
-                log.warning("feed: replay requests beyond %g a second dropped", REPLAY_RATE.per_s)
             return
         events = self._rows(request.after, min(request.limit, MAX_PAGE))
         head = max(self._head(), events[-1]["seq"] if events else 0)
-        self._send(pack(self.site, self.database_id, head, events, replay=True))
+        self._send(pack(self.site, self.database_id, head, events, replay=True), self.replay_topic)
         self.stats.replay_pages += 1
 
-    def _send(self, messages: Iterable[bytes]) -> None:
+    def _send(self, messages: Iterable[bytes], topic: str | None = None) -> None:
         for raw in messages:
             if len(raw) > MAX_FEED_BYTES:  # cannot happen with PACK_BYTES; never send it
                 log.error("feed message of %d bytes not sent", len(raw))
                 continue
-            self.bus.publish(self.topic, raw, qos=1)
+            self.bus.publish(topic or self.topic, raw, qos=1)

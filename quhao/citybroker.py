@@ -11,9 +11,10 @@ Writes into one folder:
   (an `include_dir`), with its own password and `bridges/city-ca.crt` to check the city.
 
 ACL — a hall is who its bridge user is:
-- `hall-{site}` may publish only under `city/halls/{site}/` (its feed, events and
-  public state) and read only `city/halls/{site}/feed/req`;
-- `city` reads every hall's feed and writes replay requests; nobody else writes those.
+- `hall-{site}` may publish only under `city/halls/{site}/` (its feed, replay answers,
+  events and public state) and read only `city/halls/{site}/feed/req`;
+- `city` reads every hall's feed and replay answers and writes replay requests; nobody
+  else writes those.
 So a hall cannot publish as another hall, nor ask another hall for its events.
 
 Run it again after adding halls to city.toml: existing passwords and certificates are
@@ -43,6 +44,7 @@ def acl(config: CityConfig) -> str:
         "",
         f"user {CITY_USER}",
         f"topic read {CITY_ROOT}/+/feed",
+        f"topic read {CITY_ROOT}/+/feed/replay",
         f"topic write {CITY_ROOT}/+/feed/req",
         f"topic read {CITY_ROOT}/#",
         "",
@@ -52,6 +54,7 @@ def acl(config: CityConfig) -> str:
         lines += [
             f"user {bridge_user(hall.id)}",
             f"topic write {root}/feed",
+            f"topic write {root}/feed/replay",
             f"topic read {root}/feed/req",
             f"topic write {root}/event/#",
             f"topic write {root}/hall/state",
@@ -70,10 +73,16 @@ persistence true
 persistence_location {data}/
 autosave_interval 30
 
-# The city daemon may be away (a restart, an upgrade): keep what the halls send
-# meanwhile; whatever overflows is asked for again from the halls' own logs.
+# Queues (docs/city.md "Catching up"): `quhao city` connects with a clean session and,
+# when it is away or behind, asks the halls for what it missed (pages of 500 from their
+# logs) instead of having it queued here. What is queued for it is the live feed while it
+# keeps up: 20,000 messages (at most 64 MB) are half a minute of 2,000 halls at their
+# peak (a message a round, about 0.3 a second each), a few seconds of the benchmark's
+# hundredfold; what overflows is asked for again. The bridges' sessions (persistent)
+# queue only replay requests.
 max_inflight_messages 100
-max_queued_messages 100000
+max_queued_messages 20000
+max_queued_bytes 67108864
 max_packet_size 300000
 set_tcp_nodelay true
 
@@ -125,9 +134,14 @@ local_clientid bridge-city-{site}
 try_private true
 notifications false
 restart_timeout 2 10
+# A dead link is noticed by keepalive only (a cable pulled sends nothing, and Mosquitto
+# 2.0's bridge does not see the city's TLS close either): 10 s instead of the default 60,
+# so a mended link carries the feed again within about half a minute, not two.
+keepalive_interval 10
 
 # topic <pattern> <direction> <qos> <local prefix> <remote prefix>
 topic feed out 1 quhao/{site}/ {CITY_ROOT}/{site}/
+topic feed/replay out 1 quhao/{site}/ {CITY_ROOT}/{site}/
 topic feed/req in 1 quhao/{site}/ {CITY_ROOT}/{site}/
 """
 

@@ -31,14 +31,25 @@ def _batch(hall_db: str, head: int, seqs: list[int], replay: bool = False) -> Fe
 
 class World:
     """Halls that commit events, a network that loses, doubles and reorders what they
-    send, a city database whose writes sometimes fail, and the ingest core between."""
+    send, a city database whose writes sometimes fail, and the ingest core between —
+    with small bounds, so that its window, memory bound and switches between the live
+    feed and pulling pages all come into play."""
 
     def __init__(self, rnd: random.Random, halls: int) -> None:
         self.rnd = rnd
         self.logs = {f"hall{i}": 0 for i in range(halls)}  # last committed seq per hall
         self.written: dict[str, list[int]] = {h: [] for h in self.logs}
         self.network: list[tuple[str, FeedBatch]] = []
-        self.ingest = Ingest(max_ahead=50)
+        self.ingest = Ingest(
+            max_ahead=50,
+            max_held=80,
+            window=2,
+            in_flight=3,
+            ready_max=30,
+            pull_above=40,
+            live_below=10,
+        )
+        self.ingest.probe_all()
         self.now = 0.0
 
     def commit(self, hall: str, count: int) -> None:
@@ -59,13 +70,20 @@ class World:
     def deliver_some(self) -> None:
         self.rnd.shuffle(self.network)  # any order
         count = self.rnd.randint(0, len(self.network))
+        live = self.ingest.mode()
         for hall, batch in self.network[:count]:
+            if not batch.replay and not live and self.rnd.random() < 0.5:
+                continue  # not subscribed to the live feed (some was on its way already)
             self.ingest.receive(hall, batch, self.now)
         del self.network[:count]
 
     def write(self) -> None:
         halls = self.ingest.halls.values()
         assert self.ingest.pending() == sum(f.end - f.taken for f in halls if not f.stopped)
+        assert self.ingest.held == sum(len(f.received) for f in halls)
+        assert self.ingest.held - self.ingest.pending() <= 80  # ahead of a hole
+        assert all(len(f.asked) <= 2 for f in halls)
+        assert sum(len(f.asked) for f in halls) <= 3
         batch = self.ingest.take(self.rnd.randint(1, 40))
         if batch is None:
             return
@@ -112,6 +130,85 @@ def test_any_order_loss_and_duplication_ends_with_each_event_once_in_sequence(
         world.answer_replays()
     for hall, last in world.logs.items():
         assert world.written[hall] == list(range(1, last + 1)), hall
+
+
+def test_a_lost_answer_is_asked_again_and_the_hall_catches_up() -> None:
+    ingest = Ingest({"h": (0, "db"), "quiet": (0, "db")}, window=2)
+    ingest.receive("h", _batch("db", 1200, []), 0.0)  # a heartbeat: 1,200 to fetch
+    first = ingest.requests(0.0)
+    # a window: two pages at once, of exactly what is missing
+    assert [(r.after, r.limit) for r in first] == [(0, 500), (500, 500)]
+    assert ingest.requests(1.0) == []  # the window is full
+    # the first answer arrives: its place is free, the next page goes out at once
+    ingest.receive("h", _batch("db", 1200, list(range(1, 501)), replay=True), 1.0)
+    assert [(r.after, r.limit) for r in ingest.requests(1.0)] == [(1000, 200)]
+    # the second answer is lost on the way; the third arrives
+    ingest.receive("h", _batch("db", 1200, list(range(1001, 1201)), replay=True), 1.5)
+    assert ingest.requests(2.0) == []  # still in flight, not yet given up
+    batch = ingest.take(10_000)
+    assert batch is not None and batch.upto == {"h": (0, 500)}
+    ingest.committed(batch)
+    # after REPLAY_TIMEOUT_S it is asked again: only the hole, not what is here
+    assert [(r.hall, r.after, r.limit) for r in ingest.requests(6.0)] == [("h", 500, 500)]
+    ingest.receive("h", _batch("db", 1200, list(range(501, 1001)), replay=True), 6.5)
+    batch = ingest.take(10_000)
+    assert batch is not None and [e.seq for e in batch.events] == list(range(501, 1201))
+    ingest.committed(batch)
+    assert ingest.behind() == 0 and ingest.stats.replays_lost == 1
+
+
+def test_a_silent_hall_is_asked_again_less_and_less_often() -> None:
+    ingest = Ingest({"h": (0, "db")})
+    ingest.receive("h", _batch("db", 3, []), 0.0)  # a heartbeat, then silence
+    asked = [t for t in range(0, 200) if ingest.requests(float(t))]
+    # unanswered 5 s: again at once, then after waits of 5, 10, 20, 40, 60 s
+    assert asked == [0, 5, 15, 30, 55, 100, 165]
+    ingest.receive("h", _batch("db", 3, []), 170.0)  # it speaks: asked again at once
+    assert [r.after for r in ingest.requests(170.0)] == [0]
+
+
+def test_a_hall_out_of_reach_at_start_does_not_keep_the_city_from_the_live_feed() -> None:
+    ingest = Ingest({"h": (0, "db"), "away": (0, "db")})
+    ingest.probe_all()
+    assert len(ingest.requests(0.0)) == 2
+    ingest.receive("h", _batch("db", 0, [], replay=True), 0.1)
+    assert not ingest.mode()  # "away" has not said how far it is
+    assert ingest.requests(5.0) == []  # its probe is given up: heartbeats will tell
+    assert ingest.mode()
+
+
+def test_far_behind_the_city_pulls_pages_and_takes_the_live_feed_again_once_near() -> None:
+    ingest = Ingest({"a": (0, "db"), "b": (0, "db")}, pull_above=1000, live_below=100)
+    ingest.probe_all()
+    assert not ingest.mode()  # until every hall said how far it is
+    ingest.receive("a", _batch("db", 10, [], replay=True), 0.0)
+    ingest.receive("b", _batch("db", 20, [], replay=True), 0.0)
+    assert ingest.mode()  # 30 behind: the live feed
+    ingest.receive("a", _batch("db", 5000, []), 1.0)  # a heartbeat: 5,000 behind
+    assert not ingest.mode() and ingest.stats.to_pull == 1
+    for request in ingest.requests(1.0):
+        last = min(request.after + request.limit, 5000 if request.hall == "a" else 20)
+        seqs = list(range(request.after + 1, last + 1))
+        ingest.receive(request.hall, _batch("db", last, seqs, replay=True), 1.0)
+    assert not ingest.mode()  # 1,000 events in: still 4,000 behind
+    while (batch := ingest.take(10_000)) is not None:
+        ingest.committed(batch)
+    for _ in range(20):
+        for request in ingest.requests(2.0):
+            seqs = list(range(request.after + 1, request.after + request.limit + 1))
+            ingest.receive(request.hall, _batch("db", 5000, seqs, replay=True), 2.0)
+        while (batch := ingest.take(10_000)) is not None:
+            ingest.committed(batch)
+    assert ingest.behind() == 0 and ingest.mode()
+
+
+def test_memory_is_bounded_whatever_the_halls_send() -> None:
+    ingest = Ingest({f"h{i}": (0, "db") for i in range(5)}, max_ahead=300, max_held=1000)
+    for i in range(5):  # far ahead of a hole at 1: kept up to the bounds, no further
+        for first in (2, 1002):
+            ingest.receive(f"h{i}", _batch("db", 2000, list(range(first, first + 999))), 0.0)
+    assert ingest.held == 1000 and ingest.stats.beyond == 5 * 2 * 999 - 1000
+    assert all(len(f.received) <= 299 for f in ingest.halls.values())
 
 
 def test_take_never_hands_out_a_hole_or_twice() -> None:

@@ -49,13 +49,14 @@ from typing import Any
 import psycopg
 
 from cli.bench.citynet import CityNet
-from hall.feed import pack, supervision_event
-from quhao.messages.feed import MAX_PAGE
+from hall.feed import ReplayQueue, pack, supervision_event
+from quhao.messages.feed import ReplayRequest
 from quhao.mqtt import Bus, Message
 from quhao.processes import quhao, stop
 
 REAL_PEAK_EVENTS_PER_S = 1000 / 3600  # one busy hall at its real peak
 ROUND_S = 0.25  # a simulated hall publishes what it committed once a round
+REPLAY_ROUND_S = 0.02  # and serves a waiting replay request as often as this
 STEADY_S = 30.0
 OUTAGE_S = 20.0  # `quhao city` stopped this long: the backlog its catch-up is timed on
 HALL_BROKERS = 4
@@ -158,10 +159,13 @@ class SimHall:
 
 
 class Generator:
-    """The simulated halls of one hall broker: live feed, heartbeats, replays."""
+    """The simulated halls of one hall broker: live feed, heartbeats, replays — each
+    hall's replays at the pace of hall/feed.py (its `ReplayQueue`: a few requests
+    waiting, one page a round, `REPLAY_RATE` pages a second)."""
 
     def __init__(self, url: str, halls: list[SimHall], rate: float, seed: int) -> None:
         self.halls = {h.site: h for h in halls}
+        self.queues = {h.site: ReplayQueue() for h in halls}
         self.rate = rate
         self.rnd = random.Random(seed)
         self.lock = threading.Lock()
@@ -171,20 +175,32 @@ class Generator:
         self.bus.start()
         self.replays = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
+        self.replay_thread = threading.Thread(target=self._serve_replays, daemon=True)
 
     def _on_request(self, message: Message) -> None:
         site = message.topic.split("/")[1]
-        hall = self.halls.get(site)
-        if hall is None:
+        if site not in self.halls:
             return
-        request = json.loads(message.payload)
+        request = ReplayRequest.model_validate_json(message.payload)
         with self.lock:
-            after = int(request["after"])
-            page = hall.log[after : after + min(int(request.get("limit", MAX_PAGE)), MAX_PAGE)]
-            head = len(hall.log)
-        for raw in pack(site, hall.db, head, page, replay=True):
-            self.bus.publish(f"quhao/{site}/feed", raw)
-        self.replays += 1
+            self.queues[site].offer(request)
+
+    def _serve_replays(self) -> None:
+        """A hall's loop serves a replay request a round; its rounds come at least every
+        0.1 s, and as often as messages arrive: here every REPLAY_ROUND_S."""
+        while not self.stop.is_set():
+            started = time.monotonic()
+            for site, hall in self.halls.items():
+                with self.lock:
+                    request = self.queues[site].next(started)
+                    if request is None:
+                        continue
+                    page = hall.log[request.after : request.after + request.limit]
+                    head = len(hall.log)
+                for raw in pack(site, hall.db, head, page, replay=True):
+                    self.bus.publish(f"quhao/{site}/feed/replay", raw)
+                self.replays += 1
+            self.stop.wait(max(0.0, REPLAY_ROUND_S - (time.monotonic() - started)))
 
     def _run(self) -> None:
         next_beat = 0.0
@@ -214,6 +230,7 @@ class Generator:
     def close(self) -> None:
         self.stop.set()
         self.thread.join(5)
+        self.replay_thread.join(5)
         self.bus.stop()
 
 
@@ -223,6 +240,7 @@ def _generator_process(url: str, sites: list[str], rate: float, seed: int, heads
     gen = Generator(url, [SimHall(site, f"db-{site}") for site in sites], rate, seed)
     signal.signal(signal.SIGTERM, lambda signum, frame: gen.stop.set())
     gen.thread.start()
+    gen.replay_thread.start()
     path = Path(heads_file)
     while not gen.stop.is_set():
         tmp = path.with_suffix(".tmp")

@@ -5,11 +5,13 @@
   does not need stripped; `head` is the hall's last committed sequence when it was sent
   (a batch without events is a heartbeat: it tells the city how far the log goes).
 - `quhao/{site}/feed/req` (city → hall, QoS 1): a `ReplayRequest` — "events after N".
-  The hall answers with `FeedBatch`es on the feed topic (`replay: true`), at most
-  `MAX_PAGE` events, from its own log.
+  The hall answers with `FeedBatch`es on `quhao/{site}/feed/replay` (`replay: true`), at
+  most `MAX_PAGE` events, from its own log.
 
-One topic each way keeps the feed in order over an MQTT bridge (a broker keeps the order
-of one publisher's QoS 1 messages on one topic) and the bridge configuration to two lines.
+One topic for the live feed keeps it in order over an MQTT bridge (a broker keeps the
+order of one publisher's QoS 1 messages on one topic); the answers have their own, so the
+city can stop taking the live feed while it catches up (docs/city.md) and still hear
+them. The city takes events in any order anyway: each carries its place in the log.
 """
 
 from __future__ import annotations
