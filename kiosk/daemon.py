@@ -2,12 +2,12 @@
 
 One owner thread (`quhao.owner.OwnerLoop`) holds all of the kiosk's state: the flow,
 the staff entry, the printer state, what the screen says, the tickets being issued.
-The keypad and the MQTT socket are read by that thread's select; the card readers,
-whose drivers block (PC/SC) or keep their own polling cadence (the GA 467 SAM), run
-in threads that only post each card to it. A ticket is issued one at a time, in
-order: one printer connection per ticket (its status asked once, then the job and
-the proof it printed whole), the `issue` request sent without blocking the loop,
-the answer printed on the same connection, a failed print voided. Card data is
+The keypad, the MQTT socket and the GA 467 SAM reader's serial port are read by that
+thread's select (the SAM's find poll is one of its timers); the PC/SC reader, whose
+driver blocks, runs in a thread that only posts each card to it. A ticket is issued
+one at a time, in order: one printer connection per ticket (its status asked once,
+then the job and the proof it printed whole), the `issue` request sent without
+blocking the loop, the answer printed on the same connection, a failed print voided. Card data is
 turned into a `Person` (key, age, mask) at once; the raw ID number is never logged,
 sent or kept.
 
@@ -23,6 +23,7 @@ staff number typed here goes with the PIN typed after it. The hall checks either
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -205,6 +206,12 @@ class KioskDaemon:
         self.loop.every(PRINTER_CHECK_S, self._idle_printer_check)
         self.loop.every(SYNC_S, self._sync)
         self._say(self._prompt())
+        # What start-up made (modules, the configuration's models, the clients) lives as
+        # long as the process: frozen out of the collector's sight, a full collection no
+        # longer walks it — 30-57 ms for the ~51,000 objects, measured, on whichever swipe
+        # it fell; under 0.1 ms frozen. Garbage is collected first so none is kept for good.
+        gc.collect()
+        gc.freeze()
         self.loop.start()
         log.info(
             "%s: ready with %d reader(s), services %s",
