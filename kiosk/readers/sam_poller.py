@@ -33,14 +33,14 @@ from kiosk import sam
 from quhao.devices.cards import Identity
 from quhao.devices.presence import DEFAULT_ABSENT_S, Fingerprints, Presence
 
-# How often "find card" is sent while no card is being read. A find is a 10-byte
-# command and an 11-byte answer: under 2 ms of a 115200-baud line, and a real SAM
-# module answers it within a few ms (its RF search for a card is part of the answer),
-# so polling every 50 ms keeps the line and the module idle over 90% of the time and
-# is well within what modules sustain (vendors' own SDKs poll every 20-100 ms). A card
-# laid on the reader is noticed within 50 ms (25 ms on average) — less than the time a
-# hand takes to settle the card. `quhao bench kiosk` reports this interval next to the
-# figures, which start when the card is noticed.
+# How often "find card" is sent while no card is being read, counted from the last
+# answer: one command is in flight at a time, so a module is never asked faster than
+# it answers, whatever its own RF search takes. A find is a 10-byte command and an
+# 11-byte answer, under 2 ms of a 115200-baud line, so a find every 50 ms leaves the
+# line idle over 95% of the time. A card laid on the reader is noticed within 50 ms
+# (25 ms on average), less than a hand takes to settle it; polling faster would buy
+# the citizen nothing they could notice. `quhao bench kiosk` reports this interval
+# next to its figures, which start when the card is noticed.
 POLL_S = 0.05
 ANSWER_TIMEOUT_S = 0.6  # a base message is ~1.3 kB: 112 ms at 115200 baud
 RETRY_S = 1.0  # a SAM that failed its status is started again (reset, status) after this
