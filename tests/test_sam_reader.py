@@ -302,7 +302,7 @@ def test_the_port_going_away_is_reported_reopened_and_a_held_card_still_held(
     sim = SamSimulator(link).start()
     reads: list[CardRead] = []
     states: list[str] = []
-    _reader(owner, link, reads, states)
+    reader = _reader(owner, link, reads, states)
     sim.present(ADULT)
     wait_until(lambda: reads, what="the card read")
     sim.close()  # the adapter unplugged
@@ -320,6 +320,7 @@ def test_the_port_going_away_is_reported_reopened_and_a_held_card_still_held(
         sim.present(OTHER)
         wait_until(lambda: len(reads) == 2, what="the other card read")
     finally:
+        owner.post(reader.close)
         sim.close()
 
 
@@ -347,4 +348,5 @@ def test_a_damaged_answer_and_a_silent_sam_on_the_pty(
         assert len(reads) == 1  # the card lying there all along: not read again
         assert ADULT.id_number not in caplog.text and ADULT.name not in caplog.text
     finally:
+        owner.post(reader.close)
         sim.close()
