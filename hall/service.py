@@ -577,23 +577,31 @@ class HallService:
     # ---- publishing -------------------------------------------------------
 
     def _publish_events(self, events: list[Event]) -> None:
+        """The round's window states, then its events, then clerks' profiles.
+
+        The window states go first: they are what every display waits for (the LED over
+        the window, the board, the phone pages), and each publish before them would wake
+        the broker and its subscribers ahead of them. Events keep their commit order."""
         windows: set[int] = set()
         profiles: set[int] = set()
+        terminals = self.engine.terminals
         for event in events:
-            if event.type in ("terminal.login", "terminal.logout"):
-                profiles.add(self.engine.terminals[event.data["terminal"]].window)
-            # Events are notifications (QoS 0); what must not be missed is in the retained
-            # state (QoS 1) and the database.
-            self.bus.publish(self.topics.event(event.type), public_event(self.engine, event), qos=0)
-            if "terminal" in event.data and event.data["terminal"] in self.engine.terminals:
-                windows.add(self.engine.terminals[event.data["terminal"]].window)
-            if isinstance(event.data.get("window"), int):
-                windows.add(event.data["window"])
+            data = event.data
+            if data.get("terminal") in terminals:
+                windows.add(terminals[data["terminal"]].window)
+                if event.type in ("terminal.login", "terminal.logout"):
+                    profiles.add(terminals[data["terminal"]].window)
+            if isinstance(data.get("window"), int):
+                windows.add(data["window"])
         for number in sorted(windows):
             if number in self.config.windows:
                 self.bus.publish(
                     self.topics.window_state(number), window_state(self.engine, number), retain=True
                 )
+        for event in events:
+            # Events are notifications (QoS 0); what must not be missed is in the retained
+            # state (QoS 1) and the database.
+            self.bus.publish(self.topics.event(event.type), public_event(self.engine, event), qos=0)
         for number in sorted(profiles):
             self._publish_profile(number)
         if events:

@@ -2,7 +2,8 @@
 engine, its public events and window states fed to the view as the hall publishes them.
 
 - the people ahead of every waiting ticket, as the view folds them from the events,
-  equal the engine's own order (priority lane first), after every step;
+  equal the engine's own order (priority lane first), after every step — whether a
+  step's window states come before its events (as the hall publishes them) or after;
 - a called ticket's page says its window; the board's calls name the window;
 - garbage (any bytes, any JSON, on any topic) never raises and changes nothing.
 """
@@ -72,16 +73,24 @@ class Hall:
         changes = self.view.feed(topic, encode(payload), retained, self.now)
         assert changes.problem is None, changes.problem
 
-    def act(self, device: str, action: str, payload: dict[str, object]) -> None:
+    def act(
+        self, device: str, action: str, payload: dict[str, object], states_first: bool = True
+    ) -> None:
+        """One request; its window states and events fed to the view in the hall's order
+        (states first), or events first (a reader must not depend on it)."""
         self.now += 7.0
         outcome = self.engine.handle(device, action, payload, self.now)
-        windows = set()
-        for event in outcome.events:
-            self.feed(f"event/{event.type}", public_event(self.engine, event))
-            if event.data.get("terminal") in self.engine.terminals:
-                windows.add(self.engine.terminals[event.data["terminal"]].window)
-        for number in sorted(windows):
-            self.feed(f"window/{number}/state", window_state(self.engine, number))
+        windows = sorted(
+            {
+                self.engine.terminals[e.data["terminal"]].window
+                for e in outcome.events
+                if e.data.get("terminal") in self.engine.terminals
+            }
+        )
+        states = [(f"window/{n}/state", window_state(self.engine, n)) for n in windows]
+        events = [(f"event/{e.type}", public_event(self.engine, e)) for e in outcome.events]
+        for topic, payload_out in states + events if states_first else events + states:
+            self.feed(topic, payload_out)
         if outcome.events:
             self.feed("hall/state", hall_state(self.engine, self.now))
         if action == "issue" and not outcome.error:
@@ -89,23 +98,25 @@ class Hall:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(actions)
-def test_people_ahead_follow_the_engines_queue_order(steps: list[tuple[str, str, object]]) -> None:
+@given(actions, st.lists(st.booleans(), min_size=60, max_size=60))
+def test_people_ahead_follow_the_engines_queue_order(
+    steps: list[tuple[str, str, object]], orders: list[bool]
+) -> None:
     hall = Hall()
-    for kind, who, arg in steps:
+    for (kind, who, arg), states_first in zip(steps, orders, strict=False):
         if kind == "issue":
             payload: dict[str, object] = {"service": who, "person": None}
             if arg:
                 payload["priority"] = "appointment"
-            hall.act("kiosk-K1", "issue", payload)
+            hall.act("kiosk-K1", "issue", payload, states_first)
         elif kind == "transfer":
-            hall.act(who, "transfer", {"service": arg})
+            hall.act(who, "transfer", {"service": arg}, states_first)
         elif kind in ("reinstate", "void"):
             if hall.issued:
                 ticket = hall.issued[int(str(arg)) % len(hall.issued)]
-                hall.act(who, kind, {"ticket": ticket})
+                hall.act(who, kind, {"ticket": ticket}, states_first)
         else:
-            hall.act(who, kind, {})
+            hall.act(who, kind, {}, states_first)
         for ticket_id, ticket in hall.engine.tickets.items():
             page = hall.view.ticket(ticket_id)
             if ticket.status.value == "waiting":
