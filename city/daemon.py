@@ -58,6 +58,7 @@ RECONNECT_S = 2.0
 PARTITIONS_EVERY_S = 3600.0
 REQUESTS_EVERY_S = 0.1  # gaps are looked for at least this often (every hall: O(halls))
 MODE_EVERY_S = 0.5  # live feed or pull: decided this often
+STATUS_EVERY_S = 10.0  # a line in the log on how it goes, while there is work
 DRAIN_MAX = 500  # socket reads in one round before the loop sees to the rest
 
 
@@ -135,6 +136,8 @@ class CityDaemon:
         self._next_partitions = 0.0
         self._next_requests = 0.0
         self._next_mode = 0.0
+        self._next_status = 0.0
+        self._written_at_status = 0
         self._writing = False  # a batch is with the database worker
         self._alone: list[str] = []  # halls to write one by one (a batch was refused)
         self._writer_down_until = 0.0
@@ -197,6 +200,44 @@ class CityDaemon:
                 self._next_partitions = now + PARTITIONS_EVERY_S
                 ahead = functools.partial(_partitions_ahead, months=self.config.city.months_ahead)
                 self.db.submit("partitions", ahead)
+            if now >= self._next_status:
+                self._next_status = now + STATUS_EVERY_S
+                self._status(now)
+
+    def _status(self, now: float) -> None:
+        """Once every STATUS_EVERY_S while there is anything to say: how it goes."""
+        written, self._written_at_status = (
+            self.stats.written - self._written_at_status,
+            self.stats.written,
+        )
+        behind = self.ingest.behind()
+        if not written and not behind:
+            return
+        feeds = self.ingest.halls
+        late = sorted(feeds, key=lambda h: feeds[h].done - feeds[h].wanted())[:3]
+        stats = self.ingest.stats
+        log.info(
+            "%s: %d events written in %g s, %d behind; pages asked %d, lost %d, in flight %d; "
+            "furthest behind: %s",
+            "live" if self.live else "pulling",
+            written,
+            STATUS_EVERY_S,
+            behind,
+            stats.replays_asked,
+            stats.replays_lost,
+            sum(len(f.asked) for f in feeds.values()),
+            ", ".join(
+                f"{h} {feeds[h].done}/{feeds[h].wanted()}"
+                + (
+                    f" (silent, next ask in {feeds[h].retry_at - now:.0f} s)"
+                    if feeds[h].retry_at > now
+                    else ""
+                )
+                for h in late
+                if feeds[h].wanted() > feeds[h].done
+            )
+            or "none",
+        )
 
     def _mode(self, connected: bool) -> None:
         """Take the live feed while keeping up; pull pages while far behind."""

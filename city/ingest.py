@@ -24,8 +24,10 @@ says it committed). Then:
   it has not written, under `LIVE_BELOW`) it takes the live feed; when it falls more
   than `PULL_ABOVE` behind (an outage, a cut mended, a slow database) it stops taking
   the live feed (`live` false: the daemon unsubscribes) and pulls pages — 500 events a
-  message instead of a handful — until it is back under `LIVE_BELOW`. After a start or
-  a reconnect every hall is asked once (`probe_all`) to learn its head.
+  message instead of a handful — until it is back under `LIVE_BELOW`. Pulling, it hears
+  no heartbeats, so a hall with nothing known missing is asked every `POLL_S` all the
+  same: `behind` stays true and the new events come in pages too. After a start or a
+  reconnect every hall is asked once (`probe_all`) to learn its head.
 - memory is bounded whatever the halls send: at most `max_ahead` events kept per hall
   beyond what was written, and `max_held` over all halls ahead of a hole (an event that
   extends a run is always kept: it is ready to write, and the city asks for no more
@@ -49,7 +51,8 @@ from quhao.messages.feed import MAX_PAGE, FeedBatch
 
 MAX_AHEAD = 20_000  # events kept per hall beyond what was written
 MAX_HELD = 100_000  # events kept over all halls, not yet handed out for writing
-REPLAY_TIMEOUT_S = 5.0  # a page unanswered this long is asked again
+REPLAY_TIMEOUT_S = 10.0  # a page unanswered this long is asked again
+POLL_S = 1.0  # pulling: a hall with nothing known missing is asked this often (its head)
 BACKOFF_MAX_S = 60.0  # a hall silent this long after asking is asked this often at most
 WINDOW = 4  # pages in flight per hall (hall/feed.py REPLAY_QUEUE keeps as many waiting)
 IN_FLIGHT = 64  # pages in flight over all halls: ~32,000 events, ~5 MB
@@ -91,6 +94,7 @@ class HallFeed:
     received: dict[int, CityEvent] = field(default_factory=dict)  # seq > taken
     asked: list[Asked] = field(default_factory=list)  # pages in flight, in order
     probe: bool = False  # ask once even without a known gap: how far is the hall?
+    polled: float = float("-inf")  # pulling: when it was last asked without a known gap
     backoff: float = 0.0  # after a page went unanswered: wait this long to ask again
     retry_at: float = 0.0  # not asked again before this
     stopped: str | None = None
@@ -158,6 +162,7 @@ class Ingest:
         self.held = 0  # events kept in `received`, over all halls (ready or ahead)
         self.live = False  # take the live feed (else pull pages); decided by `mode`
         self._cursor = 0  # where the next round of requests starts: every hall in turn
+        self._take_cursor = 0  # and the next batch
 
     def hall(self, hall: str) -> HallFeed:
         feed = self.halls.get(hall)
@@ -240,7 +245,14 @@ class Ingest:
         events: list[CityEvent] = []
         upto: dict[str, tuple[int, int]] = {}
         dbs: dict[str, str | None] = {}
-        halls = self.halls.items() if hall is None else [(hall, self.hall(hall))]
+        if hall is None:
+            # Every hall in turn: a batch starts where the last one stopped, so while
+            # more is ready than a batch holds no hall waits for ever behind the others.
+            names = list(self.halls)
+            start = self._take_cursor % len(names) if names else 0
+            halls = [(n, self.halls[n]) for n in names[start:] + names[:start]]
+        else:
+            halls = [(hall, self.hall(hall))]
         for name, feed in halls:
             if feed.stopped or feed.taken + 1 not in feed.received:
                 continue
@@ -259,6 +271,8 @@ class Ingest:
             self.held -= feed.taken - start
             if len(events) >= limit:
                 break
+        if hall is None and upto:
+            self._take_cursor = list(self.halls).index(next(reversed(upto))) + 1
         return Batch(events, upto, dbs) if events else None
 
     def committed(self, batch: Batch) -> None:
@@ -370,8 +384,12 @@ class Ingest:
         while after + 1 in received:  # a run already here: not asked again
             after += 1
         wanted = feed.wanted()
-        if after >= wanted and not (feed.probe and not feed.asked):
-            return None
+        if after >= wanted:
+            # Nothing known missing: ask anyway to learn how far the hall is — once after
+            # a start (probe), and every POLL_S while pulling (no heartbeats then).
+            if feed.asked or not (feed.probe or (not self.live and now >= feed.polled + POLL_S)):
+                return None
+            feed.polled = now
         limit = MAX_PAGE
         if after < wanted:
             limit = min(MAX_PAGE, wanted - after)

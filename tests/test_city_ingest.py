@@ -11,7 +11,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from city.ingest import Ingest
+from city.ingest import REPLAY_TIMEOUT_S, Ingest
 from hall.feed import SUPERVISION_FIELDS, pack, supervision_event
 from quhao.messages import EVENTS
 from quhao.messages.feed import MAX_VALUE_TEXT, FeedBatch, FeedEvent
@@ -134,6 +134,7 @@ def test_any_order_loss_and_duplication_ends_with_each_event_once_in_sequence(
 
 def test_a_lost_answer_is_asked_again_and_the_hall_catches_up() -> None:
     ingest = Ingest({"h": (0, "db"), "quiet": (0, "db")}, window=2)
+    assert ingest.mode()  # nothing behind: the live feed
     ingest.receive("h", _batch("db", 1200, []), 0.0)  # a heartbeat: 1,200 to fetch
     first = ingest.requests(0.0)
     # a window: two pages at once, of exactly what is missing
@@ -148,9 +149,10 @@ def test_a_lost_answer_is_asked_again_and_the_hall_catches_up() -> None:
     batch = ingest.take(10_000)
     assert batch is not None and batch.upto == {"h": (0, 500)}
     ingest.committed(batch)
-    # after REPLAY_TIMEOUT_S it is asked again: only the hole, not what is here
-    assert [(r.hall, r.after, r.limit) for r in ingest.requests(6.0)] == [("h", 500, 500)]
-    ingest.receive("h", _batch("db", 1200, list(range(501, 1001)), replay=True), 6.5)
+    # unanswered for REPLAY_TIMEOUT_S, it is asked again: only the hole, not what is here
+    again = ingest.requests(REPLAY_TIMEOUT_S)
+    assert [(r.hall, r.after, r.limit) for r in again] == [("h", 500, 500)]
+    ingest.receive("h", _batch("db", 1200, list(range(501, 1001)), replay=True), 10.5)
     batch = ingest.take(10_000)
     assert batch is not None and [e.seq for e in batch.events] == list(range(501, 1201))
     ingest.committed(batch)
@@ -159,22 +161,33 @@ def test_a_lost_answer_is_asked_again_and_the_hall_catches_up() -> None:
 
 def test_a_silent_hall_is_asked_again_less_and_less_often() -> None:
     ingest = Ingest({"h": (0, "db")})
+    assert ingest.mode()
     ingest.receive("h", _batch("db", 3, []), 0.0)  # a heartbeat, then silence
     asked = [t for t in range(0, 200) if ingest.requests(float(t))]
-    # unanswered 5 s: again at once, then after waits of 5, 10, 20, 40, 60 s
-    assert asked == [0, 5, 15, 30, 55, 100, 165]
-    ingest.receive("h", _batch("db", 3, []), 170.0)  # it speaks: asked again at once
-    assert [r.after for r in ingest.requests(170.0)] == [0]
+    # unanswered for REPLAY_TIMEOUT_S (10 s): again at once, then after waits of 10, 20,
+    # 40, 60 s (BACKOFF_MAX_S): a hall out of reach holds no place in the window for long
+    assert asked == [0, 10, 30, 60, 110, 180]
+    ingest.receive("h", _batch("db", 3, []), 190.0)  # it speaks: asked again at once
+    assert [r.after for r in ingest.requests(190.0)] == [0]
 
 
 def test_a_hall_out_of_reach_at_start_does_not_keep_the_city_from_the_live_feed() -> None:
     ingest = Ingest({"h": (0, "db"), "away": (0, "db")})
     ingest.probe_all()
-    assert len(ingest.requests(0.0)) == 2
+    assert {r.hall for r in ingest.requests(0.0)} == {"h", "away"}
     ingest.receive("h", _batch("db", 0, [], replay=True), 0.1)
     assert not ingest.mode()  # "away" has not said how far it is
-    assert ingest.requests(5.0) == []  # its probe is given up: heartbeats will tell
-    assert ingest.mode()
+    ingest.requests(REPLAY_TIMEOUT_S)  # its probe is given up: heartbeats will tell
+    assert not ingest.halls["away"].probe and ingest.mode()
+
+
+def test_pulling_the_city_asks_every_hall_now_and_then_how_far_it_is() -> None:
+    ingest = Ingest({"h": (0, "db")})
+    assert not ingest.live  # as after a start: pulling until it knows better
+    assert [r.after for r in ingest.requests(0.0)] == [0]
+    ingest.receive("h", _batch("db", 0, [], replay=True), 0.2)
+    assert ingest.requests(0.5) == []  # answered, nothing missing: not before POLL_S
+    assert [r.after for r in ingest.requests(1.0)] == [0]
 
 
 def test_far_behind_the_city_pulls_pages_and_takes_the_live_feed_again_once_near() -> None:
@@ -200,6 +213,20 @@ def test_far_behind_the_city_pulls_pages_and_takes_the_live_feed_again_once_near
         while (batch := ingest.take(10_000)) is not None:
             ingest.committed(batch)
     assert ingest.behind() == 0 and ingest.mode()
+
+
+def test_while_more_is_ready_than_a_batch_holds_every_hall_is_written_in_turn() -> None:
+    ingest = Ingest({f"h{i}": (0, "db") for i in range(10)})
+    served: set[str] = set()
+    for round_ in range(3):  # 5,000 events come in a round, 3,000 are written
+        for hall in ingest.halls:
+            seqs = list(range(round_ * 500 + 1, round_ * 500 + 501))
+            ingest.receive(hall, _batch("db", seqs[-1], seqs), float(round_))
+        batch = ingest.take(3000)
+        assert batch is not None
+        served |= set(batch.upto)
+        ingest.committed(batch)
+    assert served == set(ingest.halls)  # not the first six halls again and again
 
 
 def test_memory_is_bounded_whatever_the_halls_send() -> None:
