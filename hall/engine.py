@@ -27,7 +27,10 @@ Rules, all from the site configuration:
   `release` gives up the rest (released numbers are never issued again); an offline
   ticket printed because an `issue` went unanswered names that request's rid, and the
   online ticket the hall issued for it after all (its answer lost) is voided, or the
-  request refused `superseded` should it arrive only after the handover.
+  request refused `superseded` should it arrive only after the handover; a request the
+  kiosk gave up on and printed nothing for is handed over by its rid alone (`abandoned`)
+  to the same end, and remembered (`request.abandoned`) a week, at most
+  `ABANDONED_KEPT` per kiosk.
 """
 
 from __future__ import annotations
@@ -84,6 +87,14 @@ MAX_NUMBER = 999_999  # the largest number counter a ticket can show
 LEASES_KEPT_DAYS = 7  # a lease stays known this long after its day is archived
 OFFLINE_SKEW_S = 300  # an offline ticket may be this far in the hall's future (clocks)
 ARCHIVE_AFTER_DAYS = 1  # settled tickets of days before yesterday leave the live state
+# Given-up requests remembered per kiosk, the oldest forgotten first. A rid matters only
+# until its request, queued in the kiosk's MQTT client, arrives: on the reconnection that
+# also carries the handover. A kiosk gives up at most one request per citizen, each after
+# the hall's whole timeout (6 s by default), so this is over an hour and a half of
+# citizens at one cut-off kiosk with nothing left to print — and at most 1000 rids of
+# 128 characters a kiosk, however hostile.
+ABANDONED_KEPT = 1000
+ABANDONED = "abandoned by the kiosk"  # a voided ticket's reason
 SETTLED = frozenset({Status.FINISHED, Status.SKIPPED, Status.VOIDED, Status.EXPIRED})
 
 
@@ -101,6 +112,9 @@ class Engine:
         # ticket issued for it, or, once handed over, the offline ticket printed instead.
         # Derived from the tickets (`reindex`), so a snapshot need not hold it.
         self.by_request: dict[tuple[str, str], str] = {}
+        # kiosk -> {rid: the day it was handed over} of the requests it gave up on and
+        # printed nothing for (`request.abandoned`), oldest first: refused if they come
+        self.abandoned: dict[str, dict[str, str]] = {}
         self.terminals: dict[str, Terminal] = {
             name: Terminal(name, c.window) for name, c in config.counters.items()
         }
@@ -213,14 +227,22 @@ class Engine:
             ]
         return []
 
+    def _given_up(self, device: str, rid: str | None) -> None:
+        """Refuse a request the kiosk gave up on and has handed over, by an offline ticket
+        printed instead or by its rid alone: paho's resend, after the handover."""
+        if rid is None:
+            return
+        stands = self.tickets.get(self.by_request.get((device, rid), ""))
+        if stands is not None and stands.offline:
+            raise Refused(
+                "superseded",
+                f"given up by the kiosk: offline ticket {stands.number} was printed instead",
+            )
+        if rid in self.abandoned.get(device, {}):
+            raise Refused("superseded", "given up by the kiosk, which printed nothing for it")
+
     def _issue(self, device: str, r: IssueRequest, now: float) -> Decided:
-        if r.rid is not None:
-            stands = self.tickets.get(self.by_request.get((device, r.rid), ""))
-            if stands is not None and stands.offline:  # paho's resend, after the handover
-                raise Refused(
-                    "superseded",
-                    f"given up by the kiosk: offline ticket {stands.number} was printed instead",
-                )
+        self._given_up(device, r.rid)
         service = self._service(r.service)
         wanted = r.priority
         key = r.person.key if r.person else None
@@ -369,12 +391,15 @@ class Engine:
         only the hall can see are alerts beside the ticket, which stands. A ticket printed
         because an `issue` went unanswered voids the online ticket the hall issued for that
         request if nobody has called it yet (`_superseded`): the citizen holds the offline
-        one. The appointment lane needs a booking the hall can see (`_booking`)."""
+        one. A request handed over by its rid alone (`abandoned`: the kiosk printed nothing
+        for it) voids it the same way (`_abandoned`). The appointment lane needs a booking
+        the hall can see (`_booking`)."""
         placed: list[dict[str, Any]] = []
         refused: list[dict[str, Any]] = []
-        events: list[Event] = []
         batch: dict[str, str] = {}  # ticket id -> rid, of this request
         superseded: set[str] = set()  # online tickets this request voids
+        # first: what they void no longer counts against the quota of the tickets placed
+        abandoned, events = self._abandoned(device, r.abandoned, superseded, now)
         checked_in: set[str] = set()  # bookings this request checks in
         held: dict[tuple[str, str], int] = defaultdict(int)  # (key, service) in this request
         counted: dict[tuple[str, str], int] = defaultdict(int)  # (day, service) in it
@@ -454,7 +479,38 @@ class Engine:
                     "voided": voided,
                 }
             placed.append(view)
-        return {"tickets": placed, "refused": refused}, events
+        return {"tickets": placed, "refused": refused, "abandoned": abandoned}, events
+
+    def _abandoned(
+        self, device: str, rids: list[str], voiding: set[str], now: float
+    ) -> tuple[list[dict[str, Any]], list[Event]]:
+        """Requests the kiosk gave up on and printed nothing for: each is remembered (it
+        is refused `superseded` should it come), and the ticket issued for it, if still
+        waiting, voided — quota given back, as for a ticket an offline one supersedes.
+
+        Looked up under the sending kiosk's own name, as `_superseded`. A rid an offline
+        ticket already stands for is left to it; one remembered already is not again."""
+        views: list[dict[str, Any]] = []
+        events: list[Event] = []
+        known = self.abandoned.get(device, {})
+        for rid in dict.fromkeys(rids):  # a repeat within the request is one
+            view: dict[str, Any] = {"rid": rid}
+            views.append(view)
+            found = self.tickets.get(self.by_request.get((device, rid), ""))
+            if found is not None and found.offline:
+                continue
+            if rid not in known:
+                data = {"kiosk": device, "rid": rid, "day": self.day_of(now)}
+                events.append(Event("request.abandoned", now, data))
+            if found is None or found.kiosk != device:
+                continue
+            if found.status == Status.WAITING and found.id not in voiding:
+                voiding.add(found.id)
+                void = {"ticket": found.id, "kiosk": device, "reason": ABANDONED}
+                events.append(Event("ticket.voided", now, void))
+            voided = found.id in voiding or found.status == Status.VOIDED
+            view["superseded"] = {"id": found.id, "number": found.number, "voided": voided}
+        return views, events
 
     def _superseded(self, device: str, t: OfflineTicket, taken: set[str]) -> Ticket | None:
         """The online ticket this hall issued for the `issue` the kiosk gave up on before
@@ -812,6 +868,7 @@ class Engine:
 
     def _checkin(self, device: str, r: CheckinRequest, now: float) -> Decided:
         """A card with no service chosen: the booked service's ticket, or why not."""
+        self._given_up(device, r.rid)  # before the booking: it may be gone by now
         rules = self.config.appointments
         booking = self.appointments.open_for(r.person.key, None, now, self.day_of(now), rules)
         issue = IssueRequest(
@@ -1152,6 +1209,13 @@ class Engine:
             del self.leases[lease]
         for key in [k for k in self.service_time if k[0] < before]:
             del self.service_time[key]
+        # Given-up requests as long as offline tickets: a week (a kiosk's queued resend
+        # comes when it reconnects, far sooner; the hall's answers are kept two days).
+        for kiosk, rids in list(self.abandoned.items()):
+            for rid in [rid for rid, day in rids.items() if day < kept]:
+                del rids[rid]
+            if not rids:
+                del self.abandoned[kiosk]
         for qkey in [k for k, queue in self.queues.items() if k[0] < before and not queue]:
             del self.queues[qkey]
         for hkey, history in list(self.person_history.items()):
@@ -1159,6 +1223,12 @@ class Engine:
             if not history:
                 del self.person_history[hkey]
         self.cases.archive(e.at, self.config.cases.keep_days)
+
+    def _apply_abandoned(self, e: Event) -> None:
+        kept = self.abandoned.setdefault(e.data["kiosk"], {})
+        kept[e.data["rid"]] = e.data["day"]
+        while len(kept) > ABANDONED_KEPT:
+            del kept[next(iter(kept))]  # the oldest
 
     def _apply_lease_granted(self, e: Event) -> None:
         d = e.data
@@ -1245,6 +1315,7 @@ _APPLY = {
     "terminal.resumed": Engine._apply_resumed,
     "lease.granted": Engine._apply_lease_granted,
     "lease.released": Engine._apply_lease_released,
+    "request.abandoned": Engine._apply_abandoned,
     "alert.quota_breach": Engine._apply_alert,
     "alert.daily_cap_exceeded": Engine._apply_alert,
     "alert.lease_breach": Engine._apply_alert,

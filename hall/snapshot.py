@@ -58,6 +58,7 @@ _STATE = {
     "seq",
     "cases",
     "appointments",
+    "abandoned",
 }
 _FROM_CONFIG = {"config", "secret", "authority", "longest_quota_s"}
 _DERIVED = {"by_request"}  # rebuilt from the tickets (`Engine.reindex`)
@@ -105,6 +106,10 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         # online bookings of today and later (hall/appointments.py); absent before them
         "appointment_fields": list(APPOINTMENT_FIELDS),
         "appointments": engine.appointments.rows(),
+        # given-up requests each kiosk handed over, oldest first; absent before them
+        "abandoned": [
+            [kiosk, list(map(list, rids.items()))] for kiosk, rids in engine.abandoned.items()
+        ],
     }
 
 
@@ -165,6 +170,10 @@ def restore(config: SiteConfig, secret: bytes | None, data: dict[str, Any]) -> E
         engine.appointments = AppointmentBook.from_rows(
             data.get("appointment_fields", list(APPOINTMENT_FIELDS)), data.get("appointments", [])
         )
+        engine.abandoned = {
+            str(kiosk): {str(rid): str(day) for rid, day in rids}
+            for kiosk, rids in data.get("abandoned", [])
+        }
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"damaged snapshot: {exc!r}") from exc
     engine.reindex()

@@ -140,6 +140,26 @@ class EngineMachine(RuleBasedStateMachine):
             self._issue(KIOSKS[i % 2], "social", f"{i + 10:02x}" * 16, age, None, None)
         self.now += 1
 
+    @rule(
+        kiosk=st.sampled_from(KIOSKS),
+        service=st.sampled_from(SERVICES),
+        person=st.sampled_from(PERSONS),
+        issued=st.booleans(),
+        rids=st.lists(st.sampled_from(["r1", "r2", "r3", "r4"]), max_size=3),
+    )
+    def give_up(self, kiosk, service, person, issued, rids) -> None:
+        """A kiosk gives an `issue` up (the hall may have got it: its answer lost) and
+        hands it over by its rid alone, with others it may have handed over before."""
+        rid = f"g{len(self.log)}"
+        if issued:
+            body = {"rid": rid, "service": service, "person": {"key": person}}
+            if (response := self._do(kiosk, "issue", body)) is not None:
+                self.issued_ids.add(response["ticket"]["id"])
+        handed = self._do(kiosk, "handover", {"abandoned": [rid, *rids]})
+        assert handed is not None and [a["rid"] for a in handed["abandoned"]][0] == rid
+        answer = self.engine.handle(kiosk, "issue", {"rid": rid, "service": service}, self.now)
+        assert answer.error is not None and answer.error.code == "superseded", answer
+
     @rule(kiosk=st.sampled_from(KIOSKS), data=st.data())
     def void(self, kiosk, data) -> None:
         if self.issued_ids:
@@ -326,6 +346,7 @@ def state(engine: Engine) -> tuple:
         list(engine.appointments.bookings.items()),
         engine.appointments._by_key,
         engine.by_request,  # derived from the tickets: a restore rebuilds it
+        {k: list(v.items()) for k, v in engine.abandoned.items()},  # in their order
     )
 
 
@@ -335,6 +356,7 @@ ENGINE_ATTRIBUTES = {
     *("issued_count", "leases", "cases"),
     "appointments",
     "by_request",
+    "abandoned",
 }
 
 

@@ -32,6 +32,7 @@ from quhao.messages import (
     ACTION_REQUESTS,
     ERROR_CODES,
     EVENTS,
+    MAX_ABANDONED,
     MAX_AGE,
     MAX_HANDOVER,
     MAX_REASON,
@@ -229,9 +230,9 @@ REQUESTS = {
                 person=st.none() | persons,
                 priority=st.sampled_from([None, "appointment"]),
             ),
-            min_size=1,
             max_size=MAX_HANDOVER,
         ),
+        abandoned=st.lists(rids, max_size=MAX_ABANDONED),
     ),
     "release": requests_of(
         ReleaseRequest,
@@ -588,6 +589,8 @@ def test_a_real_engine_answers_and_publishes_what_the_models_describe() -> None:
     ask("counter-W1", "resume", {}, NINE + 20)
     ask("counter-W1", "logout", {}, NINE + 21)
     ask("kiosk-K2", "issue", {"service": "enquiry", "person": None}, NINE + 22)  # waits on
+    given_up = {"rid": "k1-given-up", "service": "enquiry", "person": None}
+    ask("kiosk-K1", "issue", given_up, NINE + 22.5)  # its answer lost: handed over alone
     social = ask("kiosk-K1", "lease", {"service": "social"}, NINE + 23)["lease"]
     tax = ask("kiosk-K1", "lease", {"service": "tax"}, NINE + 24)["lease"]
     for n in range(3):  # tax's daily cap of 3, online
@@ -600,7 +603,7 @@ def test_a_real_engine_answers_and_publishes_what_the_models_describe() -> None:
     handed = ask(
         "kiosk-K1",
         "handover",
-        {"tickets": [{**t, "issued_at": NINE + 26} for t in offline]},
+        {"tickets": [{**t, "issued_at": NINE + 26} for t in offline], "abandoned": ["k1-given-up"]},
         NINE + 30,
     )
     assert [t["placed"] for t in handed["tickets"]] == [True, True]

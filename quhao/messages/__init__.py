@@ -59,6 +59,7 @@ from quhao.messages.replies import (
 )
 from quhao.messages.requests import (
     ACTION_REQUESTS,
+    MAX_ABANDONED,
     MAX_HANDOVER,
     ActionRequest,
     CallRequest,
@@ -105,6 +106,7 @@ __all__ = [
     "ACTION_REQUESTS",
     "ERROR_CODES",
     "EVENTS",
+    "MAX_ABANDONED",
     "MAX_AGE",
     "MAX_HANDOVER",
     "MAX_REASON",

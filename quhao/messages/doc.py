@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import sys
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -50,7 +50,11 @@ def _json_type(annotation: Any) -> str:
 
 def _constraints(field: FieldInfo) -> Iterator[Any]:
     yield from field.metadata
-    stack = [field.annotation]
+    yield from _inner_constraints(field.annotation)
+
+
+def _inner_constraints(annotation: Any) -> Iterator[Any]:
+    stack = [annotation]
     while stack:
         annotation = stack.pop()
         if get_origin(annotation) is Annotated:
@@ -60,21 +64,33 @@ def _constraints(field: FieldInfo) -> Iterator[Any]:
 
 
 def _limits(field: FieldInfo) -> str:
+    if get_origin(field.annotation) is list:  # the list's own length, then each item's
+        own = _words(_found(field.metadata), "items")
+        each = _words(_found(_inner_constraints(field.annotation)), "characters")
+        return ", ".join([*own, *(f"each {words}" for words in each)])
+    return ", ".join(_words(_found(_constraints(field)), "characters"))
+
+
+def _found(constraints: Iterable[Any]) -> dict[str, Any]:
     found: dict[str, Any] = {}
-    for item in _constraints(field):
+    for item in constraints:
         for name in ("min_length", "max_length", "ge", "le", "pattern"):
             if getattr(item, name, None) is not None:
                 found[name] = getattr(item, name)
+    return found
+
+
+def _words(found: dict[str, Any], unit: str) -> list[str]:
     words = []
     if found.get("min_length"):
-        words.append(f"{found['min_length']}–{found.get('max_length', '…')} characters")
+        words.append(f"{found['min_length']}–{found.get('max_length', '…')} {unit}")
     elif "max_length" in found:
-        words.append(f"≤ {found['max_length']} characters")
+        words.append(f"≤ {found['max_length']} {unit}")
     if "ge" in found or "le" in found:
         words.append(f"{found.get('ge', '…')}–{found.get('le', '…')}")
     if "pattern" in found:
         words.append(f"`{found['pattern']}`")
-    return ", ".join(words)
+    return words
 
 
 def _description(field: FieldInfo) -> str:

@@ -121,13 +121,15 @@ class TicketReinstated(TicketFact):
 
 
 class TicketVoided(TicketFact):
-    """The kiosk could not print it, or printed an offline ticket instead (its answer was
-    lost): the number is never called."""
+    """The kiosk could not print it, or gave its request up (its answer was lost) and
+    printed an offline ticket instead, or nothing: the number is never called."""
 
     type: Literal["ticket.voided"]
     kiosk: str
     reason: str | None = Field(
-        default=None, description='absent: not printed; "superseded by offline ticket A981"'
+        default=None,
+        description='absent: not printed; "superseded by offline ticket A981"; '
+        '"abandoned by the kiosk"',
     )
     superseded_by: str | None = Field(
         default=None, description="the id of the offline ticket printed in its stead"
@@ -212,6 +214,18 @@ class LeaseReleased(Fact):
     day: str
     service: str
     unused: int = Field(description="numbers of the lease that no ticket carries")
+
+
+class RequestAbandoned(Fact):
+    """A kiosk handed over a request it gave up on and printed nothing for: a ticket
+    issued for it was voided in the same commit (if it still waited), and the request is
+    refused `superseded` should it come. Remembered a week after `day`; its fields stay
+    in the hall (the city's feed carries the type alone)."""
+
+    type: Literal["request.abandoned"]
+    kiosk: str
+    rid: str = Field(description="the `issue` (or `checkin`) request's rid at the kiosk")
+    day: str = Field(description="the hall's day when it was handed over")
 
 
 class QuotaBreach(TicketFact):
@@ -304,6 +318,7 @@ EVENT_MODELS = (
     TicketsArchived,
     LeaseGranted,
     LeaseReleased,
+    RequestAbandoned,
     QuotaBreach,
     DailyCapExceeded,
     LeaseBreach,

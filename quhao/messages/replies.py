@@ -128,6 +128,15 @@ class HandedOver(Wire):
     )
 
 
+class AbandonedRequest(Wire):
+    rid: str = Field(description="the given-up request's rid, as handed over")
+    superseded: Superseded | None = Field(
+        default=None,
+        description="the ticket the hall had issued for it (voided unless called); absent: "
+        "none, and the request is refused `superseded` should it come",
+    )
+
+
 class OfflineRefusal(Wire):
     rid: str = Field(description="the offline ticket's rid")
     code: ErrorCode
@@ -174,6 +183,7 @@ class HandoverReply(Reply):
 
     tickets: list[HandedOver]
     refused: list[OfflineRefusal]
+    abandoned: list[AbandonedRequest]
 
 
 class ReleaseReply(Reply):

@@ -90,6 +90,11 @@ class IssueRequest(ActionRequest):
 
 
 MAX_HANDOVER = 50  # offline tickets in one `handover` request
+# Given-up requests in one `handover`. A kiosk gives up at most one per citizen while the
+# hall does not answer and sends the oldest first, so a long outage's backlog goes over
+# in a few requests; 64 of its own rids (32 characters) leave room for tickets within a
+# request's 8 KB, and each costs the hall a lookup and at most one void.
+MAX_ABANDONED = 64
 MAX_NUMBER = 999_999  # a ticket number's counter: number_width is at most 6
 
 
@@ -124,12 +129,19 @@ class OfflineTicket(Wire):
 
 
 class HandoverRequest(ActionRequest):
-    """Offline tickets, placed in the queue by issue time as if issued live."""
+    """Offline tickets, placed in the queue by issue time as if issued live, and the
+    requests the kiosk gave up on without printing anything in their place."""
 
     action = "handover"
     role = "kiosk"
 
-    tickets: list[OfflineTicket] = Field(min_length=1, max_length=MAX_HANDOVER)
+    tickets: list[OfflineTicket] = Field(default_factory=list, max_length=MAX_HANDOVER)
+    abandoned: list[Rid] = Field(
+        default_factory=list,
+        max_length=MAX_ABANDONED,
+        description="rids of `issue` or `checkin` requests the kiosk gave up on and printed "
+        "nothing for: the hall voids a ticket it issued for one, or refuses it later",
+    )
 
 
 class ReleaseRequest(ActionRequest):
