@@ -450,14 +450,25 @@ class KioskDaemon:
             self._issue_offline(issue, session, abandoned_rid=rid)
         except Exception:
             log.exception("%s: offline issuing failed", self.device)
+            if rid is not None:
+                self._give_up(rid)  # unless a ticket naming it was recorded
             self._done(session)
+
+    def _give_up(self, rid: str) -> None:
+        """A request given up with nothing printed for it: the hall is told at the next
+        handover, and voids what it may have issued for it (no phantom in its queue)."""
+        try:
+            self.offline.abandon(rid, self.clock.now())
+        except Exception:
+            log.exception("%s: given-up request %s not recorded", self.device, rid)
 
     def _issue_offline(
         self, issue: Issue, session: PrinterSession | None, abandoned_rid: str | None = None
     ) -> None:
         """A ticket from the lease: on disk first, then printed, marked 离线取号.
         `abandoned_rid`: the `issue` the hall did not answer (a late answer to it is
-        dropped by `HallRequests`; the hall voids or refuses it at handover)."""
+        dropped by `HallRequests`; the hall voids or refuses it at handover, named by this
+        ticket or, if none prints, alone: `OfflineBook` records it before we say why)."""
         person = (issue.person.key, issue.person.age)
         given_up, self._checkin_given_up = self._checkin_given_up, None
         if abandoned_rid is None and given_up is not None and given_up[0] == issue.person.key:
@@ -585,6 +596,7 @@ class KioskDaemon:
         self.hall_online = False
         log.warning("%s: the hall does not answer check-in (%s)", self.device, why)
         if rid is not None:
+            self._give_up(rid)  # on disk first; an offline ticket for this person takes it
             self._checkin_given_up = (issue.person.key, rid)
         self._hold(issue, session, "")
 
@@ -777,6 +789,7 @@ class KioskDaemon:
                 "issuing": not self.hall_online,
                 "lease_left": left,
                 "to_hand_over": self.offline.to_hand_over(),
+                "given_up": self.offline.given_up(),
             },
             "last_ticket": self.last_ticket,
             "at": self.clock.now(),

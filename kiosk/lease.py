@@ -5,10 +5,11 @@ ever issue. `Leases` is the kiosk's view of them, rebuilt at start from its dura
 (kiosk/offline_store.py): the blocks it was granted and every ticket it printed. It
 decides, never does: which number an offline ticket gets (in a block, always above every
 number it ever recorded in that block, so a restart never reuses one), whether a person
-is within the quota by this kiosk's own record, what to hand over and release, when to
-ask for a new block. The caller stores what it decides (before printing) and sends what
-it asks. docs/architecture.md, "Offline issuing: the lease protocol", argues why no
-number can be printed twice.
+is within the quota by this kiosk's own record, what to hand over (tickets, and requests
+it gave up on with nothing printed for them) and release, when to ask for a new block.
+The caller stores what it decides (before printing) and sends what it asks.
+docs/architecture.md, "Offline issuing: the lease protocol", argues why no number can be
+printed twice.
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ class Printed:
     abandoned_rid: str | None = None
 
 
+# A given-up request the hall has not acknowledged after this long is dropped, so the
+# record cannot grow for ever: the hall keeps a kiosk's leases a week (LEASES_KEPT_DAYS
+# in hall/engine.py), and refuses the offline tickets of an outage that long ago too.
+ABANDONED_KEPT_S = 7 * 86400
+
+
 @dataclass(frozen=True)
 class Refusal:
     code: str  # no_lease | quota_exceeded | closed | override
@@ -89,11 +96,18 @@ def new_rid() -> str:
 
 class Leases:
     def __init__(
-        self, config: SiteConfig, blocks: Iterable[Block] = (), printed: Iterable[Printed] = ()
+        self,
+        config: SiteConfig,
+        blocks: Iterable[Block] = (),
+        printed: Iterable[Printed] = (),
+        abandoned: Iterable[tuple[str, float]] = (),
     ) -> None:
         self.config = config
         self.blocks: list[Block] = list(blocks)
         self.printed: dict[str, Printed] = {p.rid: p for p in printed}
+        # rid -> when: requests given up with nothing printed for them, oldest first,
+        # until the hall acknowledges them (it voids what it issued for one)
+        self.abandoned: dict[str, float] = dict(abandoned)
 
     # ---- what the kiosk holds ----------------------------------------------
 
@@ -208,6 +222,16 @@ class Leases:
 
     def record(self, printed: Printed) -> None:
         self.printed[printed.rid] = printed
+        if printed.abandoned_rid is not None:  # the ticket names it to the hall now
+            self.abandoned.pop(printed.abandoned_rid, None)
+
+    def abandon(self, rid: str, at: float) -> None:
+        """A request given up with nothing printed for it (or its ticket voided)."""
+        self.abandoned.setdefault(rid, at)
+
+    def acknowledged(self, rids: Iterable[str]) -> None:
+        for rid in rids:
+            self.abandoned.pop(rid, None)
 
     def set_state(self, rid: str, state: str) -> Printed:
         self.printed[rid] = replace(self.printed[rid], state=state)
@@ -239,11 +263,18 @@ class Leases:
         cutoff = day_of(self.config, before)
         self.blocks = [b for b in self.blocks if b.day >= cutoff or b.state != "released"]
 
+    def forget_abandoned(self, before: float) -> None:
+        """Given-up rids older than the hall takes them (see `ABANDONED_KEPT_S`)."""
+        self.abandoned = {rid: at for rid, at in self.abandoned.items() if at >= before}
+
     # ---- what to ask the hall next ----------------------------------------
 
     def to_hand_over(self, limit: int) -> list[Printed]:
         issued = [p for p in self.printed.values() if p.state == "issued"]
         return sorted(issued, key=lambda p: p.issued_at)[:limit]
+
+    def abandoned_to_hand_over(self, limit: int) -> list[str]:
+        return list(self.abandoned)[:limit]
 
     def to_release(self, today: str) -> tuple[str, str] | None:
         """A (day, service) whose held blocks are done with: drawn from (every ticket of it

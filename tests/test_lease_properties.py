@@ -3,12 +3,15 @@
 online and offline, partitions, lost answers, kiosk crashes (what is on disk survives),
 hall restarts (the engine rebuilt from its log) and midnights. An `issue` the kiosk gives
 up on (its answer lost, or never delivered while it was cut off) is printed offline
-naming that request, and the request may still reach the hall later, before or after the
-handover (paho's resend on reconnecting). Checked all along: no number is ever printed
-twice, and no kiosk prints a person more tickets than the quota; at the end, once every
-kiosk has rejoined and every request was delivered: every printed ticket is in the hall's
-log exactly once and never voided, nothing else came from a lease, and no ticket waits
-in the hall that no kiosk printed (no phantom of a given-up request).
+naming that request — or nothing is printed (the lease used up, the quota, a staff
+override it cannot check offline, the offline print failed) and the request is handed
+over by its rid alone — and the request may still reach the hall later, before or after
+the handover (paho's resend on reconnecting). Checked all along: no number is ever
+printed twice, and no kiosk prints a person more tickets than the quota; at the end, once
+every kiosk has rejoined and every request was delivered: every printed ticket is in the
+hall's log exactly once and never voided, nothing else came from a lease, and no ticket
+waits in the hall that no kiosk printed (no phantom of a given-up request, whatever was
+printed for it).
 
 Below the machine: the hall's side of a given-up request against hostile kiosks."""
 
@@ -23,14 +26,22 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from hall.engine import Engine
+from hall.engine import ABANDONED, ABANDONED_KEPT, Engine
 from hall.model import Event
 from kiosk.lease import Printed
 from kiosk.offline import OfflineBook
 from kiosk.offline_store import OfflineStore
 from quhao.config import load
-from quhao.messages import ActionRequest, LeaseRequest, encode
-from quhao.wire import error, ok
+from quhao.messages import (
+    MAX_ABANDONED,
+    MAX_HANDOVER,
+    ActionRequest,
+    HandoverRequest,
+    LeaseRequest,
+    encode,
+)
+from quhao.wire import MAX_PAYLOAD_BYTES, decode_object, error, ok
+from quhao.wire import encode as wire_encode
 
 BASE = load(Path(__file__).parent / "sites" / "small.toml")
 # One-digit numbers: the leases fill 1…9 from the top within a few steps, so online
@@ -46,6 +57,7 @@ NINE = 1795395600.0  # 2026-11-23 09:00 in Asia/Shanghai
 KIOSKS = ("kiosk-K1", "kiosk-K2")
 SERVICES = ("social", "enquiry")
 PEOPLE = [f"{n:064x}" for n in range(1, 5)]
+STAFF = {"staff": "S001", "pin": "1111"}  # tests/sites/small.toml: may override
 QUOTA = CONFIG.services["social"].quota
 
 
@@ -96,9 +108,7 @@ class LeaseMachine(RuleBasedStateMachine):
         self.just_printed: tuple[str, str, str] | None = None  # (kiosk, rid, ticket id)
         # `issue` requests a kiosk gave up on that the broker (or paho) may still deliver
         self.in_flight: dict[str, list[dict[str, Any]]] = {k: [] for k in KIOSKS}
-        # given up with no offline ticket to name them (refused, or its print failed): the
-        # hall cannot know, so a ticket it issued for one may stay (docs: limits)
-        self.orphans: set[tuple[str, str]] = set()
+        self.given_up_alone = 0  # requests given up with nothing printed for them
 
     def reachable(self, kiosk: str) -> bool:
         return self.hall_up and not self.cut[kiosk]
@@ -117,17 +127,28 @@ class LeaseMachine(RuleBasedStateMachine):
         answer_lost=st.booleans(),
         sent=st.booleans(),
     )
-    def swipe(self, kiosk: str, service: str, person: str, answer_lost: bool, sent: bool) -> None:
+    def swipe(
+        self,
+        kiosk: str,
+        service: str,
+        person: str,
+        answer_lost: bool,
+        sent: bool,
+        override: bool = False,
+    ) -> None:
         """A citizen at a kiosk. Reachable: the hall decides, and its answer may be lost.
         Not: the kiosk may not know yet and send the `issue` (it waits in paho or at the
         broker, `sent`), or know and print at once. Either way a request given up on is
-        named by the offline ticket printed instead, and may reach the hall later."""
+        named by the offline ticket printed instead, or handed over alone if none is
+        printed, and may reach the hall later."""
         now = self.step()
         book = self.books[kiosk]
         if book.quota_before_online(service, person, now) is not None:
             return  # offline tickets the hall has not seen yet fill the quota
         body: dict[str, Any] = {"rid": f"r{self.sent}", "service": service}
         body["person"] = {"key": person}
+        if override:
+            body["override"] = STAFF  # beyond the quota: the hall checks the staff member
         self.sent += 1
         if self.reachable(kiosk):
             answer = self.hall.ask(kiosk, "issue", body, now)
@@ -142,15 +163,16 @@ class LeaseMachine(RuleBasedStateMachine):
         if body:
             self.in_flight[kiosk].append(body)  # paho's resend, or still on its way
         abandoned = body.get("rid")
-        printed = book.issue(service, (person, None), False, False, now, abandoned)
+        printed = book.issue(service, (person, None), False, override, now, abandoned)
         if isinstance(printed, Printed):
             number = CONFIG.services[service].prefix + f"{printed.number:0{WIDTH}d}"
             ticket_id = f"{printed.day}/{number}"
             self.paper.append((kiosk, ticket_id, service, person))
             self.offline_paper.add(ticket_id)
             self.just_printed = (kiosk, printed.rid, ticket_id)
-        elif abandoned is not None:
-            self.orphans.add((kiosk, abandoned))
+        elif abandoned is not None:  # nothing printed: on disk to hand over alone
+            assert abandoned in book.leases.abandoned
+            self.given_up_alone += 1
 
     @rule(
         kiosk=st.sampled_from(KIOSKS),
@@ -161,6 +183,12 @@ class LeaseMachine(RuleBasedStateMachine):
         """The race itself, more often than `swipe` draws it: the hall issues online, the
         answer never arrives, the kiosk prints offline naming the request."""
         self.swipe(kiosk, service, person, answer_lost=True, sent=True)
+
+    @rule(kiosk=st.sampled_from(KIOSKS), person=st.sampled_from(PEOPLE))
+    def override_given_up(self, kiosk: str, person: str) -> None:
+        """A staff override whose answer is lost (or never delivered): the kiosk cannot
+        prove the staff member offline, so it prints nothing; the hall may have issued."""
+        self.swipe(kiosk, "social", person, answer_lost=True, sent=True, override=True)
 
     @precondition(lambda self: any(self.in_flight.values()))
     @rule(kiosk=st.sampled_from(KIOSKS))
@@ -201,9 +229,10 @@ class LeaseMachine(RuleBasedStateMachine):
         assert self.just_printed is not None
         kiosk, rid, ticket_id = self.just_printed
         abandoned = self.books[kiosk].leases.printed[rid].abandoned_rid
-        if abandoned is not None:
-            self.orphans.add((kiosk, abandoned))
         self.books[kiosk].voided(rid)
+        if abandoned is not None:  # its request now goes over alone
+            assert abandoned in self.books[kiosk].leases.abandoned
+            self.given_up_alone += 1
         self.paper = [p for p in self.paper if p[1] != ticket_id]
         self.offline_paper.discard(ticket_id)
         self.just_printed = None
@@ -282,7 +311,7 @@ class LeaseMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         """Everyone rejoins: every printed ticket ends in the hall's log exactly once, and
         no ticket waits that nobody printed, even with every given-up request delivered
-        after the handovers."""
+        after the handovers, whether an offline ticket names it or nothing was printed."""
         self.hall.restart()
         self.hall_up = True
         for kiosk in KIOSKS:
@@ -291,12 +320,12 @@ class LeaseMachine(RuleBasedStateMachine):
                 if not self.sync_once(kiosk):
                     break
             assert self.books[kiosk].to_hand_over() == 0
+            assert self.books[kiosk].given_up() == 0  # acknowledged: forgotten at the kiosk
         for kiosk in KIOSKS:
             for body in self.in_flight[kiosk]:
                 answer = self.hall.ask(kiosk, "issue", body, self.step(1.0))
-                if (kiosk, body["rid"]) not in self.orphans:
-                    ticket = self.hall.engine.tickets.get(answer.get("ticket", {}).get("id", ""))
-                    assert ticket is None or ticket.status.value != "waiting", answer
+                ticket = self.hall.engine.tickets.get(answer.get("ticket", {}).get("id", ""))
+                assert ticket is None or ticket.status.value != "waiting", answer
         issued = Counter(e.data["ticket"] for e in self.hall.log if e.type == "ticket.issued")
         for _, ticket_id, _, _ in self.paper:
             assert issued[ticket_id] == 1, ticket_id
@@ -306,11 +335,11 @@ class LeaseMachine(RuleBasedStateMachine):
         phantoms = [
             t
             for t in self.hall.engine.tickets.values()
-            if t.status.value == "waiting"
-            and t.id not in on_paper
-            and (t.kiosk, t.rid) not in self.orphans
+            if t.status.value == "waiting" and t.id not in on_paper
         ]
         assert not phantoms, phantoms
+        remembered = sum(len(rids) for rids in self.hall.engine.abandoned.values())
+        assert remembered <= self.given_up_alone  # only what a kiosk gave up, at most once
         from_leases = {
             e.data["ticket"]
             for e in self.hall.log
@@ -526,7 +555,8 @@ def test_the_kiosk_keeps_the_abandoned_rid_on_disk_and_reads_an_older_record(
 
 
 def test_rids_and_superseding_stay_in_the_hall() -> None:
-    """The feed to the city carries neither a ticket's rids nor why it was voided."""
+    """The feed to the city carries neither a ticket's rids nor why it was voided, nor a
+    given-up request's rid."""
     from hall.feed import supervision_event
 
     engine = Engine(CONFIG)
@@ -535,9 +565,14 @@ def test_rids_and_superseding_stay_in_the_hall() -> None:
     handed = _handover(
         engine, "kiosk-K1", [_offline(lease["last"], NINE + 2, abandoned_rid="lost")], NINE + 3
     ).events
-    for event in issued + handed:
+    _issue(engine, "kiosk-K1", "alone", NINE + 4)
+    alone = _give_up(engine, "kiosk-K1", ["alone"], NINE + 5).events
+    assert {e.type for e in alone} == {"request.abandoned", "ticket.voided"}
+    for event in issued + handed + alone:
         left = supervision_event(1, event.at, event.type, event.data)["data"]
         assert not {"rid", "abandoned_rid", "reason", "superseded_by"} & set(left), left
+        if event.type == "request.abandoned":
+            assert left == {}  # its type alone: the hall's own business
 
 
 def test_a_given_up_checkin_is_superseded_like_an_issue() -> None:
@@ -565,3 +600,190 @@ def test_a_given_up_checkin_is_superseded_like_an_issue() -> None:
     assert engine.tickets[phantom["id"]].status.value == "voided"
     late = engine.handle("kiosk-K1", "checkin", {"rid": "c-2", "person": {"key": KEY}}, NINE + 10)
     assert late.error is not None and late.error.code == "superseded", late.error
+
+
+# ---- a request given up with nothing printed, handed over by its rid alone -------------
+
+
+def _give_up(engine: Engine, kiosk: str, rids: Any, at: float, **more: Any) -> Any:
+    return engine.handle(kiosk, "handover", {"rid": f"g-{at}", "abandoned": rids, **more}, at)
+
+
+def test_a_request_given_up_alone_voids_its_ticket_and_gives_the_quota_back() -> None:
+    """The kiosk printed nothing for it (no lease left, an override, a failed print): the
+    online ticket issued for it, answer lost, is voided; a repeated handover is one."""
+    engine = Engine(CONFIG)
+    assert _issue(engine, "kiosk-K1", "held", NINE).error is None  # on paper
+    phantom = _issue(engine, "kiosk-K1", "lost", NINE + 1).response["ticket"]  # answer lost
+    handed = _give_up(engine, "kiosk-K1", ["lost"], NINE + 60)
+    assert handed.response == {
+        "tickets": [],
+        "refused": [],
+        "abandoned": [
+            {"rid": "lost", "superseded": {"id": phantom["id"], "number": "A2", "voided": True}}
+        ],
+    }
+    assert [(e.type, e.data) for e in handed.events] == [
+        ("request.abandoned", {"kiosk": "kiosk-K1", "rid": "lost", "day": "2026-11-23"}),
+        ("ticket.voided", {"ticket": phantom["id"], "kiosk": "kiosk-K1", "reason": ABANDONED}),
+    ]
+    queue = engine.queues[("2026-11-23", "social", False)]
+    assert phantom["id"] not in [tid for _, _, tid in queue]
+    assert _issue(engine, "kiosk-K1", "next", NINE + 70).error is None  # the quota is back
+    again = _give_up(engine, "kiosk-K1", ["lost", "lost"], NINE + 80)  # its answer was lost
+    assert again.events == [] and again.response["abandoned"] == handed.response["abandoned"]
+
+
+def test_a_request_given_up_alone_and_arriving_later_is_refused_after_restart_and_replay() -> None:
+    from hall.snapshot import decode, encode, restore, snapshot
+
+    engine = Engine(CONFIG)
+    log = _give_up(engine, "kiosk-K1", ["late"], NINE).events
+    assert [e.type for e in log] == ["request.abandoned"]  # nothing issued for it yet
+    replayed = Engine(CONFIG)
+    for event in log:
+        replayed.apply(event)
+    restored = restore(CONFIG, None, decode(encode(snapshot(engine))))
+    for hall in (engine, replayed, restored):
+        late = _issue(hall, "kiosk-K1", "late", NINE + 30)  # paho's resend on reconnecting
+        assert late.error is not None and late.error.code == "superseded", late.error
+        assert late.events == []
+        checkin = hall.handle("kiosk-K1", "checkin", {"rid": "late", "person": {"key": KEY}}, NINE)
+        assert checkin.error is not None and checkin.error.code == "superseded"
+    assert _issue(engine, "kiosk-K2", "late", NINE + 31).error is None  # K2's own rid
+
+
+def test_a_ticket_already_called_stands_and_another_kiosks_rid_voids_nothing() -> None:
+    engine = Engine(CONFIG)
+    called = _issue(engine, "kiosk-K1", "called", NINE).response["ticket"]
+    theirs = _issue(engine, "kiosk-K1", "k1-rid", NINE + 1, PEOPLE[1]).response["ticket"]
+    engine.handle("counter-W1", "login", {"staff": "S001", "pin": "1111"}, NINE + 2)
+    assert (
+        engine.handle("counter-W1", "call", {}, NINE + 3).response["ticket"]["id"] == called["id"]
+    )
+    mine = _give_up(engine, "kiosk-K1", ["called"], NINE + 4)
+    assert mine.response["abandoned"][0]["superseded"]["voided"] is False
+    assert [e.type for e in mine.events] == ["request.abandoned"]
+    assert engine.tickets[called["id"]].status.value == "called"  # someone answered the call
+    foreign = _give_up(engine, "kiosk-K2", ["k1-rid", "called"], NINE + 5)
+    assert [a for a in foreign.response["abandoned"] if "superseded" in a] == []
+    assert not [e for e in foreign.events if e.type == "ticket.voided"]
+    assert engine.tickets[theirs["id"]].status.value == "waiting"
+    assert set(engine.abandoned) == {"kiosk-K1", "kiosk-K2"}  # each remembers its own
+
+
+def test_given_up_requests_are_placed_before_the_tickets_handed_over_with_them() -> None:
+    """A failed offline print: the request it named goes alone, the person's next
+    offline ticket with it; the voided phantom no longer counts against the quota."""
+    engine = Engine(CONFIG)
+    lease = _lease(engine, "kiosk-K1", NINE)
+    assert _issue(engine, "kiosk-K1", "held", NINE + 1).error is None
+    phantom = _issue(engine, "kiosk-K1", "lost", NINE + 2).response["ticket"]
+    ticket = _offline(lease["last"] - 1, NINE + 9)  # printed after the voided one
+    handed = _give_up(engine, "kiosk-K1", ["lost"], NINE + 60, tickets=[ticket])
+    assert handed.response["tickets"][0]["placed"] is True
+    assert engine.tickets[phantom["id"]].status.value == "voided"
+    assert not [e for e in handed.events if e.type == "alert.quota_breach"]
+
+
+@pytest.mark.parametrize(
+    "rids",
+    ["lost", [""], ["x" * 129], [5], [["r"]], [{"rid": "r"}], [f"r{n}" for n in range(65)]],
+)
+def test_a_malformed_or_oversized_abandoned_list_is_a_bad_request(rids: Any) -> None:
+    engine = Engine(CONFIG)
+    phantom = _issue(engine, "kiosk-K1", "r1", NINE).response["ticket"]
+    outcome = _give_up(engine, "kiosk-K1", rids, NINE + 1)
+    assert outcome.error is not None and outcome.error.code == "bad_request", outcome.error
+    assert "abandoned" in outcome.error.message and outcome.events == []
+    assert engine.abandoned == {} and engine.tickets[phantom["id"]].status.value == "waiting"
+
+
+def test_a_flood_of_given_up_rids_stays_bounded_and_forgets_the_oldest() -> None:
+    import random
+
+    rng = random.Random(15)
+    engine = Engine(CONFIG)
+    victim = _issue(engine, "kiosk-K2", "r-victim", NINE).response["ticket"]
+    sent = [f"{rng.getrandbits(64):x}" for _ in range(ABANDONED_KEPT + 5 * MAX_ABANDONED)]
+    for n in range(0, len(sent), MAX_ABANDONED):
+        assert _give_up(engine, "kiosk-K1", sent[n : n + MAX_ABANDONED], NINE + n).error is None
+    _give_up(engine, "kiosk-K1", ["r-victim"], NINE + 9999)  # K2's: voids nothing
+    kept = engine.abandoned["kiosk-K1"]
+    assert len(kept) == ABANDONED_KEPT and list(kept)[-1] == "r-victim"
+    assert list(kept)[:-1] == sent[-(ABANDONED_KEPT - 1) :]  # the newest, in order
+    assert engine.tickets[victim["id"]].status.value == "waiting"
+
+
+def test_given_up_requests_are_forgotten_a_week_after_their_day() -> None:
+    engine = Engine(CONFIG)
+    _give_up(engine, "kiosk-K1", ["old"], NINE)
+    day = 86400
+    for days in (1, 8):  # a ticket each day, so the day's archiving comes
+        _issue(engine, "kiosk-K2", f"r{days}", NINE + days * day, PEOPLE[days % 4])
+        engine.tick(NINE + days * day + 60)
+    assert "old" in engine.abandoned["kiosk-K1"]  # 2026-11-23 is within the week still
+    engine.tick(NINE + 10 * day)
+    assert engine.abandoned == {}
+    assert _issue(engine, "kiosk-K1", "old", NINE + 10 * day).error is None
+
+
+def test_the_kiosk_keeps_a_request_given_up_alone_on_disk_until_the_hall_takes_it(
+    tmp_path: Path,
+) -> None:
+    """Nothing printed (no lease left; an override; a print that failed): the rid is on
+    disk when `issue` returns or the void is recorded, survives a restart, goes over in a
+    handover with or without tickets, and is forgotten once the hall answered it; an
+    offline ticket naming a given-up check-in takes it over."""
+    path = tmp_path / "kiosk.sqlite"
+    book = OfflineBook(CONFIG, OfflineStore(path))
+    refused = book.issue("social", (KEY, 40), False, False, NINE, "no-lease")
+    assert not isinstance(refused, Printed) and refused.code == "no_lease"
+    override = book.issue("social", (KEY, 40), False, True, NINE + 1, "override")
+    assert not isinstance(override, Printed) and override.code == "override"
+    book.abandon("checkin", NINE + 2)  # a check-in given up: the person may choose a service
+    assert [rid for rid, _ in OfflineStore(path).abandoned()] == ["no-lease", "override", "checkin"]
+    grant = ok("g", {"lease": {"day": "2026-11-23", "service": "social", "first": 7, "last": 9}})
+    book.answered(LeaseRequest(service="social"), grant, NINE)
+    failed = book.issue("social", (KEY, 40), False, False, NINE + 3, "failed-print")
+    assert isinstance(failed, Printed)
+    book.voided(failed.rid)  # the printer failed: the request it named goes alone
+    named = book.issue("social", (KEY, 40), False, False, NINE + 4, "checkin")
+    assert isinstance(named, Printed)  # this ticket names the check-in now
+    book.abandon("checkin", NINE + 5)  # and a second word about it changes nothing
+    again = OfflineBook(CONFIG, OfflineStore(path))  # a restart
+    assert again.given_up() == 3
+    request = again.next_request(NINE + 6, ("social",))
+    assert isinstance(request, HandoverRequest)
+    assert request.abandoned == ["no-lease", "override", "failed-print"]
+    assert [t.abandoned_rid for t in request.tickets] == ["checkin"]
+    answer = {"tickets": [], "refused": [], "abandoned": []}
+    again.answered(request, error("h", "unavailable", "retry"), NINE + 7)
+    assert again.given_up() == 3  # not taken: kept
+    again.answered(request, ok("h", answer), NINE + 7)
+    assert again.given_up() == 0 and OfflineStore(path).abandoned() == []
+
+
+def test_a_handover_fits_the_halls_request_size_however_much_waits(tmp_path: Path) -> None:
+    """A long outage leaves more than one request holds (8 KB): the oldest go first, the
+    rest with the next; each request is decoded by the hall."""
+    big = CONFIG.model_copy(
+        update={"devices": CONFIG.devices.model_copy(update={"lease_numbers": 200})}
+    )
+    book = OfflineBook(big, OfflineStore(tmp_path / "kiosk.sqlite"))
+    grant = ok("g", {"lease": {"day": "2026-11-23", "service": "social", "first": 1, "last": 99}})
+    book.answered(LeaseRequest(service="social"), grant, NINE)
+    for n in range(60):
+        person = (f"{n:064x}", 40)
+        book.issue("social", person, False, False, NINE + n, f"{n:032x}")  # lost answers
+        book.abandon(f"{n + 1000:0128x}", NINE + n)  # the longest rids a hall takes
+    batches = []
+    while isinstance(request := book.next_request(NINE + 100, ("social",)), HandoverRequest):
+        body = encode(request) | {"rid": "f" * 32}
+        assert len(wire_encode(body)) <= MAX_PAYLOAD_BYTES
+        assert decode_object(wire_encode(body))  # the hall takes it in
+        batches.append((len(request.tickets), len(request.abandoned)))
+        taken = [{"rid": t.rid} for t in request.tickets]
+        book.answered(request, ok("h", {"tickets": taken, "refused": [], "abandoned": []}), NINE)
+    assert sum(t for t, _ in batches) == 60 and sum(a for _, a in batches) == 60
+    assert len(batches) > 2 and batches[0][0] < MAX_HANDOVER  # cut by bytes, not by count
