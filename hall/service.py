@@ -41,7 +41,7 @@ from quhao.config import ConfigError, SiteConfig
 from quhao.messages import MAX_RID
 from quhao.mqtt import Bus, Message, TlsFiles
 from quhao.topics import Topics
-from quhao.wire import BadPayload, decode_object, error, ok, shown
+from quhao.wire import BadPayload, decode_object, encode, error, ok, shown
 
 log = logging.getLogger("quhao.hall")
 
@@ -62,6 +62,25 @@ class Request:
     rid: Any = None
     payload: dict[str, Any] | None = None
     problem: str | None = None  # why it cannot be decided at all (bad_request)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A request decided: its answer and events, and their text as the store keeps it."""
+
+    response: dict[str, Any]
+    events: list[Event]
+    stored: str  # the answer as JSON
+    texts: list[str]  # each event's data as JSON
+
+
+@dataclass(frozen=True)
+class Outbox:
+    """What a round publishes once it is committed, encoded: (topic, payload) each."""
+
+    states: list[tuple[str, bytes]]
+    events: list[tuple[str, bytes]]
+    profiles: list[tuple[str, bytes]]
 
 
 @dataclass(frozen=True)
@@ -367,7 +386,8 @@ class HallService:
     def process(self, batch: list[Request]) -> None:
         answers: list[tuple[Request, dict[str, Any]]] = []
         events: list[Event] = []
-        to_store: list[tuple[str, str, float, dict[str, Any]]] = []
+        texts: list[str] = []  # the events' data as stored, made once (Decision)
+        to_store: list[tuple[str, str, float, str]] = []  # each answer as stored
         decided: dict[tuple[str, str], dict[str, Any]] = {}
         for request in batch:
             if request.problem:
@@ -382,33 +402,43 @@ class HallService:
                 continue
             now = self.clock.now()
             try:
-                response, new_events = self._decide(request, now)
+                decision = self._decide(request, now)
             except StorageRefused as exc:
                 # The engine holds events it cannot store: keep what this batch decided
                 # before, then rebuild from the disk so the engine matches it again.
                 log.error("request from %s refused at the store: %s", request.device, exc)
-                if to_store and not self._commit(events, to_store):
-                    answers = self._unavailable(answers, decided)
-                    events = []
-                elif to_store:
-                    self.answered.update((d, r) for d, r, _, _ in to_store)
-                self._publish_answers(answers)
-                self._publish_events(events)
-                answers, events, to_store, decided = [], [], [], {}
+                self._store_and_publish(answers, events, texts, to_store, decided)
+                answers, events, texts, to_store, decided = [], [], [], [], {}
                 self.engine = self._rebuild()
                 answers.append((request, error(request.rid, "bad_request", str(exc))))
                 continue
-            decided[key] = response
-            to_store.append((request.device, request.rid, now, response))
-            events.extend(new_events)
-            answers.append((request, response))
-        if to_store and self._commit(events, to_store):
+            decided[key] = decision.response
+            to_store.append((request.device, request.rid, now, decision.stored))
+            events.extend(decision.events)
+            texts.extend(decision.texts)
+            answers.append((request, decision.response))
+        self._store_and_publish(answers, events, texts, to_store, decided)
+
+    def _store_and_publish(
+        self,
+        answers: list[tuple[Request, dict[str, Any]]],
+        events: list[Event],
+        texts: list[str],
+        to_store: list[tuple[str, str, float, str]],
+        decided: dict[tuple[str, str], dict[str, Any]],
+    ) -> None:
+        """Commit what was decided, then publish: nothing leaves before it is on disk."""
+        if not to_store:
+            self._publish_answers(answers)  # problems and retries: nothing to store
+            return
+        # Encoded before the commit, sent after it: once the commit returns, the window
+        # states go out without more work in between.
+        outbox = self._outbox(events)
+        if self._commit(events, to_store, texts):
             self.answered.update((device, rid) for device, rid, _, _ in to_store)
-        elif to_store:
-            answers = self._unavailable(answers, decided)
-            events = []
-        self._publish_answers(answers)
-        self._publish_events(events)
+            self._send(outbox, answers)
+        else:
+            self._publish_answers(self._unavailable(answers, decided))
 
     def _problem_answer(self, request: Request) -> dict[str, Any]:
         if request.problem == "rate_limited":
@@ -419,7 +449,7 @@ class HallService:
         )
         return error(request.rid, "bad_request", request.problem or "bad request")
 
-    def _decide(self, request: Request, now: float) -> tuple[dict[str, Any], list[Event]]:
+    def _decide(self, request: Request, now: float) -> Decision:
         """The engine's answer, checked to be storable before the batch goes on."""
         outcome = self.engine.handle(request.device, request.action, request.payload or {}, now)
         if outcome.error:
@@ -433,12 +463,14 @@ class HallService:
             response = error(request.rid, outcome.error.code, outcome.error.message)
         else:
             response = ok(request.rid, outcome.response)
-        try:
-            for item in (response, *(e.data for e in outcome.events)):
-                json.dumps(item, ensure_ascii=False).encode("utf-8")
+        try:  # the text the store keeps: made once, here, where a failure hurts no other
+            stored = json.dumps(response, ensure_ascii=False)
+            texts = [json.dumps(e.data, ensure_ascii=False) for e in outcome.events]
+            for text in (stored, *texts):
+                text.encode("utf-8")  # a lone surrogate would fail the whole batch's commit
         except (TypeError, ValueError) as exc:
             raise StorageRefused(f"cannot be stored: {exc}") from exc
-        return response, outcome.events
+        return Decision(response, outcome.events, stored, texts)
 
     @staticmethod
     def _unavailable(
@@ -465,11 +497,14 @@ class HallService:
                 log.error("answer to %s not sent: %s", request.device, exc)
 
     def _commit(
-        self, events: list[Event], to_store: list[tuple[str, str, float, dict[str, Any]]]
+        self,
+        events: list[Event],
+        to_store: list[tuple[str, str, float, str]],
+        texts: list[str] | None = None,
     ) -> bool:
         touched = {e.data["ticket"] for e in events if "ticket" in e.data}
         try:
-            self.store.commit(events, [self.engine.tickets[t] for t in touched], to_store)
+            self.store.commit(events, [self.engine.tickets[t] for t in touched], to_store, texts)
             self._set_health(state="ok")
             self._events_since_snapshot += len(events)
             return True
@@ -577,11 +612,11 @@ class HallService:
     # ---- publishing -------------------------------------------------------
 
     def _publish_events(self, events: list[Event]) -> None:
-        """The round's window states, then its events, then clerks' profiles.
+        self._send(self._outbox(events), [])
 
-        The window states go first: they are what every display waits for (the LED over
-        the window, the board, the phone pages), and each publish before them would wake
-        the broker and its subscribers ahead of them. Events keep their commit order."""
+    def _outbox(self, events: list[Event]) -> Outbox:
+        """What a round's events make the hall publish, encoded: the window states and
+        clerks' profiles they changed, and the events themselves (public form)."""
         windows: set[int] = set()
         profiles: set[int] = set()
         terminals = self.engine.terminals
@@ -593,25 +628,38 @@ class HallService:
                     profiles.add(terminals[data["terminal"]].window)
             if isinstance(data.get("window"), int):
                 windows.add(data["window"])
-        for number in sorted(windows):
-            if number in self.config.windows:
-                self.bus.publish(
-                    self.topics.window_state(number), window_state(self.engine, number), retain=True
-                )
-        for event in events:
-            # Events are notifications (QoS 0); what must not be missed is in the retained
-            # state (QoS 1) and the database.
-            self.bus.publish(self.topics.event(event.type), public_event(self.engine, event), qos=0)
-        for number in sorted(profiles):
-            self._publish_profile(number)
-        if events:
-            self._hall_dirty = True
+        known = self.config.windows
+        return Outbox(
+            states=[
+                (self.topics.window_state(n), encode(window_state(self.engine, n)))
+                for n in sorted(windows)
+                if n in known
+            ],
+            events=[
+                (self.topics.event(e.type), encode(public_event(self.engine, e))) for e in events
+            ],
+            profiles=[
+                (self.topics.window_profile(n), encode(window_profile(self.engine, n)))
+                for n in sorted(profiles)
+                if n in known
+            ],
+        )
 
-    def _publish_profile(self, number: int) -> None:
-        if number in self.config.windows:
-            self.bus.publish(
-                self.topics.window_profile(number), window_profile(self.engine, number), retain=True
-            )
+    def _send(self, outbox: Outbox, answers: list[tuple[Request, dict[str, Any]]]) -> None:
+        """A committed round goes out: the window states first (what every display waits
+        for — the LED over the window, the board, the phone pages — and each publish
+        before them would wake the broker and its subscribers ahead of them), then the
+        answers, then the events in commit order (QoS 0 notifications: what must not be
+        missed is in the retained states, QoS 1, and the database), then the profiles."""
+        for topic, payload in outbox.states:
+            self.bus.publish(topic, payload, retain=True)
+        self._publish_answers(answers)
+        for topic, payload in outbox.events:
+            self.bus.publish(topic, payload, qos=0)
+        for topic, payload in outbox.profiles:
+            self.bus.publish(topic, payload, retain=True)
+        if outbox.events:
+            self._hall_dirty = True
 
     def publish_all_state(self) -> None:
         for number in self.config.windows:

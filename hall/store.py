@@ -325,20 +325,30 @@ class Store:
         self,
         events: Iterable[Event],
         tickets: Iterable[Ticket],
-        responses: Iterable[tuple[str, str, float, dict[str, Any]]],
+        responses: Iterable[tuple[str, str, float, dict[str, Any] | str]],
+        texts: list[str] | None = None,
     ) -> None:
-        """One transaction: the events, the tickets they touched, the answers given."""
+        """One transaction: the events, the tickets they touched, the answers given.
+
+        A caller that has made the JSON already passes it: `texts`, each event's data in
+        order, and an answer as its text instead of the dict; it is stored as given."""
+        events = list(events)
+        if texts is None:
+            texts = [_json(e.data) for e in events]
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
                 "INSERT INTO events (at, type, data) VALUES (?, ?, ?)",
-                [(e.at, e.type, json.dumps(e.data, ensure_ascii=False)) for e in events],
+                [(e.at, e.type, text) for e, text in zip(events, texts, strict=True)],
             )
             db.executemany(_UPSERT, [_ticket_row(t) for t in tickets])
             db.executemany(
                 "INSERT INTO requests (device, rid, at, response) VALUES (?, ?, ?, ?)",
-                [(d, r, at, json.dumps(resp, ensure_ascii=False)) for d, r, at, resp in responses],
+                [
+                    (d, r, at, resp if isinstance(resp, str) else _json(resp))
+                    for d, r, at, resp in responses
+                ],
             )
             db.execute("COMMIT")
         except BaseException:
@@ -376,6 +386,10 @@ def day_events(db: sqlite3.Connection, day: str) -> list[DayEvent]:
             (day, day + "0"),  # "2026-11-23" and "2026-11-23/…", and nothing after ("/" < "0")
         )
     ]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _ticket_row(t: Ticket) -> tuple[Any, ...]:
