@@ -11,8 +11,8 @@
   note, who acted, when resolved).
 
 Per event only what the tables need: the event's JSON text comes from pydantic's encoder
-(Rust), times stay Unix seconds (PostgreSQL's `to_timestamp` makes the timestamps), and
-a ticket id's day is parsed once per day of the batch.
+(Rust), its time one `datetime` (psycopg's C dumper writes it into the COPY), and a
+ticket id's day is parsed once per day of the batch.
 
 A hall is trusted to be itself, not to be right: a field of the wrong type or a ticket
 id without a date is not projected (the raw event is still kept, and counted).
@@ -30,6 +30,10 @@ from city.ingest import CityEvent
 from quhao.messages.feed import EARLIEST, LATEST
 
 UTC = dt.UTC
+
+
+class JsonText(bytes):
+    """An event's data as JSON text (UTF-8), to go into a jsonb column as it is."""
 
 
 def plausible_time(at: float) -> bool:
@@ -163,8 +167,9 @@ class CaseChange:
 
 @dataclass
 class Projection:
-    """Rows for the writer's COPYs; times as Unix seconds (PostgreSQL makes the
-    timestamps: `to_timestamp`)."""
+    """Rows for the writer's COPYs: `events`, `new_tickets`, `ratings` and `alerts` in
+    their tables' own columns (COPYed straight in), the others staged; a ticket's and a
+    case's times as Unix seconds (PostgreSQL's `to_timestamp` makes a case's)."""
 
     events: list[tuple[Any, ...]] = field(default_factory=list)
     new_tickets: list[tuple[Any, ...]] = field(default_factory=list)
@@ -204,7 +209,8 @@ def project(events: list[CityEvent]) -> Projection:
         ticket = data.get("ticket")
         if not isinstance(ticket, str):
             ticket = None
-        rows.append((event.hall, event.seq, event.at, kind, ticket, to_json(data).decode()))
+        at = dt.datetime.fromtimestamp(event.at, UTC)  # for the COPY straight into the table
+        rows.append((event.hall, event.seq, at, event.at, kind, ticket, JsonText(to_json(data))))
         months.add(_month_of(event.at, month_cache))
         if kind.startswith("case."):
             _case(out, case_changes, event, data, days)
@@ -237,7 +243,7 @@ def project(events: list[CityEvent]) -> Projection:
                     event.seq,
                     ticket,
                     day,
-                    event.at,
+                    at,
                     _int(data.get("level")),
                     _text(data.get("reason")) or "",
                     _text(data.get("service")),
@@ -251,7 +257,7 @@ def project(events: list[CityEvent]) -> Projection:
                     event.hall,
                     event.seq,
                     kind,
-                    event.at,
+                    at,
                     day,
                     ticket,
                     _text(data.get("service")),

@@ -4,10 +4,11 @@ One transaction per batch:
 1. lock the batch's halls' rows in `feed_positions` and check each is still where the
    batch starts (`done`): another writer or a lost commit would show here, and the batch
    is refused whole (the daemon reloads the positions and asks for what is missing);
-2. one COPY per table into a temporary staging table (events, new tickets, changes to
-   older tickets, ratings, alerts, cases, changes to cases), each followed by one
-   `INSERT … SELECT … ON CONFLICT DO NOTHING` into its table (a repeat can never double a
-   row) or one `UPDATE … FROM` the staged changes;
+2. one COPY per table: straight into `events`, `ratings` and `alerts` (keyed by the
+   event: the position check makes each row new, and the keys refuse a batch that is
+   not: `_COPY_INTO`); into a temporary staging table for new tickets, changes to older
+   ones, new cases and changes to cases, each followed by one `INSERT … SELECT … ON
+   CONFLICT DO NOTHING` or `UPDATE … FROM`;
 3. move `done` up, every hall of the batch in one statement.
 
 Either all of it is committed or none: the position and the rows cannot disagree.
@@ -21,33 +22,23 @@ import logging
 from collections.abc import Iterable
 
 import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 from city.ingest import Batch
-from city.project import Projection, project
+from city.project import JsonText, Projection, project
 from city.schema import Conn, ensure_partition
 
 log = logging.getLogger("quhao.city.writer")
 
 _STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS stage_events (
-    hall text, seq bigint, at_s double precision, type text, ticket text, data jsonb
-) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_tickets (LIKE tickets) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_changes (
     hall text, id text, day date, status text, service text, set_window boolean,
     "window" integer, set_staff boolean, staff text, first_called_at double precision,
     called_at double precision, finished_at double precision, recalls integer,
     transfers integer, set_rating boolean, rating integer, rating_state text,
     rating_reason text
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_tickets (LIKE tickets) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_ratings (
-    hall text, seq bigint, ticket text, day date, at_s double precision, level integer,
-    reason text, service text, "window" integer, staff text
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_alerts (
-    hall text, seq bigint, type text, at_s double precision, day date, ticket text,
-    service text, "window" integer, staff text, level integer, reason text,
-    waited_s double precision
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_cases (
     hall text, id text, ticket text, day date, opened_s double precision,
@@ -84,27 +75,25 @@ FROM stage_changes s
 WHERE t.hall = s.hall AND t.id = s.id AND t.day = s.day
 """
 
-# Each staged table into its own, in this order (a case opened and updated in one batch is
-# inserted first); ON CONFLICT DO NOTHING: a repeat can never double a row.
+# Straight into its table (COPY), for the tables keyed by the event (hall, seq): a batch
+# holds each (hall, seq) once and only after the hall's position, checked under lock in
+# the same transaction, so none can be there yet; if one were (a database changed by
+# hand), the key refuses the batch and the hall is written alone, or stopped
+# (city/daemon.py): never a row twice, never one skipped.
+_COPY_INTO = {
+    "events": "events (hall, seq, at, at_s, type, ticket, data)",
+    "ratings": 'ratings (hall, seq, ticket, day, at, level, reason, service, "window", staff)',
+    "alerts": 'alerts (hall, seq, type, at, day, ticket, service, "window", staff, level, '
+    "reason, waited_s)",
+}
+# Staged, then one statement each, in this order (a case opened and updated in one batch
+# is inserted first).
 _FROM_STAGE = {
-    "events": """
-INSERT INTO events (hall, seq, at, at_s, type, ticket, data)
-SELECT hall, seq, to_timestamp(at_s), at_s, type, ticket, data FROM stage_events
-ON CONFLICT DO NOTHING""",
+    # A ticket is keyed by its id: should a hall ever issue one id twice, the first stays.
     "tickets": f"""
 INSERT INTO tickets ({TICKET_COLUMNS}) SELECT {TICKET_COLUMNS} FROM stage_tickets
 ON CONFLICT DO NOTHING""",
     "changes": _APPLY_CHANGES,
-    "ratings": """
-INSERT INTO ratings (hall, seq, ticket, day, at, level, reason, service, "window", staff)
-SELECT hall, seq, ticket, day, to_timestamp(at_s), level, reason, service, "window", staff
-FROM stage_ratings ON CONFLICT DO NOTHING""",
-    "alerts": """
-INSERT INTO alerts (hall, seq, type, at, day, ticket, service, "window", staff, level,
-    reason, waited_s)
-SELECT hall, seq, type, to_timestamp(at_s), day, ticket, service, "window", staff, level,
-    reason, waited_s
-FROM stage_alerts ON CONFLICT DO NOTHING""",
     "cases": """
 INSERT INTO cases (hall, id, ticket, day, opened, due, level, reason, service, "window",
     staff)
@@ -123,14 +112,25 @@ FROM stage_case_changes s
 WHERE c.hall = s.hall AND c.id = s.id""",
 }
 _STAGE_TABLE = {
-    "events": "stage_events (hall, seq, at_s, type, ticket, data)",
     "tickets": f"stage_tickets ({TICKET_COLUMNS})",
     "changes": "stage_changes",
-    "ratings": "stage_ratings",
-    "alerts": "stage_alerts",
     "cases": "stage_cases",
     "case_changes": "stage_case_changes",
 }
+
+
+# `events` goes in by binary COPY: PostgreSQL parses no text for the times and numbers,
+# and the event's JSON goes into jsonb as the feed's encoder wrote it (jsonb's binary
+# form is a version byte and the text; PostgreSQL still checks and converts it).
+EVENT_TYPES = ["text", "int8", "timestamptz", "float8", "text", "text", "jsonb"]
+
+
+class JsonTextDumper(Dumper):
+    format = Format.BINARY
+    oid = psycopg.postgres.types["jsonb"].oid
+
+    def dump(self, obj: JsonText) -> bytes:
+        return b"\x01" + obj
 
 
 class PositionMoved(Exception):
@@ -149,6 +149,7 @@ class Writer:
 
     def _connect(self) -> Conn:
         conn: Conn = psycopg.connect(self.dsn)
+        conn.adapters.register_dumper(JsonText, JsonTextDumper)
         conn.execute(_STAGING.encode())
         conn.commit()
         return conn
@@ -227,12 +228,10 @@ class Writer:
         rows = project(batch.events)
         self.ensure_months(rows.months)
         conn = self.conn
+        direct = {"events": rows.events, "ratings": rows.ratings, "alerts": rows.alerts}
         staged = {
-            "events": rows.events,
             "tickets": rows.new_tickets,
             "changes": rows.changes,
-            "ratings": rows.ratings,
-            "alerts": rows.alerts,
             "cases": rows.cases,
             "case_changes": rows.case_changes,
         }
@@ -249,6 +248,16 @@ class Writer:
             if moved:
                 raise PositionMoved(moved)
             with conn.cursor() as cur:
+                for name, table_rows in direct.items():
+                    if not table_rows:
+                        continue
+                    binary = name == "events"
+                    options = " (FORMAT BINARY)" if binary else ""
+                    with cur.copy(f"COPY {_COPY_INTO[name]} FROM STDIN{options}") as copy:
+                        if binary:
+                            copy.set_types(EVENT_TYPES)
+                        for row in table_rows:
+                            copy.write_row(row)
                 for name, table_rows in staged.items():
                     if not table_rows:
                         continue

@@ -89,6 +89,16 @@ class Net:
 
         wait_until(caught_up, timeout, "the city to hold every hall's last event")
 
+    def wait_live(self, timeout: float = 30.0) -> None:
+        """Until the city (as last started) takes the live feed, not only pages."""
+
+        def live() -> bool:
+            log = self.city.log()
+            since = log[log.rfind("city serving") :]
+            return since.rfind("taking the live feed") > since.rfind("pulling pages")
+
+        wait_until(live, timeout, "the city to take the live feed")
+
     def close(self) -> None:
         self.city.stop()
         for daemon in self.halls.values():
@@ -236,6 +246,7 @@ def test_a_hall_cannot_publish_as_another_and_malformed_feeds_are_dropped(city: 
     assert "user hall-testhall\ntopic write city/halls/testhall/feed\n" in text
     assert "topic write city/halls/hall2" not in text.split("user hall-hall2")[0]
     city.wait_caught_up()
+    city.wait_live()  # what is forged below goes to the live feed's topic
     before = city.city_done()
     forged = {
         "site": "hall2",

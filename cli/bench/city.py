@@ -14,19 +14,20 @@ service issued 1,458 in a day); a ticket makes about four events (issued, called
 finished, rated or not, now and then a refusal, a skip, an alert), so ≈ 1,000 events an
 hour, 0.28 a second. At `speed`× that per hall, events stamped with the real time.
 
-Phases:
+Phases (the halls start first, then `quhao city`, which catches up before the clock starts):
 1. steady: `STEADY_S` seconds of load; throughput and end-to-end lag (the event's time
    in the hall → its row inserted in the city's write transaction) p50/p99;
 2. cut: every bridge's link cut for `minutes` simulated minutes (`minutes`·60/`speed`
    real seconds) while the halls go on, then mended: the catch-up time until the city
-   holds every hall's head at the mend, and what it wrote per second meanwhile;
+   holds every hall's head at the mend, what it wrote per second meanwhile, and when it
+   was back with the live stream (holding what every hall had a second before);
 3. outage: `quhao city` stopped for `OUTAGE_S` while the halls go on, then started: it
-   asks every hall for what it missed. Until it holds every hall's head of its restart
+   pulls what it missed from every hall. Until it holds every hall's head of its restart
    it runs flat out; everything it wrote meanwhile (the backlog and the live stream,
    which goes on) over that time, start-up included, is the ingest's throughput;
-4. bare: the same rows, read back from the city's `events`, COPYed in batches of the
-   same size into a twin table with the same key and indexes through staging + INSERT …
-   ON CONFLICT DO NOTHING.
+4. bare: `quhao city` and the halls stopped, the same rows, read back from the city's
+   `events`, COPYed (binary, as the city writes `events`) in batches of the same size
+   straight into a twin table with the same key and indexes, a commit each.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from typing import Any
 
 import psycopg
 
+from city.project import JsonText
+from city.writer import EVENT_TYPES, JsonTextDumper
 from cli.bench.citynet import CityNet
 from hall.feed import ReplayQueue, pack, supervision_event
 from quhao.messages.feed import ReplayRequest
@@ -296,12 +299,17 @@ def _lag(dsn: str, since: float, until: float) -> dict[str, float]:
 
 
 def _bare(dsn: str, batch: int) -> dict[str, float]:
-    """The same rows, batch by batch, into a twin table: COPY + INSERT … ON CONFLICT."""
+    """The same rows, batch by batch, into a twin table: one binary COPY and a commit
+    each — the fastest batched insert there is, the way the city writes `events`."""
     with psycopg.connect(dsn) as conn:
-        rows = conn.execute(
-            "SELECT hall, seq, at, at_s, type, ticket, data::text FROM events "
-            "ORDER BY written, hall, seq"
-        ).fetchall()
+        conn.adapters.register_dumper(JsonText, JsonTextDumper)
+        rows = [
+            (*row[:6], JsonText(row[6].encode()))
+            for row in conn.execute(
+                "SELECT hall, seq, at, at_s, type, ticket, data::text FROM events "
+                "ORDER BY written, hall, seq"
+            )
+        ]
         conn.execute(
             # the same table: columns, defaults, key and indexes (partitioned)
             "CREATE TABLE bare_events (LIKE events INCLUDING DEFAULTS INCLUDING INDEXES) "
@@ -313,21 +321,15 @@ def _bare(dsn: str, batch: int) -> dict[str, float]:
         ).fetchall():
             suffix = abs(hash(name)) % 10**8
             conn.execute(f"CREATE TABLE bare_events_{suffix} PARTITION OF bare_events {name}")
-        conn.execute(
-            "CREATE TEMP TABLE bare_stage (hall text, seq bigint, at timestamptz, "
-            "at_s double precision, type text, ticket text, data jsonb) ON COMMIT DELETE ROWS"
-        )
         conn.commit()
         started = time.perf_counter()
         for start in range(0, len(rows), batch):
             with conn.transaction(), conn.cursor() as cur:
-                with cur.copy("COPY bare_stage FROM STDIN") as copy:
+                columns = "hall, seq, at, at_s, type, ticket, data"
+                with cur.copy(f"COPY bare_events ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(EVENT_TYPES)
                     for row in rows[start : start + batch]:
                         copy.write_row(row)
-                cur.execute(
-                    "INSERT INTO bare_events (hall, seq, at, at_s, type, ticket, data) "
-                    "SELECT * FROM bare_stage ON CONFLICT DO NOTHING"
-                )
         seconds = time.perf_counter() - started
     return {"events": len(rows), "seconds": round(seconds, 2), "per_s": round(len(rows) / seconds)}
 
@@ -345,11 +347,9 @@ def run_city_bench(halls: int = 200, speed: float = 100.0, minutes: float = 10.0
     heads_files = [work / f"heads-{i}.json" for i in range(len(groups))]
     city: subprocess.Popen[bytes] | None = None
     try:
-        log = (work / "city.log").open("ab")
-        city = quhao("city", "--config", str(net.city_toml), "--log-level", "INFO", log=log)
-        log.close()
-        _wait_until(lambda: "city serving" in (work / "city.log").read_text(), 60, "quhao city")
-        # every bridge up before the clock starts
+        # The halls first, as in a city (they were there before its daemon): every
+        # bridge up, the generators running, then `quhao city`, which catches up with
+        # what they made meanwhile before the clock starts.
         connected = "New client connected"
         _wait_until(
             lambda: net.city_broker.log_path.read_text().count(connected) >= halls,
@@ -364,9 +364,6 @@ def run_city_bench(halls: int = 200, speed: float = 100.0, minutes: float = 10.0
         for process in processes:
             process.start()
         _wait_until(lambda: all(f.exists() for f in heads_files), 30, "the generators")
-        steady_from = time.time()
-        time.sleep(STEADY_S)
-        steady_to = time.time()
 
         def heads() -> dict[str, int]:
             out: dict[str, int] = {}
@@ -378,6 +375,26 @@ def run_city_bench(halls: int = 200, speed: float = 100.0, minutes: float = 10.0
             done = _positions(net.dsn)
             return all(done.get(s, 0) >= n for s, n in target.items())
 
+        def start_city() -> subprocess.Popen[bytes]:
+            with (work / "city.log").open("ab") as log:
+                return quhao("city", "--config", str(net.city_toml), "--log-level", "INFO", log=log)
+
+        def live_again(timeout: float) -> float:
+            """Seconds until the city holds what every hall had a second before."""
+            started = time.monotonic()
+            while True:
+                target = heads()
+                time.sleep(1.0)
+                if caught_up(target):
+                    return time.monotonic() - started
+                if time.monotonic() - started > timeout:
+                    raise TimeoutError(f"the city not caught up with the halls in {timeout:g} s")
+
+        city = start_city()
+        live_again(120)
+        steady_from = time.time()
+        time.sleep(STEADY_S)
+        steady_to = time.time()
         steady = _lag(net.dsn, steady_from, steady_to - 2)
         # the cut: every link down for `minutes` of hall time
         before = sum(_positions(net.dsn).values())
@@ -392,16 +409,15 @@ def run_city_bench(halls: int = 200, speed: float = 100.0, minutes: float = 10.0
         _wait_until(lambda: caught_up(target), 600, "the city to catch up", 0.25)
         catch_up_s = time.monotonic() - mended
         cut_written = sum(_positions(net.dsn).values()) - before  # the live stream too
+        live_s = catch_up_s + live_again(600)  # and with the halls' live stream again
         # an outage of `quhao city` itself: the halls' feeds pile up; on its return it
-        # asks every hall for what it missed (pages of 500) — its ingest at full speed
+        # pulls what it missed from every hall (pages of 500) — its ingest at full speed
         assert city is not None
         stop(city, 15)
         time.sleep(OUTAGE_S)
         target = heads()
         held = sum(_positions(net.dsn).values())
-        log = (work / "city.log").open("ab")
-        city = quhao("city", "--config", str(net.city_toml), "--log-level", "INFO", log=log)
-        log.close()
+        city = start_city()
         restarted = time.monotonic()
         _wait_until(lambda: caught_up(target), 900, "the city to catch up after its outage", 0.25)
         outage_s = time.monotonic() - restarted
@@ -411,6 +427,8 @@ def run_city_bench(halls: int = 200, speed: float = 100.0, minutes: float = 10.0
         outage_written = sum(_positions(net.dsn).values()) - held
         _stop_generators(processes)
         processes = []
+        stop(city, 15)  # the bare insert has PostgreSQL and the machine to itself
+        city = None
         total_events = sum(_positions(net.dsn).values())
         bare = _bare(net.dsn, 5000)
         ingest_per_s = outage_written / outage_s if outage_s else 0.0
@@ -431,6 +449,7 @@ def run_city_bench(halls: int = 200, speed: float = 100.0, minutes: float = 10.0
                 "catch_up_s": round(catch_up_s, 1),
                 "written": cut_written,
                 "catch_up_per_s": round(cut_written / catch_up_s) if catch_up_s else None,
+                "live_again_s": round(live_s, 1),
             },
             "outage": {
                 "seconds": OUTAGE_S,
@@ -464,7 +483,8 @@ def _print(r: dict[str, Any]) -> None:
     print(
         f"cut {c['simulated_minutes']:g} min ({c['real_seconds']:g} s)   backlog "
         f"{c['backlog_events']:,} events, caught up in {c['catch_up_s']} s "
-        f"({c['catch_up_per_s'] or 0:,} events/s written meanwhile, live included)"
+        f"({c['catch_up_per_s'] or 0:,} events/s written meanwhile, live included), "
+        f"with the live stream again {c['live_again_s']} s after the mend"
     )
     o = r["outage"]
     print(
