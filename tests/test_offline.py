@@ -280,48 +280,76 @@ def test_hall_killed_every_citizen_gets_a_ticket_called_once_in_order(hall: Hall
 
 @pytest.mark.long
 def test_one_kiosk_cut_off_at_the_broker_issues_offline_and_hands_over(hall: Hall) -> None:
-    """The late-delivery race, for real: kiosk-K2's MQTT client keeps the `issue` it gave
-    up on and sends it on reconnecting, about when it hands over the offline ticket it
-    printed instead (which names that request). Whichever reaches the hall first, no
-    ticket nobody holds is left in the queue: the handover voids the online ticket issued
-    for it, or the request, coming after, is refused `superseded`."""
+    """The late-delivery race, for real: kiosk-K2's MQTT client keeps the `issue`s it gave
+    up on and sends them on reconnecting, about when it hands over. The first is named by
+    the offline ticket printed instead; once its lease is used up, the next is given up
+    with nothing printed and handed over by its rid alone. Whichever reaches the hall
+    first, no ticket nobody holds is left in the queue: the handover voids the online
+    ticket issued for a request, or the request, coming after, is refused `superseded`."""
     k1, k2 = hall.kiosks.values()
     hall.relay.sever()
-    text = k2.take(citizen(1))
-    assert OFFLINE in text
+    first = k2.take(citizen(1))  # asked the hall first: not answered, printed offline
+    assert OFFLINE in first
     assert k1.number(k1.take(citizen(2))) == "A001"  # the hall serves the others
+    rest = [k2.take(citizen(n)) for n in range(3, LEASE + 2)]  # known cut off: at once
+    assert all(OFFLINE in text for text in rest)
+    k2.keys.type("KEY_F1", *[f"KEY_{c}" for c in citizen(9)], "KEY_ENTER")  # none left
+    record = hall.tmp / "kiosks" / "kiosk-K2.offline.sqlite"
+
+    def given_up() -> list[str]:
+        with contextlib.closing(sqlite3.connect(record)) as db:
+            return [rid for (rid,) in db.execute("SELECT rid FROM abandoned")]
+
+    [alone] = wait_until(given_up, what="the request given up with nothing printed")
+    assert len(k2.printer.wait_for_tickets(0)) == LEASE  # nothing more printed
     assert not [e for e in hall.events("ticket.issued") if e.get("offline")]
     hall.relay.restore()  # (its status while cut off never reached the broker)
-    [placed] = wait_until(
-        lambda: [e for e in hall.events("ticket.issued") if e.get("offline")],
-        timeout=30,
-        what="the handover",
-    )
-    hall.handed_over()
-    assert (placed["number"], placed["kiosk"]) == (k2.number(text), "kiosk-K2")
-    abandoned = placed["abandoned_rid"]  # the request it was printed instead of
 
-    def resend_settled() -> str | None:
-        voided = [e for e in hall.events("ticket.voided") if e.get("superseded_by")]
+    def offline_placed() -> list[dict[str, Any]] | None:
+        placed = [e for e in hall.events("ticket.issued") if e.get("offline")]
+        return placed if len(placed) == LEASE else None
+
+    placed = wait_until(offline_placed, timeout=30, what="the handover")
+    hall.handed_over()
+    wait_until(lambda: k2.offline().get("given_up") == 0, what="the given-up rid acknowledged")
+    assert given_up() == []
+    offline = [k2.number(t) for t in k2.printed]
+    assert sorted(e["number"] for e in placed) == sorted(offline)
+    assert [e["rid"] for e in hall.events("request.abandoned")] == [alone]
+    [named] = [e for e in placed if e.get("abandoned_rid")]  # the first: it asked the hall
+
+    def settled(rid: str, voided_by: dict[str, Any]) -> str | None:
+        """How the resent request went: the ticket issued for it voided at the handover,
+        or the request refused after it (None: not there yet)."""
+        voided = [e for e in hall.events("ticket.voided") if voided_by.items() <= e.items()]
         if voided:
-            assert [e["superseded_by"] for e in voided] == [placed["ticket"]], voided
+            assert len(voided) == 1, voided
             return "voided at the handover"
         with sqlite3.connect(hall.tmp / "hall" / "hall.sqlite") as db:
             row = db.execute(
-                "SELECT response FROM requests WHERE device = 'kiosk-K2' AND rid = ?",
-                (abandoned,),
+                "SELECT response FROM requests WHERE device = 'kiosk-K2' AND rid = ?", (rid,)
             ).fetchone()
-        if row and json.loads(row[0]).get("error", {}).get("code") == "superseded":
-            return "refused after the handover"
-        return None
+        if row is None:
+            return None
+        code = json.loads(row[0]).get("error", {}).get("code")
+        assert code == "superseded", row  # never a ticket issued after the handover
+        return "refused after the handover"
 
-    how = wait_until(resend_settled, timeout=20, what="kiosk-K2's resent issue")
-    printed = [k.number(t) for k in (k1, k2) for t in k.printed]
-    assert len(k2.printer.wait_for_tickets(0)) == 1, how  # a late answer prints nothing
+    how = wait_until(
+        lambda: settled(named["abandoned_rid"], {"superseded_by": named["ticket"]}),
+        timeout=20,
+        what="kiosk-K2's resent issue named by its offline ticket",
+    )
+    alone_how = wait_until(
+        lambda: settled(alone, {"reason": "abandoned by the kiosk"}),
+        timeout=20,
+        what="kiosk-K2's resent issue given up alone",
+    )
+    assert len(k2.printer.wait_for_tickets(0)) == LEASE, how  # a late answer prints nothing
     with sqlite3.connect(hall.tmp / "hall" / "hall.sqlite") as db:
         waiting = [n for (n,) in db.execute("SELECT number FROM tickets WHERE status = 'waiting'")]
-    assert sorted(waiting) == sorted(printed), how  # the queue is exactly what was printed
-    assert called_in_order(hall) == [k2.number(text), "A001"]  # by issue time
+    assert sorted(waiting) == sorted(["A001", *offline]), (how, alone_how)  # what was printed
+    assert called_in_order(hall) == [offline[0], "A001", *offline[1:]]  # by issue time
 
 
 @pytest.mark.long
@@ -370,10 +398,10 @@ def test_a_used_up_lease_is_out_of_service_with_a_clear_message(hall: Hall) -> N
 def test_a_handover_voids_only_its_own_kiosks_tickets_and_refuses_bad_abandoned_rids(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
-    """Abuse of `abandoned_rid` at a real hall: the kiosk is the one in the topic, so a
-    handover naming another kiosk's request voids nothing; a malformed one is
-    `bad_request`; a flood of handovers with random rids remembers no more than the
-    tickets placed from the kiosk's own lease."""
+    """Abuse of `abandoned_rid` and `abandoned` at a real hall: the kiosk is the one in
+    the topic, so a handover naming another kiosk's request voids nothing; a malformed
+    one is `bad_request`; a flood of handovers with random rids remembers no more than
+    the tickets placed from the kiosk's own lease, or the newest 1000 given-up rids."""
     hall = hall_daemon(broker.url, tmp_path / "hall").start()
     k1, k2 = Device(broker.url, "kiosk-K1"), Device(broker.url, "kiosk-K2")
     key = {"key": "ab" * 32}
@@ -414,6 +442,25 @@ def test_a_handover_voids_only_its_own_kiosks_tickets_and_refuses_bad_abandoned_
         assert offline <= lease["last"] - lease["first"] + 1  # one per leased number at most
         assert "voided" not in rows.values()
         assert k1.request("issue", service="social", person={"key": "cd" * 32})["ok"]
+        # Requests given up with nothing printed, by their rids alone: the same rules.
+        answer = k2.request("handover", abandoned=["k1-issue"])  # kiosk-K1's rid
+        assert answer["ok"] and answer["abandoned"] == [{"rid": "k1-issue"}], answer
+        too_many = [f"r{n}" for n in range(65)]
+        for bad in ("k1-issue", [""], ["x" * 129], [7], [["r"]], too_many):
+            answer = k2.request("handover", abandoned=bad)
+            assert answer["error"]["code"] == "bad_request", answer
+            assert "abandoned" in answer["error"]["message"], answer
+        flood = [uuid.uuid4().hex for _ in range(20 * 64)]  # more than the hall keeps
+        for n in range(0, len(flood), 64):
+            assert k2.request("handover", abandoned=flood[n : n + 64])["ok"]
+        person = {"key": "ef" * 32}
+        oldest = k2.request("issue", rid=flood[0], service="enquiry", person=person)
+        assert oldest["ok"], oldest  # forgotten: the hall keeps the newest 1000 a kiosk
+        newest = k2.request("issue", rid=flood[-1], service="enquiry", person=person)
+        assert newest["error"]["code"] == "superseded", newest
+        with sqlite3.connect(tmp_path / "hall" / "hall.sqlite") as db:
+            rows = dict(db.execute("SELECT number, status FROM tickets").fetchall())
+        assert rows[theirs["number"]] == "waiting" and "voided" not in rows.values()
     finally:
         k1.close()
         k2.close()
