@@ -159,6 +159,24 @@ def test_restore_refuses_what_it_does_not_know() -> None:
         snapshot(engine)
 
 
+def test_a_snapshot_keeps_the_requests_given_up_and_an_older_one_loads_without() -> None:
+    """The hall's memory of requests a kiosk gave up on (handover `abandoned`) is state:
+    in the snapshot in its order; a snapshot from before it holds none (none was given)."""
+    config = load(SITE)
+    engine = Engine(config, SECRET)
+    for n, kiosk in enumerate(("kiosk-K1", "kiosk-K2", "kiosk-K1")):
+        handover = {"rid": f"h{n}", "abandoned": [f"r{n}", f"s{n}"]}
+        assert engine.handle(kiosk, "handover", handover, NINE + n).error is None
+    data = decode(encode(snapshot(engine)))
+    again = restore(config, SECRET, data)
+    assert state(again) == state(engine)
+    assert list(again.abandoned["kiosk-K1"]) == ["r0", "s0", "r2", "s2"]
+    refused = again.handle("kiosk-K2", "issue", {"rid": "s1", "service": "enquiry"}, NINE + 9)
+    assert refused.error is not None and refused.error.code == "superseded"
+    older = {k: v for k, v in data.items() if k != "abandoned"}
+    assert restore(config, SECRET, older).abandoned == {}
+
+
 def test_only_the_newest_few_snapshots_are_kept(tmp_path: Path) -> None:
     config = load(SITE)
     store = Store(tmp_path / "hall.sqlite")
