@@ -156,7 +156,7 @@ class EngineMachine(RuleBasedStateMachine):
             if (response := self._do(kiosk, "issue", body)) is not None:
                 self.issued_ids.add(response["ticket"]["id"])
         handed = self._do(kiosk, "handover", {"abandoned": [rid, *rids]})
-        assert handed is not None and [a["rid"] for a in handed["abandoned"]][0] == rid
+        assert handed is not None and handed["abandoned"][0]["rid"] == rid
         answer = self.engine.handle(kiosk, "issue", {"rid": rid, "service": service}, self.now)
         assert answer.error is not None and answer.error.code == "superseded", answer
 
