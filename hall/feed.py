@@ -130,13 +130,27 @@ def pack(
     """Feed messages for these events, in order, each under `max_bytes` (an event bigger
     than that alone — it cannot be: a hall event is a few hundred bytes — goes alone).
     No events: one heartbeat."""
+    return pack_encoded(
+        site, db, head, [encode(e) for e in events], replay=replay, max_bytes=max_bytes
+    )
+
+
+def pack_encoded(
+    site: str,
+    db: str,
+    head: int,
+    events: list[bytes],
+    *,
+    replay: bool = False,
+    max_bytes: int = PACK_BYTES,
+) -> list[bytes]:
+    """`pack` for events already encoded (`encode(supervision_event(…))`)."""
     envelope = {"site": site, "db": db, "head": head, "replay": replay}
     overhead = len(encode({**envelope, "events": []}))
     out: list[bytes] = []
     chunk: list[bytes] = []
     size = overhead
-    for event in events:
-        raw = encode(event)
+    for raw in events:
         if chunk and size + len(raw) + 1 > max_bytes:
             out.append(_join(envelope, chunk))
             chunk, size = [], overhead

@@ -51,11 +51,13 @@ import psycopg
 
 from city.project import JsonText
 from city.writer import EVENT_TYPES, JsonTextDumper
+from cli.bench.citycpu import Meter, main_thread_cpu, postmaster, with_children
 from cli.bench.citynet import CityNet
-from hall.feed import ReplayQueue, pack, supervision_event
+from hall.feed import ReplayQueue, pack_encoded, supervision_event
 from quhao.messages.feed import ReplayRequest
 from quhao.mqtt import Bus, Message
 from quhao.processes import quhao, stop
+from quhao.wire import encode
 
 REAL_PEAK_EVENTS_PER_S = 1000 / 3600  # one busy hall at its real peak
 ROUND_S = 0.25  # a simulated hall publishes what it committed once a round
@@ -69,12 +71,12 @@ HALL_BROKERS = 4
 class SimHall:
     site: str
     db: str
-    log: list[dict[str, Any]] = field(default_factory=list)
+    log: list[bytes] = field(default_factory=list)  # each event encoded once, as it left
     tickets: list[tuple[str, int]] = field(default_factory=list)  # (id, stage) in progress
     number: int = 0
     owed: float = 0.0
 
-    def step(self, rnd: random.Random, now: float) -> dict[str, Any]:
+    def step(self, rnd: random.Random, now: float) -> bytes:
         """The hall's next event: a new ticket, or the next stage of one in progress."""
         day = time.strftime("%Y-%m-%d", time.localtime(now))
         if not self.tickets or rnd.random() < 0.28:
@@ -155,8 +157,8 @@ class SimHall:
             },
         )
 
-    def _add(self, now: float, kind: str, data: dict[str, Any]) -> dict[str, Any]:
-        event = supervision_event(len(self.log) + 1, now, kind, data)
+    def _add(self, now: float, kind: str, data: dict[str, Any]) -> bytes:
+        event = encode(supervision_event(len(self.log) + 1, now, kind, data))
         self.log.append(event)
         return event
 
@@ -200,7 +202,7 @@ class Generator:
                         continue
                     page = hall.log[request.after : request.after + request.limit]
                     head = len(hall.log)
-                for raw in pack(site, hall.db, head, page, replay=True):
+                for raw in pack_encoded(site, hall.db, head, page, replay=True):
                     self.bus.publish(f"quhao/{site}/feed/replay", raw)
                 self.replays += 1
             self.stop.wait(max(0.0, REPLAY_ROUND_S - (time.monotonic() - started)))
@@ -222,7 +224,7 @@ class Generator:
                         events.append(hall.step(self.rnd, now))
                     head = len(hall.log)
                 if events or beat:
-                    for raw in pack(site, hall.db, head, events):
+                    for raw in pack_encoded(site, hall.db, head, events):
                         self.bus.publish(f"quhao/{site}/feed", raw)
             self.stop.wait(max(0.0, ROUND_S - (time.monotonic() - started)))
 
@@ -298,7 +300,7 @@ def _lag(dsn: str, since: float, until: float) -> dict[str, float]:
     }
 
 
-def _bare(dsn: str, batch: int) -> dict[str, float]:
+def _bare(dsn: str, batch: int, pg_data: Path) -> dict[str, float]:
     """The same rows, batch by batch, into a twin table: one binary COPY and a commit
     each — the fastest batched insert there is, the way the city writes `events`."""
     with psycopg.connect(dsn) as conn:
@@ -322,6 +324,9 @@ def _bare(dsn: str, batch: int) -> dict[str, float]:
             suffix = abs(hash(name)) % 10**8
             conn.execute(f"CREATE TABLE bare_events_{suffix} PARTITION OF bare_events {name}")
         conn.commit()
+        postgres = Meter({"postgresql": lambda: with_children(postmaster(pg_data))})
+        postgres.start()
+        client = main_thread_cpu()
         started = time.perf_counter()
         for start in range(0, len(rows), batch):
             with conn.transaction(), conn.cursor() as cur:
@@ -331,7 +336,13 @@ def _bare(dsn: str, batch: int) -> dict[str, float]:
                     for row in rows[start : start + batch]:
                         copy.write_row(row)
         seconds = time.perf_counter() - started
-    return {"events": len(rows), "seconds": round(seconds, 2), "per_s": round(len(rows) / seconds)}
+        cpu = postgres.stop()["postgresql"] + main_thread_cpu() - client
+    return {
+        "events": len(rows),
+        "seconds": round(seconds, 2),
+        "per_s": round(len(rows) / seconds),
+        "cpu_us_per_event": round(cpu / len(rows) * 1e6, 1),
+    }
 
 
 def run_city_bench(halls: int = 200, speed: float = 100.0, minutes: float = 10.0) -> dict[str, Any]:
@@ -419,8 +430,20 @@ def run_city_bench(halls: int = 200, speed: float = 100.0, minutes: float = 10.0
         held = sum(_positions(net.dsn).values())
         city = start_city()
         restarted = time.monotonic()
+        meter = Meter(
+            {
+                "quhao city": lambda: [city.pid] if city is not None else [],
+                "postgresql": lambda: with_children(postmaster(net.pg.data)),
+                "city broker": lambda: [net.city_broker.proc.pid],
+                "hall brokers": lambda: [b.proc.pid for b in net.hall_brokers],
+                "generators": lambda: [p.pid for p in processes if p.pid is not None],
+                "bench (relays)": lambda: [os.getpid()],
+            }
+        )
+        meter.start()
         _wait_until(lambda: caught_up(target), 900, "the city to catch up after its outage", 0.25)
         outage_s = time.monotonic() - restarted
+        cpu = meter.stop()
         outage_backlog = sum(target.values()) - held
         # Everything it wrote meanwhile — the backlog and the halls' live stream, which
         # goes on: at 100x the live stream alone is most of what one daemon takes.
@@ -430,7 +453,8 @@ def run_city_bench(halls: int = 200, speed: float = 100.0, minutes: float = 10.0
         stop(city, 15)  # the bare insert has PostgreSQL and the machine to itself
         city = None
         total_events = sum(_positions(net.dsn).values())
-        bare = _bare(net.dsn, 5000)
+        bare = _bare(net.dsn, 5000, net.pg.data)
+        city_cpu = cpu["quhao city"] + cpu["postgresql"] + cpu["city broker"]
         ingest_per_s = outage_written / outage_s if outage_s else 0.0
         result = {
             "halls": halls,
@@ -457,9 +481,18 @@ def run_city_bench(halls: int = 200, speed: float = 100.0, minutes: float = 10.0
                 "written": outage_written,
                 "catch_up_s": round(outage_s, 1),
                 "ingest_per_s": round(ingest_per_s),
+                "cpu_s": cpu,  # per process group, while it caught up
+                "cpu_us_per_event": round(city_cpu / outage_written * 1e6, 1),
             },
             "bare": bare,
             "ratio_to_bare": round(ingest_per_s / bare["per_s"], 2) if bare["per_s"] else None,
+            # CPU per event: the city's side (quhao city, PostgreSQL, the city broker)
+            # against the bare insert's (PostgreSQL and its client), whatever else ran
+            "cpu_ratio_to_bare": round(
+                bare["cpu_us_per_event"] * outage_written / city_cpu / 1e6, 2
+            )
+            if city_cpu
+            else None,
             "events_total": total_events,
         }
         _print(result)
@@ -492,7 +525,17 @@ def _print(r: dict[str, Any]) -> None:
         f"in {o['catch_up_s']} s: ingest {o['ingest_per_s']:,} events/s written meanwhile "
         "(backlog and live stream, start-up included)"
     )
+    cpu = ", ".join(f"{k} {v:g}" for k, v in o["cpu_s"].items())
+    print(f"  CPU seconds meanwhile: {cpu}")
+    print(
+        "  the city's side (quhao city, PostgreSQL, city broker): "
+        f"{o['cpu_us_per_event']} µs of CPU an event"
+    )
     b = r["bare"]
-    print(f"bare batched insert     {b['per_s']:>8,} events/s ({b['events']:,} rows)")
+    print(
+        f"bare batched insert     {b['per_s']:>8,} events/s ({b['events']:,} rows), "
+        f"{b['cpu_us_per_event']} µs of CPU an event (PostgreSQL and client)"
+    )
     print(f"ingest / bare           {r['ratio_to_bare']}x (outage catch-up; target >= 0.5)")
+    print(f"CPU an event, bare / city: {r['cpu_ratio_to_bare']}x (whatever else ran)")
     print(json.dumps(r, separators=(",", ":")))
