@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -24,7 +25,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -207,7 +208,7 @@ class Bus:
 
     def loop_once(self, timeout: float) -> None:
         """One round of network I/O (inline mode); reconnects after a lost connection."""
-        rc = self.client.loop(timeout)
+        rc = self._io(timeout)
         if rc == paho.MQTT_ERR_SUCCESS:
             return
         if time.monotonic() < self._next_reconnect:
@@ -219,19 +220,46 @@ class Bus:
         except OSError as exc:
             log.warning("reconnect to %s:%s failed: %s", self.broker.host, self.broker.port, exc)
 
+    def _io(self, timeout: float) -> MQTTErrorCode:
+        """What paho's `loop()` does — wait for the socket, read a packet, write what
+        waits, keepalive — without its socketpair: `loop()` makes one to wake a network
+        thread, and from then on every publish writes a byte into it (a system call per
+        message, and a wasted wake-up) for a thread that inline mode does not have."""
+        client = self.client
+        sock = client.socket()
+        if sock is None:
+            return paho.MQTT_ERR_NO_CONN
+        pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted, in hand
+        buffered = pending() if pending is not None else 0
+        try:
+            readable, writable, _ = select.select(
+                [sock], [sock] if client.want_write() else [], [], 0.0 if buffered else timeout
+            )
+        except (OSError, ValueError, TypeError):  # closed under us: a lost connection
+            return paho.MQTT_ERR_CONN_LOST
+        if readable or buffered:
+            rc = client.loop_read()
+            if rc or client.socket() is None:
+                return rc
+        if writable:
+            rc = client.loop_write()
+            if rc or client.socket() is None:
+                return rc
+        return client.loop_misc()
+
     def stop(self) -> None:
         if self.availability_topic and self.connected.is_set():
             info = self.publish(self.availability_topic, {"state": "offline"}, retain=True)
             if self._inline:
                 deadline = time.monotonic() + 2.0
                 while not info.is_published() and time.monotonic() < deadline:
-                    self.client.loop(0.05)
+                    self._io(0.05)
             else:
                 info.wait_for_publish(2.0)
         self._stopping = True
         self.client.disconnect()
         if self._inline:
-            self.client.loop(0.1)  # flush the DISCONNECT
+            self._io(0.1)  # flush the DISCONNECT
         else:
             self.client.loop_stop()
 
