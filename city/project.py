@@ -8,7 +8,8 @@
   `tickets` row, so the city's report equals the hall's;
 - `ratings`, `alerts`, and `cases`: the hall's own follow-up cases (`case.opened` with
   the hall's deadline, then `case.updated` / `appealed` / `decided`: state, appeal, last
-  note, who acted, when resolved).
+  note, who acted, when resolved);
+- `appointments`: each booking, check-in and no-show with its slot's day and service.
 
 Per event only what the tables need: the event's JSON text comes from pydantic's encoder
 (Rust), its time one `datetime` (psycopg's C dumper writes it into the COPY), and a
@@ -178,6 +179,7 @@ class Projection:
     cases: list[tuple[Any, ...]] = field(default_factory=list)
     case_changes: list[tuple[Any, ...]] = field(default_factory=list)
     alerts: list[tuple[Any, ...]] = field(default_factory=list)
+    appointments: list[tuple[Any, ...]] = field(default_factory=list)
     months: set[dt.date] = field(default_factory=set)
     unprojected: int = 0
 
@@ -192,6 +194,11 @@ def _month_of(at: float, cache: dict[int, dt.date]) -> dt.date:
 
 
 CASE_TYPES = ("case.opened", "case.updated", "case.appealed", "case.decided")
+APPOINTMENT_KINDS = {
+    "appointment.booked": "booked",
+    "appointment.checked_in": "checked_in",
+    "appointment.no_show": "no_show",
+}
 
 
 def project(events: list[CityEvent]) -> Projection:
@@ -214,6 +221,9 @@ def project(events: list[CityEvent]) -> Projection:
         months.add(_month_of(event.at, month_cache))
         if kind.startswith("case."):
             _case(out, case_changes, event, data, days)
+            continue
+        if kind in APPOINTMENT_KINDS:
+            _appointment(out, event, data, at, days)
             continue
         if ticket is None:
             if kind.startswith("ticket.") and kind != "ticket.refused":
@@ -275,6 +285,54 @@ def project(events: list[CityEvent]) -> Projection:
             out.changes.append(change.change_row())
     out.case_changes = [c.row() for c in case_changes.values()]
     return out
+
+
+def _day(text: Any, days: dict[str, dt.date | None]) -> dt.date | None:
+    """A "2026-11-23" day, parsed once per batch; None if it is not one."""
+    if not isinstance(text, str):
+        return None
+    if text not in days:
+        try:
+            days[text] = dt.date.fromisoformat(text) if len(text) == 10 else None
+        except ValueError:
+            days[text] = None
+    return days[text]
+
+
+def _slot_time(value: Any) -> dt.datetime | None:
+    seconds = _float(value)
+    if seconds is None or not plausible_time(seconds):
+        return None
+    return dt.datetime.fromtimestamp(seconds, UTC)
+
+
+def _appointment(
+    out: Projection,
+    event: CityEvent,
+    d: dict[str, Any],
+    at: dt.datetime,
+    days: dict[str, dt.date | None],
+) -> None:
+    """A booking, check-in or no-show: its slot's day and service (no person, no
+    booking reference: neither leaves the hall)."""
+    day, service = _day(d.get("day"), days), _text(d.get("service"))
+    if day is None or service is None:
+        out.unprojected += 1
+        return
+    out.appointments.append(
+        (
+            event.hall,
+            event.seq,
+            APPOINTMENT_KINDS[event.type],
+            day,
+            service,
+            _slot_time(d.get("start")),
+            _slot_time(d.get("end")),
+            at,
+            _text(d.get("ticket")),
+            _text(d.get("kiosk")),
+        )
+    )
 
 
 def _case(

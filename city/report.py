@@ -8,9 +8,13 @@ refusals; bad ratings and their follow-up cases (closed on time, closed late, op
 within time, overdue); and a score where the hall has ratings: the mean level × 20
 (0–100). Computed in PostgreSQL, over the month partitions the period touches.
 
+Per hall, day and service, the online appointments (网上预约) of the period's days:
+bookings, check-ins and no-shows (the `appointments` table: no person, no booking
+reference).
+
 Written as HTML (the city page: a static, read-only file in the hall report's style,
 one table per grouping, nothing to log in to) and CSV (`departments.csv`,
-`services.csv`, `halls.csv`).
+`services.csv`, `halls.csv`, `appointments.csv`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -166,12 +170,52 @@ class Row:
         }
 
 
+_APPOINTMENTS = """
+SELECT a.hall, COALESCE(h.name, a.hall), a.day, a.service,
+    count(*) FILTER (WHERE a.kind = 'booked'),
+    count(*) FILTER (WHERE a.kind = 'checked_in'),
+    count(*) FILTER (WHERE a.kind = 'no_show')
+FROM appointments a LEFT JOIN halls h ON h.id = a.hall
+WHERE a.day BETWEEN %(start)s AND %(end)s
+GROUP BY 1, 2, 3, 4
+ORDER BY 1, 3, 4
+"""
+
+
+@dataclass(frozen=True)
+class AppointmentRow:
+    """A hall's online appointments of one day and service (by the slot's day)."""
+
+    hall: str
+    hall_name: str
+    day: dt.date
+    service: str
+    booked: int
+    checked_in: int
+    no_shows: int
+
+    def csv_row(self) -> dict[str, Any]:
+        return {
+            "hall": self.hall,
+            "hall_name": self.hall_name,
+            "day": self.day.isoformat(),
+            "service": self.service,
+            "booked": self.booked,
+            "checked_in": self.checked_in,
+            "no_shows": self.no_shows,
+        }
+
+
+APPOINTMENT_COLUMNS = list(AppointmentRow("", "", dt.date.min, "", 0, 0, 0).csv_row())
+
+
 @dataclass(frozen=True)
 class CityReport:
     start: dt.date
     end: dt.date
     made: dt.datetime
     groups: dict[str, list[Row]]  # "halls", "departments", "services"
+    appointments: list[AppointmentRow] = field(default_factory=list)
 
 
 def _minutes(seconds: float | None) -> float | None:
@@ -202,7 +246,10 @@ def build(dsn: str, start: dt.date, end: dt.date, now: dt.datetime | None = None
             )
             rows = conn.execute(sql.encode(), params).fetchall()
             groups[name] = [_row(r) for r in rows]
-    return CityReport(start, end, now, groups)
+        booked = [
+            AppointmentRow(*r) for r in conn.execute(_APPOINTMENTS.encode(), params).fetchall()
+        ]
+    return CityReport(start, end, now, groups, booked)
 
 
 def _row(r: tuple[Any, ...]) -> Row:
@@ -244,9 +291,38 @@ def write(report: CityReport, out: Path) -> Path:
             writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
             writer.writeheader()
             writer.writerows(r.csv_row() for r in rows)
+    with (out / "appointments.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=APPOINTMENT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(r.csv_row() for r in report.appointments)
     page = out / "city.html"
     page.write_text(_html(report), encoding="utf-8")
     return page
+
+
+def _appointments_table(rows: list[AppointmentRow]) -> str:
+    """Per hall and day (the services summed; appointments.csv has each)."""
+    days: dict[tuple[str, dt.date], list[int]] = {}
+    names: dict[str, str] = {}
+    for r in rows:
+        names[r.hall] = r.hall_name
+        totals = days.setdefault((r.hall, r.day), [0, 0, 0])
+        totals[0] += r.booked
+        totals[1] += r.checked_in
+        totals[2] += r.no_shows
+    if not days:
+        return "<p>No appointments.</p>"
+    head = (
+        "<tr><th>大厅 hall</th><th>日期 day</th><th>预约 booked</th><th>签到 checked in</th>"
+        "<th>爽约 no-shows</th></tr>"
+    )
+    body = "".join(
+        f"<tr><th>{html.escape(names[hall])}</th><th>{day.isoformat()}</th>"
+        + "".join(f"<td>{n}</td>" for n in totals)
+        + "</tr>"
+        for (hall, day), totals in days.items()
+    )
+    return f"<table>{head}{body}</table>"
 
 
 def _fmt(value: float | None) -> str:
@@ -318,8 +394,11 @@ def _html(r: CityReport) -> str:
         _table(r.groups.get("departments", []), "部门 department"),
         "<h2>Services</h2>",
         _table(r.groups.get("services", []), "业务 service"),
+        "<h2>网上预约 Appointments</h2>",
+        _appointments_table(r.appointments),
         "<p class='files'>CSV: <a href='halls.csv'>halls</a> · "
-        "<a href='departments.csv'>departments</a> · <a href='services.csv'>services</a></p>",
+        "<a href='departments.csv'>departments</a> · <a href='services.csv'>services</a> · "
+        "<a href='appointments.csv'>appointments</a></p>",
     ]
     return "\n".join(parts) + "</html>\n"
 

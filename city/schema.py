@@ -16,7 +16,9 @@ Tables (docs/city.md has every column):
 - `ratings` (好差评), `cases` (the hall's own follow-up of each bad rating: its
   deadline, state, appeal, last note — migration 2; rows of migration 1 were opened from
   `alert.bad_rating` with a flat `followup_days` deadline and keep `from_hall` false),
-  `alerts` (bad ratings, waits past the limit);
+  `alerts` (bad ratings, waits past the limit), `appointments` (migration 3: each
+  booking, check-in and no-show with its slot's day and service — no person, no booking
+  reference);
 - `feed_positions`: per hall the last sequence written and the hall's database id.
 """
 
@@ -181,6 +183,46 @@ CREATE INDEX tickets_day ON tickets (day, hall, id);
 -- their own): index those, not every event's type (a third of the insert's work).
 DROP INDEX events_type_at;
 CREATE INDEX events_refused ON events (at) WHERE type = 'ticket.refused';
+""",
+    ),
+    (
+        3,
+        "appointments: bookings, check-ins and no-shows per slot",
+        """
+-- One row per appointment event (appointment.booked, .checked_in, .no_show): the slot's
+-- day and service, never the person nor the online hall's booking reference (neither
+-- leaves the hall). Bookings, check-ins and no-shows of a day are counts of its rows.
+CREATE TABLE appointments (
+    hall        text NOT NULL,
+    seq         bigint NOT NULL,
+    kind        text NOT NULL,
+    day         date NOT NULL,
+    service     text NOT NULL,
+    slot_start  timestamptz,
+    slot_end    timestamptz,
+    at          timestamptz NOT NULL,
+    ticket      text,
+    kiosk       text,
+    PRIMARY KEY (hall, seq)
+);
+CREATE INDEX appointments_day ON appointments (day, hall);
+-- The appointment events the city already holds (the feed let them out before this).
+CREATE FUNCTION pg_temp.quhao_day(t text) RETURNS date LANGUAGE plpgsql AS $$
+BEGIN RETURN t::date; EXCEPTION WHEN others THEN RETURN NULL; END $$;
+INSERT INTO appointments (hall, seq, kind, day, service, slot_start, slot_end, at, ticket,
+    kiosk)
+SELECT hall, seq, substr(type, 13), pg_temp.quhao_day(data->>'day'), data->>'service',
+    CASE WHEN jsonb_typeof(data->'start') = 'number' THEN
+        CASE WHEN (data->>'start')::double precision BETWEEN 946684800 AND 4102444800
+             THEN to_timestamp((data->>'start')::double precision) END END,
+    CASE WHEN jsonb_typeof(data->'end') = 'number' THEN
+        CASE WHEN (data->>'end')::double precision BETWEEN 946684800 AND 4102444800
+             THEN to_timestamp((data->>'end')::double precision) END END,
+    at, data->>'ticket', data->>'kiosk'
+FROM events
+WHERE type IN ('appointment.booked', 'appointment.checked_in', 'appointment.no_show')
+  AND pg_temp.quhao_day(data->>'day') IS NOT NULL AND data->>'service' IS NOT NULL;
+DROP FUNCTION pg_temp.quhao_day(text);
 """,
     ),
 ]

@@ -4,11 +4,11 @@ One transaction per batch:
 1. lock the batch's halls' rows in `feed_positions` and check each is still where the
    batch starts (`done`): another writer or a lost commit would show here, and the batch
    is refused whole (the daemon reloads the positions and asks for what is missing);
-2. one COPY per table: straight into `events`, `ratings` and `alerts` (keyed by the
-   event: the position check makes each row new, and the keys refuse a batch that is
-   not: `_COPY_INTO`); into a temporary staging table for new tickets, changes to older
-   ones, new cases and changes to cases, each followed by one `INSERT … SELECT … ON
-   CONFLICT DO NOTHING` or `UPDATE … FROM`;
+2. one COPY per table: straight into `events`, `ratings`, `alerts` and `appointments`
+   (keyed by the event: the position check makes each row new, and the keys refuse a
+   batch that is not: `_COPY_INTO`); into a temporary staging table for new tickets,
+   changes to older ones, new cases and changes to cases, each followed by one
+   `INSERT … SELECT … ON CONFLICT DO NOTHING` or `UPDATE … FROM`;
 3. move `done` up, every hall of the batch in one statement.
 
 Either all of it is committed or none: the position and the rows cannot disagree.
@@ -85,6 +85,8 @@ _COPY_INTO = {
     "ratings": 'ratings (hall, seq, ticket, day, at, level, reason, service, "window", staff)',
     "alerts": 'alerts (hall, seq, type, at, day, ticket, service, "window", staff, level, '
     "reason, waited_s)",
+    "appointments": "appointments (hall, seq, kind, day, service, slot_start, slot_end, at, "
+    "ticket, kiosk)",
 }
 # Staged, then one statement each, in this order (a case opened and updated in one batch
 # is inserted first).
@@ -228,7 +230,12 @@ class Writer:
         rows = project(batch.events)
         self.ensure_months(rows.months)
         conn = self.conn
-        direct = {"events": rows.events, "ratings": rows.ratings, "alerts": rows.alerts}
+        direct = {
+            "events": rows.events,
+            "ratings": rows.ratings,
+            "alerts": rows.alerts,
+            "appointments": rows.appointments,
+        }
         staged = {
             "tickets": rows.new_tickets,
             "changes": rows.changes,

@@ -13,6 +13,7 @@ import random
 import sqlite3
 import threading
 import time
+import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ from hall.feed import REPLAY_RATE
 from hall.report import build as hall_report
 from quhao.citybroker import acl as city_acl
 from quhao.config.city import load_city
+from quhao.idnumber import with_check
 from quhao.mqtt import Bus
+from quhao.personkey import person_key
 from quhao.wire import encode
 from tests.helpers import SITE, Daemon, Device, Recorder, hall_daemon, wait_until
 
@@ -39,6 +42,8 @@ def _site_file(folder: Path, site: str) -> Path:
         return SITE
     text = SITE.read_text().replace('id = "testhall"', f'id = "{site}"')
     text = text.replace('secret_file = "test.secret"', f'secret_file = "{SITE.parent}/test.secret"')
+    # a booking not checked in by its slot's start is a no-show once the slot is over
+    text += "\n[appointments]\nlate_minutes = 0\n"
     path = folder / f"{site}.toml"
     path.write_text(text)
     return path
@@ -384,3 +389,120 @@ def test_a_bad_rating_and_its_follow_up_reach_the_citys_cases_with_the_halls_dea
         r for r in city_report(city.net.dsn, date, date).groups["halls"] if r.hall == "hall2"
     ]
     assert mine.closed_on_time >= 1
+
+
+def test_appointments_reach_the_city_by_day_without_the_person_or_the_booking(
+    city: Net,
+) -> None:
+    """Bookings imported by the office, one checked in at a kiosk, one left to pass: the
+    city's `appointments` and its report count per hall, day and service what the hall's
+    own log holds, and no person key or booking reference reaches the city."""
+    tz = zoneinfo.ZoneInfo("Asia/Shanghai")
+
+    def local_day(at: float) -> dt.date:
+        return dt.datetime.fromtimestamp(at, tz).date()
+
+    if local_day(time.time() - 60) != local_day(time.time() + 45):
+        time.sleep(110)  # a slot may not run past midnight: book after it
+    now = time.time()
+    secret = (SITE.parent / "test.secret").read_bytes().strip()
+    keys = [person_key(secret, with_check(f"44010619900101{n}23")) for n in range(3)]
+    refs = ["WSYY-CITY-1", "WSYY-CITY-2", "WSYY-CITY-3"]
+    bookings = [
+        {"ref": refs[0], "person_key": keys[0], "service": "enquiry", "start": now + 20,
+         "end": now + 40},  # checks in (the window opens 30 minutes before the start)
+        {"ref": refs[1], "person_key": keys[1], "service": "enquiry", "start": now - 60,
+         "end": now + 2},  # never comes: a no-show in two seconds
+        {"ref": refs[2], "person_key": keys[2], "service": "social", "start": now + 30,
+         "end": now + 40},  # booked, not (yet) here
+    ]  # fmt: skip
+    url = city.net.hall_url("hall2")
+    office, kiosk = Device(url, "office", site="hall2"), Device(url, "kiosk-K1", site="hall2")
+    try:
+        imported = office.request("appointment_import", bookings=bookings)
+        assert imported["ok"] and sorted(imported["booked"]) == refs, imported
+        checked = kiosk.request("checkin", person={"key": keys[0], "age": 36})
+        assert checked["ok"], checked
+    finally:
+        office.close()
+        kiosk.close()
+
+    def hall_counts() -> dict[tuple[str, str, str], int]:
+        hall_db = sqlite3.connect(f"file:{city.hall_db('hall2')}?mode=ro", uri=True)
+        try:
+            rows = hall_db.execute(
+                "SELECT type, json_extract(data, '$.day'), json_extract(data, '$.service'), "
+                "count(*) FROM events WHERE type LIKE 'appointment.%' GROUP BY 1, 2, 3"
+            ).fetchall()
+        finally:
+            hall_db.close()
+        return {(t.removeprefix("appointment."), d, s): n for t, d, s, n in rows}
+
+    wait_until(lambda: ("no_show", local_day(now).isoformat(), "enquiry") in hall_counts(),
+               15, "the hall to mark the no-show")  # fmt: skip
+    city.wait_caught_up()
+    theirs = hall_counts()
+    with psycopg.connect(city.net.dsn) as conn:
+        ours = {
+            (kind, day.isoformat(), service): n
+            for kind, day, service, n in conn.execute(
+                "SELECT kind, day, service, count(*) FROM appointments WHERE hall = 'hall2' "
+                "GROUP BY 1, 2, 3"
+            )
+        }
+        assert ours == theirs
+        # neither the person nor the online hall's booking reference left the hall
+        for column in ("data::text", "coalesce(ticket, '')"):
+            found = conn.execute(
+                f"SELECT count(*) FROM events WHERE {column} LIKE '%%WSYY-CITY%%' "
+                f"OR {column} LIKE %s",
+                (f"%{keys[1][:16]}%",),
+            ).fetchone()
+            assert found == (0,), column
+    day = local_day(now)
+    booked = {(r.day, r.service): r for r in city_report(city.net.dsn, day, day).appointments
+              if r.hall == "hall2"}  # fmt: skip
+    enquiry, social = booked[(day, "enquiry")], booked[(day, "social")]
+    assert (enquiry.booked, enquiry.checked_in, enquiry.no_shows) == (2, 1, 1)
+    assert (social.booked, social.checked_in) == (1, 0)
+    assert social.no_shows == theirs.get(("no_show", day.isoformat(), "social"), 0)
+
+
+def test_migration_3_projects_the_appointment_events_the_city_already_holds(city: Net) -> None:
+    """A city database at schema 2 holds appointment events (the feed let them out before
+    the table existed): `quhao city migrate` projects them, and skips what is not one."""
+    from city.schema import MIGRATIONS, applied, ensure_partitions, migrate
+
+    dsn = city.net.pg.create_database("city_at_2")
+    today = dt.date.today()
+    with psycopg.connect(dsn) as conn:
+        applied(conn)
+        for version, what, sql in MIGRATIONS[:2]:
+            conn.execute(sql.encode())
+            conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, what))
+        ensure_partitions(conn, today, 1)
+        at = time.time()
+        slot = {"service": "enquiry", "start": at + 60, "end": at + 120}
+        for seq, kind, data in (
+            (1, "appointment.booked", {"day": today.isoformat(), **slot}),
+            (2, "appointment.checked_in", {"day": today.isoformat(), **slot, "ticket": "t"}),
+            (3, "appointment.no_show", {"day": "2026-02-30", **slot}),  # not a day
+            (4, "appointment.booked", {"day": today.isoformat(), "service": "x", "start": "?"}),
+            (5, "ticket.issued", {"day": today.isoformat(), "service": "enquiry"}),
+        ):
+            conn.execute(
+                "INSERT INTO events (hall, seq, at, at_s, type, data) "
+                "VALUES ('h', %s, to_timestamp(%s), %s, %s, %s::jsonb)",
+                (seq, at, at, kind, json.dumps(data)),
+            )
+    assert any("migration 3" in line for line in migrate(dsn, today, 1))
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT seq, kind, day, service, slot_start IS NOT NULL, ticket FROM appointments "
+            "ORDER BY seq"
+        ).fetchall()
+    assert rows == [
+        (1, "booked", today, "enquiry", True, None),
+        (2, "checked_in", today, "enquiry", True, "t"),
+        (4, "booked", today, "x", False, None),
+    ]
