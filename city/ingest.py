@@ -56,8 +56,8 @@ POLL_S = 1.0  # pulling: a hall with nothing known missing is asked this often (
 BACKOFF_MAX_S = 60.0  # a hall silent this long after asking is asked this often at most
 WINDOW = 4  # pages in flight per hall (hall/feed.py REPLAY_QUEUE keeps as many waiting)
 IN_FLIGHT = 64  # pages in flight over all halls: ~32,000 events, ~5 MB
-PULL_ABOVE = 50_000  # events behind: stop taking the live feed, pull pages instead
-LIVE_BELOW = 10_000  # events behind: take the live feed again
+PULL_ABOVE = 100_000  # events behind: stop taking the live feed, pull pages instead
+LIVE_BELOW = 20_000  # events behind: take the live feed again
 READY_MAX = 10_000  # events waiting to be written: ask for no more meanwhile
 RECENT = 2_000  # per hall: the times of this many handed-out events, to notice a rewound log
 
