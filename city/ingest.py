@@ -188,6 +188,7 @@ class Ingest:
         feed.head = max(feed.head, batch.head)
         feed.probe = False  # it answered: its head is known
         feed.backoff = feed.retry_at = 0.0
+        run = feed.end = max(feed.end, feed.taken)  # the consecutive run, as it grows here
         for event in batch.events:
             self.stats.received += 1
             seq = event.seq
@@ -202,10 +203,9 @@ class Ingest:
             if seq <= feed.taken or seq in feed.received:
                 self.stats.duplicates += 1
                 continue
-            follows = seq == feed.end + 1  # it extends the run: ready to write
-            if seq > feed.done + self.max_ahead or (
-                not follows and self.held - self.ready >= self.max_held
-            ):
+            follows = seq == run + 1  # it extends the run: ready to write
+            ahead = self.held - self.ready - (run - feed.end)  # kept beyond a hole
+            if seq > feed.done + self.max_ahead or (not follows and ahead >= self.max_held):
                 self.stats.beyond += 1  # not kept: asked for again in its turn
                 continue
             feed.head = max(feed.head, seq)
@@ -213,7 +213,8 @@ class Ingest:
             feed.received[seq] = CityEvent(hall, seq, event.at, event.type, event.data)
             self.held += 1
             if follows:
-                self.ready += feed.advance()
+                run = seq
+        self.ready += feed.advance()  # over this message's run and what it joined
         if feed.asked:
             # A page is answered once its last event (or the hall's head, if it asked
             # beyond) is here; if part of it went missing, that is a gap like any other.

@@ -234,6 +234,8 @@ def project(events: list[CityEvent]) -> Projection:
             day = days[prefix]
         else:
             day = days[prefix] = ticket_day(ticket)
+            if day is not None:
+                months.add(day.replace(day=1))  # once per day of the batch
         if day is None:
             if kind.startswith("ticket."):
                 out.unprojected += 1
@@ -245,7 +247,6 @@ def project(events: list[CityEvent]) -> Projection:
         if not _fold(change, event, data):
             out.unprojected += 1
             continue
-        months.add(day.replace(day=1))
         if kind == "ticket.rated":
             out.ratings.append(
                 (
