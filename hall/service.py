@@ -76,11 +76,12 @@ class Decision:
 
 @dataclass(frozen=True)
 class Outbox:
-    """What a round publishes once it is committed, encoded: (topic, payload) each."""
+    """What a round publishes once it is committed: the window states, encoded while the
+    round's work is fresh (before the commit's wait), then its events."""
 
-    states: list[tuple[str, bytes]]
-    events: list[tuple[str, bytes]]
-    profiles: list[tuple[str, bytes]]
+    states: list[tuple[str, bytes]]  # (topic, payload)
+    events: list[Event]
+    profiles: list[int]  # windows whose clerks logged in or out
 
 
 @dataclass(frozen=True)
@@ -431,8 +432,8 @@ class HallService:
         if not to_store:
             self._publish_answers(answers)  # problems and retries: nothing to store
             return
-        # Encoded before the commit, sent after it: once the commit returns, the window
-        # states go out without more work in between.
+        # The window states are encoded before the commit and sent right after it: after
+        # the wait for the disk nothing else is done before they leave.
         outbox = self._outbox(events)
         if self._commit(events, to_store, texts):
             self.answered.update((device, rid) for device, rid, _, _ in to_store)
@@ -615,8 +616,8 @@ class HallService:
         self._send(self._outbox(events), [])
 
     def _outbox(self, events: list[Event]) -> Outbox:
-        """What a round's events make the hall publish, encoded: the window states and
-        clerks' profiles they changed, and the events themselves (public form)."""
+        """What a round's events make the hall publish: the window states they changed
+        (encoded now), the events, the clerks' profiles they changed."""
         windows: set[int] = set()
         profiles: set[int] = set()
         terminals = self.engine.terminals
@@ -629,21 +630,12 @@ class HallService:
             if isinstance(data.get("window"), int):
                 windows.add(data["window"])
         known = self.config.windows
-        return Outbox(
-            states=[
-                (self.topics.window_state(n), encode(window_state(self.engine, n)))
-                for n in sorted(windows)
-                if n in known
-            ],
-            events=[
-                (self.topics.event(e.type), encode(public_event(self.engine, e))) for e in events
-            ],
-            profiles=[
-                (self.topics.window_profile(n), encode(window_profile(self.engine, n)))
-                for n in sorted(profiles)
-                if n in known
-            ],
-        )
+        states = [
+            (self.topics.window_state(n), encode(window_state(self.engine, n)))
+            for n in sorted(windows)
+            if n in known
+        ]
+        return Outbox(states, events, [n for n in sorted(profiles) if n in known])
 
     def _send(self, outbox: Outbox, answers: list[tuple[Request, dict[str, Any]]]) -> None:
         """A committed round goes out: the window states first (what every display waits
@@ -654,10 +646,12 @@ class HallService:
         for topic, payload in outbox.states:
             self.bus.publish(topic, payload, retain=True)
         self._publish_answers(answers)
-        for topic, payload in outbox.events:
-            self.bus.publish(topic, payload, qos=0)
-        for topic, payload in outbox.profiles:
-            self.bus.publish(topic, payload, retain=True)
+        for event in outbox.events:
+            self.bus.publish(self.topics.event(event.type), public_event(self.engine, event), qos=0)
+        for number in outbox.profiles:
+            self.bus.publish(
+                self.topics.window_profile(number), window_profile(self.engine, number), retain=True
+            )
         if outbox.events:
             self._hall_dirty = True
 
