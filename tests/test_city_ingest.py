@@ -12,9 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from city.ingest import REPLAY_TIMEOUT_S, Ingest
-from hall.feed import SUPERVISION_FIELDS, pack, supervision_event
+from hall.feed import (
+    REPLAY_QUEUE,
+    REPLAY_RATE,
+    SUPERVISION_FIELDS,
+    ReplayQueue,
+    pack,
+    supervision_event,
+)
 from quhao.messages import EVENTS
-from quhao.messages.feed import MAX_VALUE_TEXT, FeedBatch, FeedEvent
+from quhao.messages.feed import MAX_VALUE_TEXT, FeedBatch, FeedEvent, ReplayRequest
 
 
 def _event(seq: int) -> FeedEvent:
@@ -344,3 +351,24 @@ def test_the_city_file_names_every_problem_with_its_line() -> None:
         loads_city(
             '[city]\ndatabase = "x"\n\n[[halls]]\nid = "a"\n\n[[halls]]\nid = "a"\n', "city.toml"
         )
+
+
+def test_the_hall_keeps_a_few_requests_waiting_and_answers_at_its_pace() -> None:
+    queue = ReplayQueue()
+    pages = [ReplayRequest(after=500 * n, limit=500) for n in range(REPLAY_QUEUE + 2)]
+    assert all(queue.offer(p) for p in pages[:REPLAY_QUEUE])
+    assert queue.offer(pages[1])  # asked again before it was served: waits once
+    assert not queue.offer(pages[REPLAY_QUEUE])  # one too many: the oldest goes
+    assert [queue.next(0.0) for _ in range(REPLAY_QUEUE + 1)] == [
+        *pages[1 : REPLAY_QUEUE + 1],
+        None,
+    ]
+    for n in range(3 * REPLAY_RATE.burst):  # a flood of new requests, one served a round
+        queue.offer(ReplayRequest(after=n, limit=1))
+    served = sum(queue.next(1.0) is not None for _ in range(100))
+    assert served <= REPLAY_QUEUE  # what waits, no more
+    served = 0
+    for n in range(200):  # one a round, rounds every 10 ms for 2 s: the rate holds
+        queue.offer(ReplayRequest(after=10_000 + n, limit=1))
+        served += queue.next(2.0 + n * 0.01) is not None
+    assert served <= REPLAY_RATE.burst + REPLAY_RATE.per_s * 2 + 1
