@@ -47,6 +47,11 @@ log = logging.getLogger("quhao.hall")
 
 MAX_BATCH = 256
 HALL_STATE_INTERVAL_S = 0.25  # real seconds between hall/state publications at most
+# hall/state waits this long after the round that changed it went out (but never more than
+# HALL_STATE_INTERVAL_S after the change): on a hall server's few cores a call's window
+# state then reaches the board, the phone pages and the LED before the broker, the screens
+# and the browsers are busy with the counts (measured: docs/screens.md, "Benchmark").
+HALL_STATE_SETTLE_S = 0.02
 TICK_INTERVAL_S = 1.0
 REQUEST_MEMORY_S = 2 * 86400  # how long a rid's answer is kept for retries
 MAX_REPLY_TOPIC = 256
@@ -230,6 +235,8 @@ class HallService:
         self._republish = threading.Event()
         self._hall_dirty = True
         self._hall_published_at = 0.0
+        self._hall_dirty_since = 0.0  # when a round first changed it since it went out
+        self._hall_settle_at = 0.0
         self._day = ""
         self.heartbeat = time.monotonic()  # the watchdog looks at this
 
@@ -262,7 +269,7 @@ class HallService:
                 self.publish_all_state()
             # Network I/O and the queue share this one thread: whatever arrived while
             # the last batch was being committed is read now and forms the next batch.
-            self.bus.loop_once(0.0 if self.inbox else 0.1)
+            self.bus.loop_once(0.0 if self.inbox else self._idle_wait())
             for _ in range(MAX_BATCH):  # paho reads a packet or few per round: drain the socket
                 waiting, asked = len(self.inbox), self.feed.requests
                 self.bus.loop_once(0.0)
@@ -653,7 +660,10 @@ class HallService:
                 self.topics.window_profile(number), window_profile(self.engine, number), retain=True
             )
         if outbox.events:
-            self._hall_dirty = True
+            now_mono = time.monotonic()
+            if not self._hall_dirty or not self._hall_dirty_since:
+                self._hall_dirty, self._hall_dirty_since = True, now_mono
+            self._hall_settle_at = now_mono + HALL_STATE_SETTLE_S
 
     def publish_all_state(self) -> None:
         for number in self.config.windows:
@@ -663,13 +673,25 @@ class HallService:
         self._hall_dirty = True
         self._maybe_publish_hall_state(force=True)
 
+    def _hall_state_due(self) -> float | None:
+        """When hall/state may go out next (monotonic): at most four times a second, and
+        HALL_STATE_SETTLE_S after the round that changed it; None: nothing changed."""
+        if not self._hall_dirty:
+            return None
+        settled = min(self._hall_settle_at, self._hall_dirty_since + HALL_STATE_INTERVAL_S)
+        return max(self._hall_published_at + HALL_STATE_INTERVAL_S, settled)
+
+    def _idle_wait(self) -> float:
+        """How long the loop may wait for the network: until hall/state is due, 0.1 s at most."""
+        due = self._hall_state_due()
+        return 0.1 if due is None else min(0.1, max(0.0, due - time.monotonic()))
+
     def _maybe_publish_hall_state(self, force: bool = False) -> None:
         now_mono = time.monotonic()
-        if not force and (
-            not self._hall_dirty or now_mono - self._hall_published_at < HALL_STATE_INTERVAL_S
-        ):
+        due = self._hall_state_due()
+        if not force and (due is None or now_mono < due):
             return
-        self._hall_dirty = False
+        self._hall_dirty, self._hall_dirty_since = False, 0.0
         self._hall_published_at = now_mono
         self.bus.publish(
             self.topics.hall_state, hall_state(self.engine, self.clock.now()), retain=True
