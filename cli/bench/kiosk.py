@@ -42,6 +42,7 @@ from simulators.sam import CardHolder, SamSimulator
 SITE_ID = "benchkiosk"
 # The kiosk's own account of the time between noticing a card and the first byte, less
 # the hall: waits on the reader and the printer, and its own code (`last_ticket`).
+OWN_TARGET_MS = 5  # issue 12: SAM card detected → first ticket byte, minus the hall
 KIOSK_PARTS = {
     "card_read_ms": "of which reading the card",
     "printer_status_ms": "of which printer status",
@@ -207,6 +208,8 @@ def run_kiosk_bench(swipes: int = 60) -> dict[str, Any]:
                 results[path] = {
                     "swipe_to_first_byte": chain.summary(),
                     "detected_to_first_byte_minus_hall": Run(own, sum(own)).summary(),
+                    # the target of the kiosk's own time; a count, steadier than one p99 sample
+                    "over_target": sum(1 for seconds in own if seconds * 1000 > OWN_TARGET_MS),
                     "of_which": {
                         key: Run(values, sum(values)).summary() for key, values in parts.items()
                     },
@@ -250,6 +253,10 @@ def run_kiosk_bench(swipes: int = 60) -> dict[str, Any]:
         for key, label in KIOSK_PARTS.items():
             part = results[path]["of_which"][key]
             print(f"{'    ' + label:30}{part['p50_ms']:10.2f}{part['p99_ms']:10.2f}")
+        print(
+            f"{'  over ' + str(OWN_TARGET_MS) + ' ms (own time)':30}"
+            f"{results[path]['over_target']:10d} of {swipes}"
+        )
     results["sam_find_poll_ms"] = SAM_POLL_S * 1000
     print(
         f"SAM find-card poll every {SAM_POLL_S * 1000:g} ms (detection waits up to that, "
