@@ -16,7 +16,8 @@ hall's window state pass the broker, which splits the key path into its legs; wi
 pass through the broker (the bare publish → the spy) and a bare durable SQLite commit
 measured in the same run, it also prints the key path's floor: the bare path plus what a
 call must add (one more pass, counter → hall, and the commit on disk before anything is
-shown).
+shown) — with a bare commit of one row, and with the hall's own commit of a call (its
+tables and indexes: ~9 pages of WAL).
 
 The bench stays out of the way of what it measures: each key press and each bare publish
 comes `SETTLE_S` after the last one's work is done (as in a hall, where calls are seconds
@@ -57,7 +58,7 @@ CALL_INTERVAL_S = 1.0
 # Before each key press and each bare publish: the last one's work is done everywhere
 # (hall, broker, screens, the page's rendering), and the hall's rate-limited hall/state
 # goes out with every call, as in a hall where calls are seconds apart.
-SETTLE_S = 0.3
+SETTLE_S = 0.2
 SECRET = b"bench-screens-secret-0123456789"
 # What the page notes: each change of a window's number with its time; and a waiter, so
 # that the bench waits for a number without polling the browser (polling would load the
@@ -176,6 +177,14 @@ def run_screens_bench(
             driver.get(base + "/board")
             time.sleep(2.0)  # the counter logs in and the board's first snapshot arrives
             results.update(_key_to_dom(driver, keys, broker.url, presses, work))
+            results["hall_commit"], results["hall_commit_wal_kb"] = _hall_commits(site, work)
+            # The same floor with the hall's own commit of a call in place of the bare one.
+            floor = results["floor_p50_ms"] - results["durable_commit"]["p50_ms"]
+            floor += results["hall_commit"]["p50_ms"]
+            results["floor_hall_commit_p50_ms"] = round(floor, 3)
+            results["floor_hall_commit_ratio_p50"] = ratio(
+                floor, results["bare_publish_to_dom"]["p50_ms"]
+            )
             driver.quit()
             driver = None
             ids = [
@@ -311,6 +320,44 @@ def _durable_commits(work: Path, count: int = 200) -> Run:
         times.append(time.perf_counter() - began)
     db.close()
     return Run(times, sum(times))
+
+
+def _hall_commits(site: Path, work: Path, count: int = 100) -> tuple[dict[str, Any], float]:
+    """The hall's own commit of a call (Store.commit: the event, the ticket, the answer,
+    with the hall's tables and indexes), the same way as the bare one, and the WAL it
+    writes (KB, p50)."""
+    from hall.engine import Engine
+    from hall.store import Store
+    from quhao.config import load
+    from quhao.wire import ok
+
+    config = load(site)
+    store = Store(work / "hall-commit" / "hall.sqlite", site=SITE_ID)
+    engine = Engine(config, SECRET)
+    wal = store.path.with_name(store.path.name + "-wal")
+
+    def decide(device: str, action: str, payload: dict[str, Any], rid: str) -> Any:
+        outcome = engine.handle(device, action, {**payload, "rid": rid}, time.time())
+        touched = {e.data["ticket"] for e in outcome.events if "ticket" in e.data}
+        answer = [(device, rid, time.time(), ok(rid, outcome.response))]
+        return outcome.events, [engine.tickets[t] for t in touched], answer
+
+    for i in range(count + 10):  # a ticket for every call below
+        store.commit(*decide("kiosk-K1", "issue", {"service": "bench", "person": None}, f"i{i}"))
+    times, written = [], []
+    for i in range(count):
+        call = decide("counter-W1", "call", {}, f"c{i}")
+        began = time.perf_counter()
+        store.commit(*call)
+        times.append(time.perf_counter() - began)
+        store.commit(*decide("counter-W1", "finish", {}, f"f{i}"))
+    for i in range(5):  # apart from the timing: a checkpoint empties the WAL first
+        store.checkpoint()
+        store.commit(*decide("counter-W1", "call", {}, f"w{i}"))
+        written.append(wal.stat().st_size)
+        store.commit(*decide("counter-W1", "finish", {}, f"v{i}"))
+    store.close()
+    return Run(times, sum(times)).summary(), round(sorted(written)[len(written) // 2] / 1024, 1)
 
 
 def _seen(driver: Any, name: str, number: str) -> float:
@@ -493,11 +540,17 @@ def _print(results: dict[str, Any]) -> None:
     for name, what in (
         ("broker_pass", "one pass through the broker"),
         ("durable_commit", "a bare durable SQLite commit"),
+        ("hall_commit", "the hall's commit of a call"),
     ):
         print(f"{what:34}{results[name]['p50_ms']:10.2f}{results[name]['p99_ms']:10.2f}")
     print(
+        f"  (the hall's call writes {results['hall_commit_wal_kb']} KB of WAL: its tables' pages)"
+    )
+    print(
         f"floor of the key path (bare + one pass + one commit): p50 {results['floor_p50_ms']:.2f}"
-        f" ms, ratio {results['floor_ratio_p50']:.2f}"
+        f" ms, ratio {results['floor_ratio_p50']:.2f}; with the hall's commit "
+        f"{results['floor_hall_commit_p50_ms']:.2f} ms, ratio "
+        f"{results['floor_hall_commit_ratio_p50']:.2f}"
     )
     pages = results["pages"]
     call = pages["call_to_page"]
