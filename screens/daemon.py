@@ -162,27 +162,27 @@ class ScreensDaemon:
         """Fan what changed out to the streams that show it."""
         online_changed = self.view.online != online_before
         hub = self.hub
-        for channel in list(hub.channels):
-            kind, _, key = channel.partition(":")
-            if kind == "board":
-                self._board_deltas(key, changes, online_changed)
-            elif kind == "window":
-                number = int(key)
-                if online_changed or number in (
-                    changes.windows | changes.profiles | changes.ratings
-                ):
-                    hub.send(channel, self.window_snapshot(number))
+        for name in hub.listened("board"):
+            self._board_deltas(name, changes, online_changed)
+        shown = changes.windows | changes.profiles | changes.ratings
+        for key in hub.listened("window"):
+            if online_changed or int(key) in shown:
+                hub.send(f"window:{key}", self.window_snapshot(int(key)))
         # Ticket pages: the ones a message names at once; every other page of a queue
         # that moved later, together (see __init__).
-        pages = {c.partition(":")[2] for c in hub.channels if c.startswith("ticket:")}
+        pages = hub.keys.get("ticket", set())
         if online_changed:
             self._later |= pages
-        else:
+        elif pages:
             self._urgent |= changes.tickets & pages
-            moved = self.view.tickets_of(changes.services) if changes.services else set()
-            if changes.services or changes.windows:  # pages of tickets the view never saw
-                moved |= {t for t in pages if t not in self.view.tickets}
-            self._later |= moved & pages
+            if changes.services or changes.windows:
+                tickets = self.view.tickets
+                self._later |= {
+                    t
+                    for t in pages
+                    # a page of a queue that moved, or of a ticket the view never saw
+                    if t not in tickets or tickets[t].service in changes.services
+                }
         loop = asyncio.get_running_loop()
         if self._urgent and not self._urgent_scheduled:
             # After this callback: paho folds every message of one read in it (a call's

@@ -543,10 +543,6 @@ class HallView:
                 return number
         return None
 
-    def tickets_of(self, services: set[str]) -> set[str]:
-        """Followed tickets whose page depends on these services' queues."""
-        return {t.id for t in self.tickets.values() if t.service in services}
-
 
 LEVELS = [
     {"level": 5, "name": "非常满意"},

@@ -64,6 +64,10 @@ class Hub:
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.channels: dict[str, set[Stream]] = {}
+        # The keys of the channels listened to, by kind ("board:floor2" → kind "board",
+        # key "floor2"): fan-out finds the few boards and windows without walking
+        # thousands of ticket pages.
+        self.keys: dict[str, set[str]] = {}
         self.count = 0
         self.refused = 0
         self.dropped = 0
@@ -74,6 +78,8 @@ class Hub:
             return None
         stream = Stream(channel)
         self.channels.setdefault(channel, set()).add(stream)
+        kind, _, key = channel.partition(":")
+        self.keys.setdefault(kind, set()).add(key)
         self.count += 1
         return stream
 
@@ -85,6 +91,12 @@ class Hub:
         self.count -= 1
         if not members:
             del self.channels[stream.channel]
+            kind, _, key = stream.channel.partition(":")
+            self.keys[kind].discard(key)
+
+    def listened(self, kind: str) -> set[str]:
+        """The keys of this kind's channels that have a stream now (a copy)."""
+        return set(self.keys.get(kind, ()))
 
     def close_all(self) -> None:
         for members in list(self.channels.values()):
