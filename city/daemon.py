@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from pydantic import ValidationError
 
+from city.check import Refused, check_feed
 from city.dbworker import DbWorker, Done
 from city.ingest import Batch, Ingest
 from city.schema import check_version, ensure_partitions
@@ -40,7 +40,7 @@ from city.writer import HallInfo, PositionMoved, Writer
 from quhao.config import ConfigError
 from quhao.config import load as load_site
 from quhao.config.city import CityConfig, resolve
-from quhao.messages.feed import MAX_FEED_BYTES, MAX_PAGE, FeedBatch
+from quhao.messages.feed import MAX_PAGE
 from quhao.mqtt import Bus, Message, TlsFiles
 from quhao.topics import (
     CITY_FEED_FILTER,
@@ -346,26 +346,9 @@ class CityDaemon:
         if message.retain:
             self._drop(hall, "retained", "")
             return
-        payload = message.payload
-        if len(payload) > MAX_FEED_BYTES:
-            self._drop(hall, "malformed", f"payload is {len(payload)} bytes")
-            return
-        if b"\\u0000" in payload:  # PostgreSQL keeps no NUL in text nor jsonb
-            self._drop(hall, "malformed", "a NUL character")
-            return
-        try:
-            # One pass in pydantic's parser: JSON, UTF-8, types, every bound (the model's).
-            batch = FeedBatch.model_validate_json(payload)
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"])
-            self._drop(hall, "malformed", f"{where}: {first['msg']}")
-            return
-        if batch.site != hall:
-            self._drop(hall, "identity", f"a batch of {shown(batch.site)} on {hall}'s topic")
-            return
-        if batch.events and max(e.seq for e in batch.events) > batch.head:
-            self._drop(hall, "implausible", "an event beyond the hall's head")
+        batch = check_feed(hall, message.payload)
+        if isinstance(batch, Refused):
+            self._drop(hall, batch.why, batch.detail)
             return
         stopped = self.ingest.receive(hall, batch, time.monotonic())
         if stopped:
