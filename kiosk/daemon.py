@@ -69,6 +69,9 @@ from quhao.wire import BadPayload, decode_object
 log = logging.getLogger("quhao.kiosk")
 
 PRINTER_CHECK_S = 5.0  # real seconds between printer checks while idle
+# A printer readied when a card was noticed and not used (the card made no ticket) is
+# closed after this many real seconds: its status is then too old to stand for a ticket.
+PREPARED_S = 2.0
 TICK_S = 0.2  # real seconds between looks at the flow's timeouts
 RESULT_S = 5.0  # real seconds the outcome (请取票 A001, a refusal) stays on the screen
 FLOW_TIMEOUT_S = 30.0  # hall seconds a swipe or a service key waits for the other
@@ -173,6 +176,10 @@ class KioskDaemon:
         self.issued = 0
         self.last_ticket: dict[str, float] = {}  # timings of the last ticket printed
         self._input = InputTiming(time.monotonic())  # the input that completes an issue
+        # The printer connection opened, and its status asked, when a card was noticed;
+        # the next ticket takes it (one connection to the printer at a time, as ever).
+        self._prepared: PrinterSession | None = None
+        self._prepared_timer: Timer | None = None
         self._threads: list[threading.Thread] = []
         # Offline issuing: the lease book on disk, one lease-protocol request at a time.
         offline = state_dir / f"{device}.offline.sqlite" if config.devices.lease_numbers else None
@@ -246,6 +253,7 @@ class KioskDaemon:
                 self._on_card,
                 lambda state, detail: self._reader_state(label, state, detail),
                 absent_s=absent_s,
+                on_noticed=self._card_noticed,
             )
             sam.attach(self.loop)
             return
@@ -261,7 +269,14 @@ class KioskDaemon:
         def on_state(state: str, detail: str) -> None:
             post(lambda: self._reader_state(label, state, detail))
 
-        reader = PcscReader(uri, label, on_card, on_state, absent_s=absent_s)
+        reader = PcscReader(
+            uri,
+            label,
+            on_card,
+            on_state,
+            absent_s=absent_s,
+            on_noticed=lambda: post(self._card_noticed),
+        )
         self._spawn(name, lambda: reader.run(self.loop.stopping))
 
     def _reader_state(self, label: str, state: str, detail: str) -> None:
@@ -389,8 +404,35 @@ class KioskDaemon:
                 log.exception("%s: issuing failed", self.device)
                 self._done(None)
 
+    def _card_noticed(self) -> None:
+        """A card is being read: open the printer and send it the status query now, so
+        its answer arrives while the card's data still comes, not after it."""
+        if self.printer is None or self.issuing or self.waiting:
+            return  # a busy kiosk readies the printer for each ticket in turn
+        self._drop_prepared()
+        session = self.printer.session()
+        session.ask()
+        self._prepared = session
+        self._prepared_timer = self.loop.call_later(PREPARED_S, self._drop_prepared)
+
+    def _drop_prepared(self) -> None:
+        if self._prepared_timer is not None:
+            self._prepared_timer.cancel()
+            self._prepared_timer = None
+        if self._prepared is not None:
+            self._prepared.close()
+            self._prepared = None
+
+    def _printer_session(self) -> PrinterSession | None:
+        """The readied printer connection if there is one, else a new one."""
+        session, self._prepared = self._prepared, None
+        self._drop_prepared()  # its timer
+        if session is not None or self.printer is None:
+            return session
+        return self.printer.session()
+
     def _ask_hall(self, issue: Issue, timing: InputTiming) -> None:
-        session = self.printer.session() if self.printer else None
+        session = self._printer_session()
         if session is not None:
             status_from = time.monotonic()
             self._printer_is(session.status())
@@ -727,7 +769,7 @@ class KioskDaemon:
             self._result = None
 
     def _idle_printer_check(self) -> None:
-        if not self.issuing and not self.waiting:
+        if not self.issuing and not self.waiting and self._prepared is None:
             self._check_printer()
 
     def _check_printer(self) -> None:

@@ -3,12 +3,12 @@
 URIs: `tcp://10.0.0.21:9100`, `serial:///dev/ttyS1?baud=19200`, `usb://0x0416:0x5011`.
 
 A connection is opened per ticket (`session`). Before a ticket is issued the kiosk
-asks the printer's real-time status (DLE EOT 2 and 4) on it; python-escpos's paper_status()
-reports "adequate" when nothing answers, so the answer bytes are read here and
-no answer means no ticket. After the job the status is asked again on the same
-connection: an answer
-proves the printer was alive to the end, and paper that ran out during the job
-means the ticket is not whole.
+asks the printer's real-time status (DLE EOT 2 and 4) on it, sent as soon as a card is
+noticed (`PrinterSession.ask`) so that the answer comes while the card is read.
+python-escpos's paper_status() reports "adequate" when nothing answers, so the answer
+bytes are read here and no answer means no ticket. After the job the status is asked
+again on the same connection: an answer proves the printer was alive to the end, and
+paper that ran out during the job means the ticket is not whole.
 """
 
 from __future__ import annotations
@@ -103,8 +103,21 @@ class TicketPrinter:
             _close(printer)
 
     def _query(self, printer: Escpos) -> PrinterState:
+        return self._ask(printer) or self._answer(printer)
+
+    def _ask(self, printer: Escpos) -> PrinterState | None:
+        """Send the status query; a state only when it could not be sent."""
         try:
             printer._raw(DLE_EOT_OFFLINE + DLE_EOT_PAPER)
+        except TimeoutError:
+            return decode(None, None)
+        except (EscposError, OSError) as exc:
+            return PrinterState("offline", f"printer lost: {exc}")
+        return None
+
+    def _answer(self, printer: Escpos) -> PrinterState:
+        """Read the status query's answer (the two bytes, or what came in the timeout)."""
+        try:
             answer = b""
             deadline = time.monotonic() + self.timeout_s
             while len(answer) < 2 and (left := deadline - time.monotonic()) > 0:
@@ -134,11 +147,22 @@ class TicketPrinter:
 class PrinterSession:
     def __init__(self, owner: TicketPrinter, printer: Escpos | None, problem: str = "") -> None:
         self.owner, self.printer, self.problem = owner, printer, problem
+        self._asked = False  # the status query is out; its answer not yet read
+        self._ask_failed: PrinterState | None = None
+
+    def ask(self) -> None:
+        """Send the status query now; `status` reads the answer. Asked while a card is
+        being read, the printer answers meanwhile and `status` finds the answer waiting."""
+        if self.printer is not None and not self._asked:
+            self._asked = True
+            self._ask_failed = self.owner._ask(self.printer)
 
     def status(self) -> PrinterState:
         if self.printer is None:
             return PrinterState("offline", self.problem)
-        return self.owner._query(self.printer)
+        self.ask()
+        self._asked = False
+        return self._ask_failed or self.owner._answer(self.printer)
 
     def print_job(self, job: bytes) -> PrinterState:
         """Send the ticket (its status was just asked); the state after says if it is whole."""

@@ -83,6 +83,7 @@ class Interpreter:
         self.current = Ticket()
         self.tickets: list[Ticket] = []
         self.unknown = 0
+        self.status_asked: list[float] = []  # perf_counter: each real-time status query
         self._arrival = 0.0
         self._reset()
 
@@ -130,6 +131,7 @@ class Interpreter:
         if byte == DLE:
             self._need(3)
             if p[1] == 0x04:
+                self.status_asked.append(self._arrival)
                 if not self.panel.silent:
                     answer.append(self.status_byte(p[2]))
                 return 3

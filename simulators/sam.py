@@ -124,6 +124,11 @@ class SamSimulator:
         self.holder: CardHolder | None = None
         self.fault = ""
         self.commands: list[tuple[int, int]] = []
+        # 0: answers are written at once; a baud rate: each answer takes the time a real
+        # module's line takes to carry it (a base message, 1,295 bytes: 112 ms at 115200)
+        self.line_baud = 0
+        self.selected_at = 0.0  # perf_counter: the last select command received
+        self.read_answered_at = 0.0  # perf_counter: the last base message all sent
         self.last_frame_at = 0.0
         self._dropout = 0  # find polls still to answer "no card" while the card stays
         self._lock = threading.Lock()
@@ -213,8 +218,12 @@ class SamSimulator:
                     check ^= byte
                 reply = self._answer(frame[7:-1]) if check == frame[-1] else self._status(0x10)
                 if reply and self.fault != "silent":
+                    if self.line_baud:
+                        time.sleep(len(reply) * 10 / self.line_baud)  # start, 8 data, stop
                     with contextlib.suppress(OSError):
                         os.write(master, reply)
+                    if self.commands and self.commands[-1] == (0x30, 0x01):
+                        self.read_answered_at = time.perf_counter()
 
     def _status(self, sw3: int, data: bytes = b"") -> bytes:
         body = bytes([0, 0, sw3]) + data
@@ -251,6 +260,7 @@ class SamSimulator:
                 self._seen.notify_all()
             return self._status(0x80)
         if command == (0x20, 0x02):
+            self.selected_at = time.perf_counter()
             return self._status(0x90, bytes(8)) if card else self._status(0x81)
         if command == (0x30, 0x01):
             if card is None:

@@ -185,6 +185,20 @@ def hall(
         assert kiosk.stop() == 0, kiosk.log()
 
 
+def test_the_printer_is_asked_while_the_card_is_read(hall: Hall) -> None:
+    """A card noticed readies the printer: the ticket's status query goes out while the
+    SAM still sends the card's data (a base message takes 112 ms at 115200 baud), so its
+    answer is in when the card is, and the ticket is the same."""
+    hall.sam.line_baud = 115200
+    hall.keys.tap("KEY_F1")
+    hall.swipe(ADULT)
+    ticket = hall.printer.wait_for_tickets(1)[0]
+    assert "A001" in ticket.text
+    selected, read = hall.sam.selected_at, hall.sam.read_answered_at
+    assert read - selected > 0.1
+    assert any(selected <= asked < read - 0.05 for asked in hall.printer.interpreter.status_asked)
+
+
 @pytest.mark.parametrize(
     "hall", ['[screens]\npublic_url = "http://hall.local:8080/"\n'], indirect=True, ids=["phone"]
 )

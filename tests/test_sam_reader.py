@@ -24,6 +24,7 @@ from kiosk.readers.sam_poller import (
     Card,
     Health,
     Note,
+    Noticed,
     Output,
     SamPoller,
     Send,
@@ -86,14 +87,20 @@ class Run:
     cards: list[Card] = field(default_factory=list)
     health: list[str] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
+    noticed: list[float] = field(default_factory=list)
     pending: bytes | None = None  # an answer on its way
 
     def take(self, outputs: list[Output]) -> None:
         sends = [o for o in outputs if isinstance(o, Send)]
         assert len(sends) <= 1, "one command in flight at a time"
-        assert sends == outputs[-1:] or not sends, "a command is the last thing done"
+        # A command is the last thing done (a notice may follow the select it goes with).
+        commands = [o for o in outputs if not isinstance(o, Noticed)]
+        assert sends == commands[-1:] or not sends, "a command is the last thing done"
         for output in outputs:
-            if isinstance(output, Card):
+            if isinstance(output, Noticed):
+                assert sends and sends[0].frame == sam.command(sam.SELECT_CARD)
+                self.noticed.append(output.at)
+            elif isinstance(output, Card):
                 self.cards.append(output)
             elif isinstance(output, Health):
                 self.health.append(output.state)
@@ -162,6 +169,7 @@ def test_a_card_arriving_in_any_chunking_is_read_once_with_its_times(
     card = run.cards[0]
     assert card.identity.id_number == ADULT.id_number and card.identity.name == ADULT.name
     assert card.read_at - card.detected_at == pytest.approx(2 * latency)  # select, read
+    assert run.noticed[-1] == card.detected_at  # the kiosk heard of it as the read began
     assert run.module.commands.count(sam.READ_BASE) == 1  # lying there: not read again
     assert ADULT.id_number not in repr(card) and "withheld" in repr(card)
 

@@ -5,7 +5,7 @@ One command is in flight at a time; the SAM answers each in order:
 
     (port opened)  reset 10 FF ─► status 11 FF ─ ok ─► find 20 01 every `poll_s`
                                        │ not ok / no answer: fault, start again after retry_s
-    find: 9F card found ─ a new presentation may be there (Presence.present) ─►
+    find: 9F card found ─ a new presentation may be there (Presence.present): `Noticed` ─►
           select 20 02 ─ ok ─► read base message 30 01 ─ ok ─► fingerprint the text:
           a new presentation (Presence.identified) → `Card`; the same card → nothing
     find: 80 no card → Presence.absent; any other answer or none: no evidence
@@ -68,6 +68,14 @@ class Card:
 
 
 @dataclass(frozen=True)
+class Noticed:
+    """A card may be there: its data is being read now (the select just went out), so
+    whatever else a ticket needs can be readied while the SAM answers."""
+
+    at: float  # when the find that noticed it was answered
+
+
+@dataclass(frozen=True)
 class Health:
     """The reader's state changed, or is said again: `ok`, or `fault` with why."""
 
@@ -83,7 +91,7 @@ class Note:
     text: str
 
 
-Output = Send | Card | Health | Note
+Output = Send | Noticed | Card | Health | Note
 
 
 class SamPoller:
@@ -203,7 +211,7 @@ class SamPoller:
         if not self.presence.present(now):
             return self._wait(self.poll_s, now)  # the same card, still there
         self._detected_at = now
-        return self._ask(sam.SELECT_CARD, now)
+        return [*self._ask(sam.SELECT_CARD, now), Noticed(now)]  # the select goes out first
 
     def _read(self, response: sam.Response | None, now: float) -> list[Output]:
         if response is None or not response.ok:

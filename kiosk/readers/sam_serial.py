@@ -35,7 +35,16 @@ from collections.abc import Callable
 
 import serial
 
-from kiosk.readers.sam_poller import RETRY_S, Card, Health, Note, Output, SamPoller, Send
+from kiosk.readers.sam_poller import (
+    RETRY_S,
+    Card,
+    Health,
+    Note,
+    Noticed,
+    Output,
+    SamPoller,
+    Send,
+)
 from quhao.devices import uri as uris
 from quhao.devices.cards import CardRead
 from quhao.devices.presence import DEFAULT_ABSENT_S, Presence
@@ -57,14 +66,17 @@ class SamReader:
         on_state: Callable[[str, str], None] | None = None,
         *,
         absent_s: float = DEFAULT_ABSENT_S,
+        on_noticed: Callable[[], None] | None = None,
     ) -> None:
-        """`on_card` and `on_state` are called in the owner loop's thread. `absent_s`:
-        how long find must say "no card" before the card counts as removed. Times are
-        the loop's own monotonic clock."""
+        """`on_card`, `on_state` and `on_noticed` (a card may be there; its data is being
+        read) are called in the owner loop's thread. `absent_s`: how long find must say
+        "no card" before the card counts as removed. Times are the loop's own monotonic
+        clock."""
         self.uri = uris.parse(uri, ("serial",))
         self.baud = self.uri.int_param("baud", 115200)
         self.label = label
         self.on_card = on_card
+        self.on_noticed = on_noticed
         self.health = DeviceState("SAM reader", label, log, on_state)
         self.poller = SamPoller(absent_s)
         self._port: serial.Serial | None = None
@@ -138,6 +150,8 @@ class SamReader:
                     return
             elif isinstance(output, Card):
                 self._deliver(output)
+            elif isinstance(output, Noticed):
+                self._noticed()
             elif isinstance(output, Health):
                 self.health.set(output.state, output.detail)
             elif isinstance(output, Note):
@@ -163,6 +177,14 @@ class SamReader:
             self.on_card(read)
         except Exception:  # the kiosk's trouble with one card must not stop the reader
             log.exception("%s: handling a card failed", self.label)
+
+    def _noticed(self) -> None:
+        if self.on_noticed is None:
+            return
+        try:
+            self.on_noticed()
+        except Exception:  # readying for a card must not stop the reader
+            log.exception("%s: readying for a card failed", self.label)
 
     def _schedule(self) -> None:
         """One timer, at the poller's deadline (moved when the deadline moves)."""

@@ -49,13 +49,17 @@ class PcscReader:
         *,
         absent_s: float = DEFAULT_ABSENT_S,
         clock: Callable[[], float] = time.monotonic,
+        on_noticed: Callable[[], None] | None = None,
     ) -> None:
         """`absent_s`: how long the reader must be EMPTY before the card counts as
-        removed; `clock`: monotonic seconds (injectable for tests)."""
+        removed; `clock`: monotonic seconds (injectable for tests); `on_noticed`: called
+        when a card is seen, before it is read (what a ticket needs can be readied
+        meanwhile)."""
         self.uri = uris.parse(uri, ("pcsc",))
         self.wanted = self.uri.params.get("reader", "")
         self.label = label
         self.on_card = on_card
+        self.on_noticed = on_noticed
         self.health = DeviceState("reader", label, log, on_state)
         self.presence = Presence(absent_s)
         self.clock = clock
@@ -113,6 +117,8 @@ class PcscReader:
 
     def _card_there(self, context: int, name: str) -> None:
         detected_at = time.monotonic()
+        if self.on_noticed is not None:
+            self.on_noticed()
         uid = self._read_uid(context, name)
         now = self.clock()
         if uid is None:
