@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import gc
 import logging
 import threading
 import time
@@ -86,6 +87,16 @@ def hall_info(config: CityConfig, base: Path) -> list[HallInfo]:
             )
         )
     return out
+
+
+def freeze_startup() -> None:
+    """What start-up made (modules, pydantic's validators, psycopg, paho) lives as long as
+    the process: frozen out of the collector's sight. Catching up, the events held make
+    full collections frequent, and each walked all of it too: parsing, the ingest and
+    the projection cost a quarter more CPU (cli/bench/citycore.py). Garbage is collected
+    first so none is kept for good."""
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass
@@ -156,6 +167,7 @@ class CityDaemon:
     # ---- the loop -----------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        freeze_startup()
         flush_s = self.config.city.flush_ms / 1000
         limit = self.config.city.batch_events
         while not stop.is_set():

@@ -225,6 +225,22 @@ WHERE type IN ('appointment.booked', 'appointment.checked_in', 'appointment.no_s
 DROP FUNCTION pg_temp.quhao_day(text);
 """,
     ),
+    (
+        4,
+        "one index a ticket, none an event's ticket: what every write paid and nothing read",
+        """
+-- Every event paid for an index by (hall, ticket) that nothing reads: the city's report
+-- takes a ticket from `tickets`, and a ticket's own events are found by its hall within
+-- the month's partition (the key's first column).
+DROP INDEX events_ticket;
+-- A ticket had two indexes on the same three columns: the key (hall, id, day) and
+-- (day, hall, id) for the reports' day ranges. One key in the second order serves both
+-- (the writer's UPDATE looks up all three columns).
+ALTER TABLE tickets DROP CONSTRAINT tickets_pkey;
+ALTER TABLE tickets ADD PRIMARY KEY (day, hall, id);
+DROP INDEX tickets_day;
+""",
+    ),
 ]
 
 
