@@ -55,8 +55,13 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+INT4 = 2**31  # the integer columns' range (the binary COPY would wrap a bigger number)
+
+
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, int) or not -INT4 <= value < INT4:
+        return None
+    return value
 
 
 def _float(value: Any) -> float | None:

@@ -6,7 +6,7 @@ One transaction per batch:
    is refused whole (the daemon reloads the positions and asks for what is missing);
 2. one COPY per table: straight into `events`, `ratings`, `alerts` and `appointments`
    (keyed by the event: the position check makes each row new, and the keys refuse a
-   batch that is not: `_COPY_INTO`); into a temporary staging table for new tickets,
+   batch that is not: `_COPY`); into a temporary staging table for new tickets,
    changes to older ones, new cases and changes to cases, each followed by one
    `INSERT … SELECT … ON CONFLICT DO NOTHING` or `UPDATE … FROM`;
 3. move `done` up, every hall of the batch in one statement.
@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import psycopg
 from psycopg.adapt import Dumper
@@ -51,10 +52,19 @@ CREATE TEMP TABLE IF NOT EXISTS stage_case_changes (
 ) ON COMMIT DELETE ROWS;
 """
 
-TICKET_COLUMNS = (
-    "hall, id, day, number, origin_service, service, status, priority, kiosk, "
-    'override_staff, issued_at, first_called_at, called_at, finished_at, "window", staff, '
-    "recalls, transfers, rating, rating_state, rating_reason"
+
+def _columns(spec: str) -> tuple[str, list[str]]:
+    """ "name type, …" -> the column list and the types of a binary COPY."""
+    pairs = [column.split() for column in spec.split(",")]
+    return ", ".join(name for name, _ in pairs), [kind for _, kind in pairs]
+
+
+TICKET_COLUMNS, TICKET_TYPES = _columns(
+    "hall text, id text, day date, number text, origin_service text, service text, "
+    "status text, priority text, kiosk text, override_staff text, issued_at float8, "
+    'first_called_at float8, called_at float8, finished_at float8, "window" int4, '
+    "staff text, recalls int4, transfers int4, rating int4, rating_state text, "
+    "rating_reason text"
 )
 
 _APPLY_CHANGES = """
@@ -75,19 +85,47 @@ FROM stage_changes s
 WHERE t.hall = s.hall AND t.id = s.id AND t.day = s.day
 """
 
-# Straight into its table (COPY), for the tables keyed by the event (hall, seq): a batch
-# holds each (hall, seq) once and only after the hall's position, checked under lock in
-# the same transaction, so none can be there yet; if one were (a database changed by
-# hand), the key refuses the batch and the hall is written alone, or stopped
-# (city/daemon.py): never a row twice, never one skipped.
-_COPY_INTO = {
-    "events": "events (hall, seq, at, at_s, type, ticket, data)",
-    "ratings": 'ratings (hall, seq, ticket, day, at, level, reason, service, "window", staff)',
-    "alerts": 'alerts (hall, seq, type, at, day, ticket, service, "window", staff, level, '
-    "reason, waited_s)",
-    "appointments": "appointments (hall, seq, kind, day, service, slot_start, slot_end, at, "
-    "ticket, kiosk)",
+# Every COPY is binary: PostgreSQL parses no text for the times, numbers and days (the
+# binary int4 dumper wraps a number beyond its range: city/project.py bounds them).
+#
+# Straight into its table, for the tables keyed by the event (hall, seq): a batch holds
+# each (hall, seq) once and only after the hall's position, checked under lock in the
+# same transaction, so none can be there yet; if one were (a database changed by hand),
+# the key refuses the batch and the hall is written alone, or stopped (city/daemon.py):
+# never a row twice, never one skipped. Then the staging tables (`_STAGING`).
+_COPY = {
+    "events": ("events", "hall text, seq int8, at timestamptz, at_s float8, type text, "
+               "ticket text, data jsonb"),
+    "ratings": ("ratings", "hall text, seq int8, ticket text, day date, at timestamptz, "
+                'level int4, reason text, service text, "window" int4, staff text'),
+    "alerts": ("alerts", "hall text, seq int8, type text, at timestamptz, day date, "
+               'ticket text, service text, "window" int4, staff text, level int4, '
+               "reason text, waited_s float8"),
+    "appointments": ("appointments", "hall text, seq int8, kind text, day date, "
+                     "service text, slot_start timestamptz, slot_end timestamptz, "
+                     "at timestamptz, ticket text, kiosk text"),
+    "tickets": ("stage_tickets", ""),
+    "changes": ("stage_changes", "hall text, id text, day date, status text, service text, "
+                'set_window bool, "window" int4, set_staff bool, staff text, '
+                "first_called_at float8, called_at float8, finished_at float8, "
+                "recalls int4, transfers int4, set_rating bool, rating int4, "
+                "rating_state text, rating_reason text"),
+    "cases": ("stage_cases", "hall text, id text, ticket text, day date, opened_s float8, "
+              'due_s float8, level int4, reason text, service text, "window" int4, '
+              "staff text"),
+    "case_changes": ("stage_case_changes", "hall text, id text, state text, "
+                     "closed_s float8, note text, by_staff text, appeal text, "
+                     "updated_s float8"),
+}  # fmt: skip
+COPY_SQL = {
+    name: (
+        f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)",
+        types,
+    )
+    for name, (table, spec) in _COPY.items()
+    for names, types in [_columns(spec) if spec else (TICKET_COLUMNS, TICKET_TYPES)]
 }
+EVENT_TYPES = COPY_SQL["events"][1]
 # Staged, then one statement each, in this order (a case opened and updated in one batch
 # is inserted first).
 _FROM_STAGE = {
@@ -117,20 +155,10 @@ WHERE c.hall = s.hall AND c.id = s.id""",
 _LOOK_UP = (
     "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
 )
-_STAGE_TABLE = {
-    "tickets": f"stage_tickets ({TICKET_COLUMNS})",
-    "changes": "stage_changes",
-    "cases": "stage_cases",
-    "case_changes": "stage_case_changes",
-}
 
 
-# `events` goes in by binary COPY: PostgreSQL parses no text for the times and numbers,
-# and the event's JSON goes into jsonb as the feed's encoder wrote it (jsonb's binary
-# form is a version byte and the text; PostgreSQL still checks and converts it).
-EVENT_TYPES = ["text", "int8", "timestamptz", "float8", "text", "text", "jsonb"]
-
-
+# The event's JSON goes into jsonb as the feed's encoder wrote it (jsonb's binary form is
+# a version byte and the text; PostgreSQL still checks and converts it).
 class JsonTextDumper(Dumper):
     format = Format.BINARY
     oid = psycopg.postgres.types["jsonb"].oid
@@ -260,27 +288,15 @@ class Writer:
                 raise PositionMoved(moved)
             with conn.cursor() as cur:
                 for name, table_rows in direct.items():
-                    if not table_rows:
-                        continue
-                    binary = name == "events"
-                    options = " (FORMAT BINARY)" if binary else ""
-                    with cur.copy(f"COPY {_COPY_INTO[name]} FROM STDIN{options}") as copy:
-                        if binary:
-                            copy.set_types(EVENT_TYPES)
-                        for row in table_rows:
-                            copy.write_row(row)
+                    _copy(cur, name, table_rows)
                 if rows.changes or rows.case_changes:
                     # A staging table has no statistics: the planner would join the whole
                     # tickets table instead of looking each row up (ANALYZE of the
                     # staging table cost more than the lookups: 2 µs an event live).
                     cur.execute(_LOOK_UP)
                 for name, table_rows in staged.items():
-                    if not table_rows:
-                        continue
-                    with cur.copy(f"COPY {_STAGE_TABLE[name]} FROM STDIN") as copy:
-                        for row in table_rows:
-                            copy.write_row(row)
-                    cur.execute(_FROM_STAGE[name])
+                    if _copy(cur, name, table_rows):
+                        cur.execute(_FROM_STAGE[name])
                 cur.execute(
                     "UPDATE feed_positions p SET done = u.done, db = u.db, updated = now() "
                     "FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS u(hall, done, db) "
@@ -292,6 +308,17 @@ class Writer:
                     ),
                 )
         return rows
+
+
+def _copy(cur: psycopg.Cursor[Any], name: str, rows: list[tuple[Any, ...]]) -> bool:
+    if not rows:
+        return False
+    sql, types = COPY_SQL[name]
+    with cur.copy(sql) as copy:
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
+    return True
 
 
 class HallInfo:
