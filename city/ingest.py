@@ -62,7 +62,7 @@ READY_MAX = 10_000  # events waiting to be written: ask for no more meanwhile
 RECENT = 2_000  # per hall: the times of this many handed-out events, to notice a rewound log
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: its __init__ would cost 1.6 µs more an event
 class CityEvent:
     hall: str
     seq: int
