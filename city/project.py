@@ -11,8 +11,9 @@
   note, who acted, when resolved);
 - `appointments`: each booking, check-in and no-show with its slot's day and service.
 
-Per event only what the tables need: the event's JSON text comes from pydantic's encoder
-(Rust), its time one `datetime` (psycopg's C dumper writes it into the COPY), and a
+Per event only what the tables need, in the form the writer's binary COPY hands
+PostgreSQL (city/writer.py): the event's JSON text from pydantic's encoder (Rust) as
+jsonb's binary form, its time as a timestamptz's (µs since 2000-01-01 UTC, an int); a
 ticket id's day is parsed once per day of the batch.
 
 A hall is trusted to be itself, not to be right: a field of the wrong type or a ticket
@@ -30,11 +31,20 @@ from pydantic_core import to_json
 from city.ingest import CityEvent
 from quhao.messages.feed import EARLIEST, LATEST
 
-UTC = dt.UTC
+PG_EPOCH = 946_684_800  # 2000-01-01 UTC: PostgreSQL's timestamps count from there
+DAY_US = 86_400_000_000
 
 
-class JsonText(bytes):
-    """An event's data as JSON text (UTF-8), to go into a jsonb column as it is."""
+def micros(at: float) -> int:
+    """A Unix time (at or after 2000, as the feed's are) as PostgreSQL's binary timestamptz:
+    µs since 2000-01-01 UTC, rounded as `datetime.fromtimestamp` rounds (half to even)."""
+    whole = int(at)
+    return (whole - PG_EPOCH) * 1_000_000 + round((at - whole) * 1e6)
+
+
+def jsonb(data: dict[str, Any]) -> bytes:
+    """An event's data as jsonb's binary form: a version byte and the JSON text."""
+    return b"\x01" + to_json(data)
 
 
 def plausible_time(at: float) -> bool:
@@ -189,12 +199,15 @@ class Projection:
     unprojected: int = 0
 
 
-def _month_of(at: float, cache: dict[int, dt.date]) -> dt.date:
-    """The (UTC) month of a time; one datetime per day of the batch, not per event."""
-    day = int(at // 86_400)
+_Y2K = dt.date(2000, 1, 1)
+
+
+def _month_of(us: int, cache: dict[int, dt.date]) -> dt.date:
+    """The (UTC) month of a time (`micros`); one date per day of the batch, not per event."""
+    day = us // DAY_US
     month = cache.get(day)
     if month is None:
-        month = cache[day] = dt.datetime.fromtimestamp(day * 86_400, UTC).date().replace(day=1)
+        month = cache[day] = (_Y2K + dt.timedelta(days=day)).replace(day=1)
     return month
 
 
@@ -221,9 +234,9 @@ def project(events: list[CityEvent]) -> Projection:
         ticket = data.get("ticket")
         if not isinstance(ticket, str):
             ticket = None
-        at = dt.datetime.fromtimestamp(event.at, UTC)  # for the COPY straight into the table
-        rows.append((event.hall, event.seq, at, event.at, kind, ticket, JsonText(to_json(data))))
-        months.add(_month_of(event.at, month_cache))
+        at = micros(event.at)
+        rows.append((event.hall, event.seq, at, event.at, kind, ticket, jsonb(data)))
+        months.add(_month_of(at, month_cache))
         if kind.startswith("case."):
             _case(out, case_changes, event, data, days)
             continue
@@ -305,18 +318,18 @@ def _day(text: Any, days: dict[str, dt.date | None]) -> dt.date | None:
     return days[text]
 
 
-def _slot_time(value: Any) -> dt.datetime | None:
+def _slot_time(value: Any) -> int | None:
     seconds = _float(value)
     if seconds is None or not plausible_time(seconds):
         return None
-    return dt.datetime.fromtimestamp(seconds, UTC)
+    return micros(seconds)
 
 
 def _appointment(
     out: Projection,
     event: CityEvent,
     d: dict[str, Any],
-    at: dt.datetime,
+    at: int,
     days: dict[str, dt.date | None],
 ) -> None:
     """A booking, check-in or no-show: its slot's day and service (no person, no

@@ -23,11 +23,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import psycopg
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
 
 from city.ingest import Batch
-from city.project import JsonText, Projection, project
+from city.project import Projection, project
 from city.schema import Conn, ensure_partition
 
 log = logging.getLogger("quhao.city.writer")
@@ -53,10 +51,20 @@ CREATE TEMP TABLE IF NOT EXISTS stage_case_changes (
 """
 
 
+# In a binary COPY PostgreSQL reads each field with its column's own binary receive
+# function; the types given to psycopg only choose how it formats each value. The
+# projection (city/project.py) hands over a timestamptz and a jsonb in their binary form
+# already — µs since 2000-01-01 as an int, a version byte and the JSON text as bytes —
+# so psycopg writes them with its C dumpers for int8 and bytea: no `datetime` and no
+# Python dumper per event.
+_FORMATTED_AS = {"timestamptz": "int8", "jsonb": "bytea"}
+
+
 def _columns(spec: str) -> tuple[str, list[str]]:
-    """ "name type, …" -> the column list and the types of a binary COPY."""
+    """ "name type, …" -> the column list and the types psycopg formats them as."""
     pairs = [column.split() for column in spec.split(",")]
-    return ", ".join(name for name, _ in pairs), [kind for _, kind in pairs]
+    names = ", ".join(name for name, _ in pairs)
+    return names, [_FORMATTED_AS.get(kind, kind) for _, kind in pairs]
 
 
 TICKET_COLUMNS, TICKET_TYPES = _columns(
@@ -157,16 +165,6 @@ _LOOK_UP = (
 )
 
 
-# The event's JSON goes into jsonb as the feed's encoder wrote it (jsonb's binary form is
-# a version byte and the text; PostgreSQL still checks and converts it).
-class JsonTextDumper(Dumper):
-    format = Format.BINARY
-    oid = psycopg.postgres.types["jsonb"].oid
-
-    def dump(self, obj: JsonText) -> bytes:
-        return b"\x01" + obj
-
-
 class PositionMoved(Exception):
     """A hall's position in the database is not where the batch starts."""
 
@@ -183,7 +181,6 @@ class Writer:
 
     def _connect(self) -> Conn:
         conn: Conn = psycopg.connect(self.dsn)
-        conn.adapters.register_dumper(JsonText, JsonTextDumper)
         conn.execute(_STAGING.encode())
         conn.commit()
         return conn

@@ -5,13 +5,15 @@ every hall ends up written exactly once, in sequence. And what leaves the hall
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from city.ingest import REPLAY_TIMEOUT_S, Ingest
+from city.ingest import REPLAY_TIMEOUT_S, CityEvent, Ingest
+from city.project import micros, project
 from hall.feed import (
     REPLAY_QUEUE,
     REPLAY_RATE,
@@ -21,7 +23,14 @@ from hall.feed import (
     supervision_event,
 )
 from quhao.messages import EVENTS
-from quhao.messages.feed import MAX_VALUE_TEXT, FeedBatch, FeedEvent, ReplayRequest
+from quhao.messages.feed import (
+    EARLIEST,
+    LATEST,
+    MAX_VALUE_TEXT,
+    FeedBatch,
+    FeedEvent,
+    ReplayRequest,
+)
 
 
 def _event(seq: int) -> FeedEvent:
@@ -372,3 +381,30 @@ def test_the_hall_keeps_a_few_requests_waiting_and_answers_at_its_pace() -> None
         queue.offer(ReplayRequest(after=10_000 + n, limit=1))
         served += queue.next(2.0 + n * 0.01) is not None
     assert served <= REPLAY_RATE.burst + REPLAY_RATE.per_s * 2 + 1
+
+
+@given(st.floats(min_value=EARLIEST, max_value=LATEST, exclude_max=True))
+def test_an_event_time_goes_to_postgresql_as_datetime_would_have_sent_it(at: float) -> None:
+    """The writer hands PostgreSQL a timestamptz in its binary form (µs since 2000, an
+    int): the same microsecond `datetime.fromtimestamp` rounds to, and the same month."""
+    since = dt.datetime.fromtimestamp(at, dt.UTC) - dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    assert micros(at) == since // dt.timedelta(microseconds=1)
+    month = dt.datetime.fromtimestamp(at, dt.UTC).date().replace(day=1)
+    assert project([CityEvent("h", 1, at, "x", {})]).months == {month}
+
+
+def test_a_number_beyond_the_integer_columns_is_not_projected() -> None:
+    """The binary COPY would wrap it: the event stays in `events`, no ticket row takes it."""
+    at = 1_790_000_000.0
+    issued = {"ticket": "2026-09-21/A001", "number": "A001", "service": "s"}
+    rows = project(
+        [
+            CityEvent("h", 1, at, "ticket.issued", issued),
+            CityEvent("h", 2, at, "ticket.called", {"ticket": "2026-09-21/A001", "window": 2**31}),
+            CityEvent("h", 3, at, "ticket.rated", {"ticket": "2026-09-21/A001", "level": 2**40}),
+        ]
+    )
+    assert len(rows.events) == 3 and rows.unprojected == 2
+    assert not rows.ratings
+    (ticket,) = rows.new_tickets
+    assert ticket[6] == "waiting" and ticket[14] is None  # status, window

@@ -51,8 +51,8 @@ from typing import Any
 
 import psycopg
 
-from city.project import JsonText
-from city.writer import EVENT_TYPES, JsonTextDumper
+from city.project import micros
+from city.writer import EVENT_TYPES
 from cli.bench.citycpu import Meter, main_thread_cpu, postmaster, with_children
 from cli.bench.citynet import CityNet
 from hall.feed import ReplayQueue, pack_encoded, supervision_event
@@ -329,9 +329,9 @@ def _bare(dsn: str, batch: int, pg_data: Path) -> dict[str, float]:
     fastest batched insert there is. `events` (binary, the way the city writes it), and
     then the rows of the city's other tables as they ended up, for `all_per_s`."""
     with psycopg.connect(dsn) as conn:
-        conn.adapters.register_dumper(JsonText, JsonTextDumper)
+        # in the binary forms the city's projection makes (city/writer.py _FORMATTED_AS)
         rows = [
-            (*row[:6], JsonText(row[6].encode()))
+            (row[0], row[1], micros(row[3]), row[3], row[4], row[5], b"\x01" + row[6].encode())
             for row in conn.execute(
                 "SELECT hall, seq, at, at_s, type, ticket, data::text FROM events "
                 "ORDER BY written, hall, seq"
