@@ -506,3 +506,37 @@ def test_migration_3_projects_the_appointment_events_the_city_already_holds(city
         (2, "checked_in", today, "enquiry", True, "t"),
         (4, "booked", today, "x", False, None),
     ]
+
+
+def test_a_ticket_id_issued_again_keeps_the_first_row_and_the_batch_goes_in(city: Net) -> None:
+    """A batch's new tickets go straight into `tickets` (COPY in a savepoint): a hall that
+    issues an id again must not have its batch refused — the first row stays, as before,
+    and every event and the position are written."""
+    from city.ingest import Batch, CityEvent
+    from city.schema import migrate
+    from city.writer import HallInfo, Writer
+
+    dsn = city.net.pg.create_database("city_reissued")
+    migrate(dsn, dt.date.today(), 1)
+    writer = Writer(dsn)
+    try:
+        writer.register([HallInfo("h")])
+        at, ticket = time.time(), f"{dt.date.today().isoformat()}/A001"
+
+        def issued(seq: int, ticket: str, service: str) -> CityEvent:
+            data = {"ticket": ticket, "number": ticket[-4:], "service": service}
+            return CityEvent("h", seq, at + seq, "ticket.issued", data)
+
+        writer.write(Batch([issued(1, ticket, "first")], {"h": (0, 1)}, {"h": "db"}))
+        again = [issued(2, ticket, "second"), issued(3, ticket[:-1] + "2", "other")]
+        writer.write(Batch(again, {"h": (1, 3)}, {"h": "db"}))
+        assert writer.reissued == 1
+        conn = writer.conn
+        assert conn.execute("SELECT id, origin_service FROM tickets ORDER BY id").fetchall() == [
+            (ticket, "first"),
+            (ticket[:-1] + "2", "other"),
+        ]
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (3,)
+        assert writer.positions()["h"][0] == 3
+    finally:
+        writer.close()
