@@ -84,19 +84,47 @@ printer = "tcp://127.0.0.1:{printer_port}"
 
 
 class SamAndPrinter:
-    """The SAM module and the printer in a process of their own, as real devices are:
+    """The SAM module and the printer each in a process of its own, as real devices are:
     their answers are not held up by the benchmark's own threads (the status listener,
-    the echo client), which would otherwise count against the kiosk."""
+    the echo client), nor by each other's (in one process the printer's threads and the
+    SAM's would take turns at one interpreter lock), which would count against the kiosk."""
 
     def __init__(self, work: Path, printer_port: int) -> None:
-        self._pipe, child = multiprocessing.get_context("spawn").Pipe()
-        self._process = multiprocessing.get_context("spawn").Process(
-            target=_serve_devices, args=(child, str(work / "sam"), printer_port), daemon=True
+        self._devices = {
+            role: _DeviceProcess(role, str(work / "sam"), printer_port)
+            for role in ("sam", "printer")
+        }
+
+    def present(self, holder: CardHolder) -> None:
+        self._devices["sam"].ask("present", holder)
+
+    def remove(self) -> None:
+        self._devices["sam"].ask("remove")
+
+    @property
+    def printed(self) -> int:
+        return int(self._devices["printer"].ask("printed"))
+
+    def first_byte_at(self, count: int) -> float:
+        """perf_counter (the same clock in every process) of ticket `count`'s first byte."""
+        return float(self._devices["printer"].ask("first_byte_at", count))
+
+    def close(self) -> None:
+        for device in self._devices.values():
+            device.close()
+
+
+class _DeviceProcess:
+    def __init__(self, role: str, sam_link: str, printer_port: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._pipe, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve_device, args=(child, role, sam_link, printer_port), daemon=True
         )
         self._process.start()
-        assert self._ask("ready") is True
+        assert self.ask("ready") is True
 
-    def _ask(self, *command: Any) -> Any:
+    def ask(self, *command: Any) -> Any:
         self._pipe.send(command)
         if not self._pipe.poll(30):
             raise TimeoutError(f"the device process did not answer {command[0]}")
@@ -105,49 +133,41 @@ class SamAndPrinter:
             raise answer
         return answer
 
-    def present(self, holder: CardHolder) -> None:
-        self._ask("present", holder)
-
-    def remove(self) -> None:
-        self._ask("remove")
-
-    @property
-    def printed(self) -> int:
-        return int(self._ask("printed"))
-
-    def first_byte_at(self, count: int) -> float:
-        """perf_counter (the same clock in every process) of ticket `count`'s first byte."""
-        return float(self._ask("first_byte_at", count))
-
     def close(self) -> None:
         if self._process.is_alive():
-            self._ask("close")
+            self.ask("close")
         self._process.join(10)
 
 
-def _serve_devices(pipe: Connection, sam_link: str, printer_port: int) -> None:
-    printer = PrinterSimulator(None, port=printer_port, render=False).start()
-    sam = SamSimulator(Path(sam_link)).start()
+def _serve_device(pipe: Connection, role: str, sam_link: str, printer_port: int) -> None:
+    printer: PrinterSimulator | None = None
+    sam: SamSimulator | None = None
+    device: PrinterSimulator | SamSimulator
+    if role == "printer":
+        device = printer = PrinterSimulator(None, port=printer_port, render=False).start()
+    else:
+        device = sam = SamSimulator(Path(sam_link)).start()
     while True:
         command, *args = pipe.recv()
         try:
             if command == "ready":
                 pipe.send(True)
-            elif command == "present":
+            elif command == "present" and sam:
                 sam.present(args[0])
                 pipe.send(None)
-            elif command == "remove":
+            elif command == "remove" and sam:
                 sam.remove()
                 pipe.send(None)
-            elif command == "printed":
+            elif command == "printed" and printer:
                 pipe.send(len(printer.tickets))
-            elif command == "first_byte_at":
+            elif command == "first_byte_at" and printer:
                 pipe.send(printer.wait_for_tickets(args[0], timeout=20)[args[0] - 1].first_byte_at)
             elif command == "close":
-                sam.close()
-                printer.close()
+                device.close()
                 pipe.send(None)
                 return
+            else:
+                pipe.send(ValueError(f"{role}: no command {command}"))
         except Exception as exc:  # the bench shows it
             pipe.send(exc)
 
