@@ -415,24 +415,21 @@ class KioskDaemon:
         self._prepared = session
         self._prepared_timer = self.loop.call_later(PREPARED_S, self._drop_prepared)
 
-    def _drop_prepared(self) -> None:
+    def _take_prepared(self) -> PrinterSession | None:
+        """The readied printer connection, now the caller's (its expiry cancelled)."""
         if self._prepared_timer is not None:
             self._prepared_timer.cancel()
             self._prepared_timer = None
-        if self._prepared is not None:
-            self._prepared.close()
-            self._prepared = None
-
-    def _printer_session(self) -> PrinterSession | None:
-        """The readied printer connection if there is one, else a new one."""
         session, self._prepared = self._prepared, None
-        self._drop_prepared()  # its timer
-        if session is not None or self.printer is None:
-            return session
-        return self.printer.session()
+        return session
+
+    def _drop_prepared(self) -> None:
+        session = self._take_prepared()
+        if session is not None:
+            session.close()
 
     def _ask_hall(self, issue: Issue, timing: InputTiming) -> None:
-        session = self._printer_session()
+        session = self._take_prepared() or (self.printer.session() if self.printer else None)
         if session is not None:
             status_from = time.monotonic()
             self._printer_is(session.status())
